@@ -1,0 +1,41 @@
+"""The ``slp`` command line. Each subcommand lives in its own module and registers itself here.
+
+Errors a user can cause (bad paths, corrupt media, bad arguments) are reported as one line on
+stderr with exit code 2 -- never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from slp_pipeline import cli_data, cli_demo
+
+USER_ERRORS = (FileNotFoundError, ValueError, PermissionError, IsADirectoryError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slp", description="Sign language production: text -> pose -> PGMM -> video."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    cli_data.register(sub)
+    cli_demo.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as e:
+        print(f"slp: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("slp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

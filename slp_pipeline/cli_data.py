@@ -1,0 +1,1 @@
+"""``slp data ...``: dataset generation (SynthSigner)."""

@@ -1,0 +1,1 @@
+"""``slp demo``: the main job."""
