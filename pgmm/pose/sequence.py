@@ -17,28 +17,74 @@ import numpy as np
 from pgmm.pose import layout as L
 
 _MEDIAPIPE_POSE_NAMES = [
-    "NOSE", "LEFT_EYE_INNER", "LEFT_EYE", "LEFT_EYE_OUTER", "RIGHT_EYE_INNER", "RIGHT_EYE",
-    "RIGHT_EYE_OUTER", "LEFT_EAR", "RIGHT_EAR", "MOUTH_LEFT", "MOUTH_RIGHT", "LEFT_SHOULDER",
-    "RIGHT_SHOULDER", "LEFT_ELBOW", "RIGHT_ELBOW", "LEFT_WRIST", "RIGHT_WRIST", "LEFT_PINKY",
-    "RIGHT_PINKY", "LEFT_INDEX", "RIGHT_INDEX", "LEFT_THUMB", "RIGHT_THUMB", "LEFT_HIP",
-    "RIGHT_HIP", "LEFT_KNEE", "RIGHT_KNEE", "LEFT_ANKLE", "RIGHT_ANKLE", "LEFT_HEEL",
-    "RIGHT_HEEL", "LEFT_FOOT_INDEX", "RIGHT_FOOT_INDEX",
-]  # fmt: skip
+    "NOSE",
+    "LEFT_EYE_INNER",
+    "LEFT_EYE",
+    "LEFT_EYE_OUTER",
+    "RIGHT_EYE_INNER",
+    "RIGHT_EYE",
+    "RIGHT_EYE_OUTER",
+    "LEFT_EAR",
+    "RIGHT_EAR",
+    "MOUTH_LEFT",
+    "MOUTH_RIGHT",
+    "LEFT_SHOULDER",
+    "RIGHT_SHOULDER",
+    "LEFT_ELBOW",
+    "RIGHT_ELBOW",
+    "LEFT_WRIST",
+    "RIGHT_WRIST",
+    "LEFT_PINKY",
+    "RIGHT_PINKY",
+    "LEFT_INDEX",
+    "RIGHT_INDEX",
+    "LEFT_THUMB",
+    "RIGHT_THUMB",
+    "LEFT_HIP",
+    "RIGHT_HIP",
+    "LEFT_KNEE",
+    "RIGHT_KNEE",
+    "LEFT_ANKLE",
+    "RIGHT_ANKLE",
+    "LEFT_HEEL",
+    "RIGHT_HEEL",
+    "LEFT_FOOT_INDEX",
+    "RIGHT_FOOT_INDEX",
+]
 _MEDIAPIPE_HAND_NAMES = [
-    "WRIST", "THUMB_CMC", "THUMB_MCP", "THUMB_IP", "THUMB_TIP",
-    "INDEX_FINGER_MCP", "INDEX_FINGER_PIP", "INDEX_FINGER_DIP", "INDEX_FINGER_TIP",
-    "MIDDLE_FINGER_MCP", "MIDDLE_FINGER_PIP", "MIDDLE_FINGER_DIP", "MIDDLE_FINGER_TIP",
-    "RING_FINGER_MCP", "RING_FINGER_PIP", "RING_FINGER_DIP", "RING_FINGER_TIP",
-    "PINKY_MCP", "PINKY_PIP", "PINKY_DIP", "PINKY_TIP",
-]  # fmt: skip
+    "WRIST",
+    "THUMB_CMC",
+    "THUMB_MCP",
+    "THUMB_IP",
+    "THUMB_TIP",
+    "INDEX_FINGER_MCP",
+    "INDEX_FINGER_PIP",
+    "INDEX_FINGER_DIP",
+    "INDEX_FINGER_TIP",
+    "MIDDLE_FINGER_MCP",
+    "MIDDLE_FINGER_PIP",
+    "MIDDLE_FINGER_DIP",
+    "MIDDLE_FINGER_TIP",
+    "RING_FINGER_MCP",
+    "RING_FINGER_PIP",
+    "RING_FINGER_DIP",
+    "RING_FINGER_TIP",
+    "PINKY_MCP",
+    "PINKY_PIP",
+    "PINKY_DIP",
+    "PINKY_TIP",
+]
 # OpenPose BODY_25 index for every COCO body point / foot point.
 _BODY25_FOR_BODY = [0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11]
 _BODY25_FOR_FEET = [19, 20, 21, 22, 23, 24]
 # Our own .pose components for the whole-body layout: (name, slice).
 _WB_COMPONENTS = [
-    ("BODY", L.BODY), ("FEET", L.FEET), ("FACE", L.FACE),
-    ("LEFT_HAND", L.LEFT_HAND), ("RIGHT_HAND", L.RIGHT_HAND),
-]  # fmt: skip
+    ("BODY", L.BODY),
+    ("FEET", L.FEET),
+    ("FACE", L.FACE),
+    ("LEFT_HAND", L.LEFT_HAND),
+    ("RIGHT_HAND", L.RIGHT_HAND),
+]
 
 
 class PoseFormatError(ValueError):
@@ -113,9 +159,12 @@ class PoseSequence:
             return
         buf = io.BytesIO()
         np.savez_compressed(
-            buf, data=self.data, fps=np.float64(self.fps), layout=np.array(self.layout),
+            buf,
+            data=self.data,
+            fps=np.float64(self.fps),
+            layout=np.array(self.layout),
             size=np.array([self.width, self.height], dtype=np.int64),
-        )  # fmt: skip
+        )
         _atomic_write(path, buf.getvalue())
 
     @classmethod
@@ -130,7 +179,7 @@ class PoseSequence:
             with np.load(path, allow_pickle=False) as z:
                 w, h = (int(v) for v in z["size"])
                 return cls(z["data"], float(z["fps"]), str(z["layout"]), w, h)
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as e:
             raise PoseFormatError(f"{path}: not a PoseSequence .npz ({e})") from e
 
     # ------------------------------------------------------------------ .pose (pose-format)
@@ -148,11 +197,12 @@ class PoseSequence:
         components = []
         for name, sl in groups:
             lo = sl.start
-            limbs = [(a - lo, b - lo) for a, b in L.LIMBS[self.layout]
-                     if sl.start <= a < sl.stop and sl.start <= b < sl.stop]  # fmt: skip
-            components.append(
-                PoseHeaderComponent(name, names[sl], limbs, [(255, 255, 255)], "XYC")
-            )
+            limbs = [
+                (a - lo, b - lo)
+                for a, b in L.LIMBS[self.layout]
+                if sl.start <= a < sl.stop and sl.start <= b < sl.stop
+            ]
+            components.append(PoseHeaderComponent(name, names[sl], limbs, [(255, 255, 255)], "XYC"))
         header = PoseHeader(0.1, PoseHeaderDimensions(self.width, self.height, 0), components)
         xy = self.pixels()[:, None]  # (T, 1, K, 2)
         conf = self.confidence[:, None]
@@ -182,7 +232,7 @@ class PoseSequence:
 
         names = [c.name for c in header.components]
         offsets = np.cumsum([0] + [len(c.points) for c in header.components])
-        comp = {c.name: (c, int(o)) for c, o in zip(header.components, offsets)}
+        comp = {c.name: (c, int(o)) for c, o in zip(header.components, offsets, strict=False)}
         index = np.full(L.NUM_WHOLEBODY, -1, dtype=np.int64)
         if names == ["PGMM36"]:
             return cls(points, float(body.fps), "pgmm36", w, h)
@@ -191,17 +241,28 @@ class PoseSequence:
                 c, off = comp[name]
                 index[sl] = off + np.arange(len(c.points))
         elif "POSE_LANDMARKS" in comp:
-            _map_by_name(index, comp, "POSE_LANDMARKS",
-                          [_MEDIAPIPE_POSE_NAMES[i] for i in L.MEDIAPIPE_POSE_FOR_BODY],
-                          L.BODY.start)  # fmt: skip
+            _map_by_name(
+                index,
+                comp,
+                "POSE_LANDMARKS",
+                [_MEDIAPIPE_POSE_NAMES[i] for i in L.MEDIAPIPE_POSE_FOR_BODY],
+                L.BODY.start,
+            )
             feet = [_MEDIAPIPE_POSE_NAMES[i] if i >= 0 else "" for i in L.MEDIAPIPE_POSE_FOR_FEET]
             _map_by_name(index, comp, "POSE_LANDMARKS", feet, L.FEET.start)
-            _map_by_name(index, comp, "FACE_LANDMARKS",
-                         [str(i) for i in L.MEDIAPIPE_FACE_FOR_FACE68], L.FACE.start)  # fmt: skip
-            _map_by_name(index, comp, "LEFT_HAND_LANDMARKS", _MEDIAPIPE_HAND_NAMES,
-                         L.LEFT_HAND.start)  # fmt: skip
-            _map_by_name(index, comp, "RIGHT_HAND_LANDMARKS", _MEDIAPIPE_HAND_NAMES,
-                         L.RIGHT_HAND.start)  # fmt: skip
+            _map_by_name(
+                index,
+                comp,
+                "FACE_LANDMARKS",
+                [str(i) for i in L.MEDIAPIPE_FACE_FOR_FACE68],
+                L.FACE.start,
+            )
+            _map_by_name(
+                index, comp, "LEFT_HAND_LANDMARKS", _MEDIAPIPE_HAND_NAMES, L.LEFT_HAND.start
+            )
+            _map_by_name(
+                index, comp, "RIGHT_HAND_LANDMARKS", _MEDIAPIPE_HAND_NAMES, L.RIGHT_HAND.start
+            )
         elif "pose_keypoints_2d" in comp:
             off = comp["pose_keypoints_2d"][1]
             index[L.BODY] = off + np.array(_BODY25_FOR_BODY)
