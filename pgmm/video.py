@@ -47,7 +47,13 @@ from types import TracebackType
 import av
 import numpy as np
 from av.stream import Disposition
-from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc, VideoReformatter
+from av.video.reformatter import (
+    ColorPrimaries,
+    ColorRange,
+    ColorTrc,
+    Interpolation,
+    VideoReformatter,
+)
 from PIL import Image, ImageOps
 
 __all__ = [
@@ -92,6 +98,17 @@ _AVCOL_SPC_BT709 = 1
 # Downscale in integer steps first when shrinking by >= 3x: as sharp as plain LANCZOS but
 # much cheaper for large reductions (e.g. 1080p camera footage to 256x256 training frames).
 _REDUCING_GAP = 3.0
+# swscale's default yuv420p -> rgb24 fast path upsamples chroma by pixel repetition with
+# table-based rounding: measured on smooth test content it darkens every channel by ~1.2 levels
+# and doubles the round-trip error (2.1 vs 0.5 mean abs, conversion alone).  Full chroma
+# interpolation with accurate rounding removes the bias; it costs ~3 ms per 720p frame, small
+# next to H.264 decoding.  Used for both directions so that write -> read is symmetric.
+_SWS_FLAGS = (
+    Interpolation.BILINEAR
+    | Interpolation.ACCURATE_RND
+    | Interpolation.FULL_CHR_H_INT
+    | Interpolation.FULL_CHR_H_INP
+)
 
 
 class VideoError(ValueError):
@@ -320,7 +337,10 @@ def _iter_video(path: Path, target: tuple[int, int] | None) -> Iterator[np.ndarr
             try:
                 # to_ndarray handles every pixel format (yuvj, gray, rgba, 10-bit, pal8 ...)
                 # and applies the colour matrix/range the stream is tagged with.
-                rgb_frames = [frame.to_ndarray(format="rgb24") for frame in packet.decode()]
+                rgb_frames = [
+                    frame.to_ndarray(format="rgb24", interpolation=_SWS_FLAGS)
+                    for frame in packet.decode()
+                ]
             except (av.FFmpegError, ValueError) as exc:
                 raise VideoError(
                     f"{path}: decoding failed after {count} frames ({_one_line(exc)})"
@@ -504,7 +524,11 @@ class VideoWriter:
         for frame in batch:
             rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             yuv = self._reformatter.reformat(
-                rgb, format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG"
+                rgb,
+                format="yuv420p",
+                dst_colorspace="ITU709",
+                dst_color_range="MPEG",
+                interpolation=_SWS_FLAGS,
             )
             yuv.pts = self._frames_written
             self._encode(yuv)
