@@ -27,5 +27,8 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q -m "not slow"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
+bench: $(STAMP)
+	$(PY) bench/bench_synth.py
+
 clean:
 	rm -rf $(VENV) outputs

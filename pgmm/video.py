@@ -15,11 +15,12 @@ one.
 
 Determinism of the H.264 output (measured with the libx264 bundled in PyAV 18.1):
 
-* With PyAV's defaults (slice threads, thread count = number of cores) encoding the same
-  frames twice in the same process gave *different* bytes for some inputs (e.g. 40 frames of
-  160x120), even with ``threads=1``.  The difference comes from x264's CPU-specific assembly
-  in the macroblock-tree rate control; ``x264-params cpu-independent=1`` (which switches
-  exactly those routines to portable versions) made every repeated encode byte-identical.
+* Encoding the same frames twice in the same process gave *different* bytes for some inputs
+  (e.g. 40 frames of 160x120): with PyAV's defaults (slice threads, one per core), with
+  ``threads=1`` and with 4 frame threads alike -- so ``threads=1`` does not help.  The
+  variation comes from x264's CPU-specific assembly (``asm=0`` also removed it);
+  ``x264-params cpu-independent=1``, which swaps the CPU-dependent routines for portable
+  ones, made every repeated encode byte-identical (15/15 runs on three inputs).
 * The thread count changes the bitstream (slice count, or frame-thread motion search
   limits) and is written into the stream's SEI, so a core-count dependent default would give
   different files on different machines.
@@ -33,6 +34,7 @@ muxer adds no timestamps, so identical packets give identical files.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import uuid
@@ -81,6 +83,9 @@ ENCODER_THREADS = 4
 """Fixed x264 frame-thread count: a constant (not "auto") keeps the bytes machine-independent."""
 
 _DEFAULT_FPS = 25.0
+# Frames converted per step when a whole (T, H, W, 3) array is written: bounds the temporary
+# copy made for float input instead of doubling the memory of a long clip.
+_WRITE_CHUNK = 32
 _X264_PRESETS = (
     "ultrafast",
     "superfast",
@@ -217,7 +222,8 @@ def _normalize_size(size: Size) -> tuple[int, int] | None:
 
 
 def _check_fps(fps: float) -> None:
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+    valid = isinstance(fps, numbers.Real) and not isinstance(fps, bool)
+    if not (valid and math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive finite number, got {fps!r}")
 
 
@@ -383,7 +389,11 @@ def _as_uint8_batch(frames: np.ndarray) -> np.ndarray:
 def _iter_batches(frames: np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     """Yield uint8 ``(N, H, W, 3)`` batches from an array or an iterable of frames/batches."""
     if isinstance(frames, np.ndarray):
-        yield _as_uint8_batch(frames)
+        if frames.ndim != 4:
+            yield _as_uint8_batch(frames)
+            return
+        for start in range(0, max(len(frames), 1), _WRITE_CHUNK):
+            yield _as_uint8_batch(frames[start : start + _WRITE_CHUNK])
         return
     if not isinstance(frames, Iterable) or isinstance(frames, (str, bytes)):
         raise TypeError(f"frames must be an array or an iterable of arrays, got {type(frames)}")
@@ -420,8 +430,9 @@ class VideoWriter:
 
     The first frame fixes the output size; odd widths/heights are padded to even by repeating
     the last row/column, since yuv420p cannot represent odd dimensions.  RGB is converted with
-    the BT.709 matrix (limited range) and the stream is tagged accordingly, so browsers, which
-    assume BT.709 for untagged video, show the same colours as :func:`read_video` returns.
+    the BT.709 matrix (limited range) and the stream is tagged accordingly: players disagree on
+    untagged video (BT.601 vs BT.709), tagged video looks the same everywhere, including in
+    :func:`read_video`.
 
     Use as a context manager: on normal exit the file is finalized and renamed into place; if
     an exception escapes the block, the temporary file is deleted, an existing file at
@@ -640,17 +651,19 @@ def contact_sheet(frames: np.ndarray, cols: int = 8, num: int | None = None) -> 
     With ``num``, that many frames are picked evenly from first to last (fewer if the clip is
     shorter), which gives a one-glance summary of a whole sign sequence.
     """
-    batch = _as_uint8_batch(frames)
-    if cols < 1:
-        raise ValueError(f"cols must be >= 1, got {cols}")
     if num is not None and num < 1:
         raise ValueError(f"num must be >= 1 or None, got {num}")
-    total = batch.shape[0]
-    if total == 0:
-        raise ValueError("contact_sheet needs at least one frame")
-    if num is not None and num < total:
-        batch = batch[np.linspace(0, total - 1, num).round().astype(int)]
+    if cols < 1:
+        raise ValueError(f"cols must be >= 1, got {cols}")
+    # Sample before converting so a long float clip is not converted in full.
+    if isinstance(frames, np.ndarray) and frames.ndim == 4 and num is not None:
+        if len(frames) == 0:
+            raise ValueError("contact_sheet needs at least one frame")
+        frames = frames[np.linspace(0, len(frames) - 1, min(num, len(frames))).round().astype(int)]
+    batch = _as_uint8_batch(frames)
     count, height, width = batch.shape[:3]
+    if count == 0:
+        raise ValueError("contact_sheet needs at least one frame")
     cols = min(cols, count)
     rows = -(-count // cols)
     grid = np.zeros((rows * cols, height, width, 3), dtype=np.uint8)

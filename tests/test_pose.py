@@ -259,3 +259,15 @@ def test_invalid_sequences() -> None:
         PoseSequence(np.zeros((4, 36, 3)), layout="coco17")
     with pytest.raises(ValueError):
         PoseSequence(np.zeros((4, 36, 3)), fps=0.0, layout="pgmm36")
+
+
+def test_compact_npz_round_trip_within_quantisation(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0, 1, (7, 36, 3)).astype(np.float32)
+    seq = PoseSequence(data, 25.0, "pgmm36", 256, 256)
+    seq.save(tmp_path / "c.npz", compact=True)
+    back = PoseSequence.load(tmp_path / "c.npz")
+    assert np.abs(back.xy - seq.xy).max() * 256 < 0.01  # < 0.01 px at 256^2
+    assert np.abs(back.confidence - seq.confidence).max() <= 0.5 / 255 + 1e-6
+    seq.save(tmp_path / "full.npz")
+    assert (tmp_path / "c.npz").stat().st_size < (tmp_path / "full.npz").stat().st_size

@@ -165,10 +165,12 @@ def test_exception_in_writer_block_keeps_existing_file(tmp_path: Path) -> None:
 
 def test_exception_in_writer_block_leaves_nothing(tmp_path: Path) -> None:
     frames = moving_frames(t=4)
-    with pytest.raises(ValueError, match="differs from the first frame"):  # noqa: SIM117
-        with V.VideoWriter(tmp_path / "out.mp4") as writer:
-            writer.write(frames)
-            writer.write(frames[:, :32])
+    with (
+        pytest.raises(ValueError, match="differs from the first frame"),
+        V.VideoWriter(tmp_path / "out.mp4") as writer,
+    ):
+        writer.write(frames)
+        writer.write(frames[:, :32])
     assert files_in(tmp_path) == []
 
 
@@ -184,6 +186,13 @@ def test_writer_rejects_empty_output_and_use_after_close(tmp_path: Path) -> None
     writer.close()
     with pytest.raises(ValueError, match="already closed"):
         writer.write(moving_frames(t=1))
+
+    aborted = V.VideoWriter(tmp_path / "b.mp4")
+    aborted.write(moving_frames(t=2))
+    aborted.abort()
+    with pytest.raises(ValueError, match="aborted"):
+        aborted.close()
+    assert files_in(tmp_path) == ["a.mp4"]
 
 
 @pytest.mark.parametrize(
@@ -295,6 +304,8 @@ def test_write_png_strip_samples_evenly(tmp_path: Path) -> None:
     strip = np.asarray(Image.open(path))
     assert strip.shape == (8, 5 * 12, 3)
     assert [int(strip[0, 12 * i, 0]) for i in range(5)] == [0, 50, 100, 140, 190]
+    short = V.write_png_strip(tmp_path / "short.png", frames[:3], num=8)
+    assert Image.open(short).size == (3 * 12, 8)  # fewer frames than num: all of them
 
 
 def test_contact_sheet_grid() -> None:

@@ -17,6 +17,7 @@ resumes where it stopped. Videos are rendered in worker processes (one sentence 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import io
 import os
@@ -49,6 +50,7 @@ class GenerateConfig:
     workers: int = 2
     data_dir: Path | None = None
     overwrite: bool = False
+    frames_per_video: int | None = None  # override the corpus length (benchmarks, previews)
 
 
 def select_sentences(signer: SynthSigner, cfg: GenerateConfig) -> list[CorpusSentence]:
@@ -99,6 +101,8 @@ def _init_worker(seed: int, data_dir: Path | None, languages: Sequence[str]) -> 
 
 def _render_one(args: tuple[CorpusSentence, GenerateConfig]) -> dict[str, str]:
     sentence, cfg = args
+    if cfg.frames_per_video:
+        sentence = dataclasses.replace(sentence, num_frames=cfg.frames_per_video)
     signer = _WORKER["signer"]
     ident = signer.identity_for(sentence, cfg.identity)
     pose = signer.pose(sentence, cfg.identity)
@@ -106,8 +110,9 @@ def _render_one(args: tuple[CorpusSentence, GenerateConfig]) -> dict[str, str]:
     full = pose_dir / f"{sentence.id}.npz"
     if cfg.overwrite or not full.exists():
         seq = to_pose_sequence(pose)
-        seq.to_layout("pgmm36").save(pose_dir / f"{sentence.id}.pgmm36.npz")
-        seq.save(full)  # last: its presence marks the poses as complete
+        compact = cfg.frames == "none"  # corpus-scale pose exports: quantised, 2.5x smaller
+        seq.to_layout("pgmm36").save(pose_dir / f"{sentence.id}.pgmm36.npz", compact=compact)
+        seq.save(full, compact=compact)  # last: its presence marks the poses as complete
     if cfg.frames != "none":
         for size in cfg.sizes:
             folder = _feature_dir(cfg.out, size, sentence.split)
