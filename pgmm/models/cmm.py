@@ -1,0 +1,92 @@
+"""Coarse Motion Module (CMM): move source features with an optical flow, keep appearance.
+
+At each generator scale, Conv-Flow (7x7 conv + softmax over the motion branch's N
+deformations) predicts a *per-scale* optical flow from the motion features X_m; the input
+features are warped with it, Conv-Mask (3x3 conv + sigmoid) predicts the occlusion O, and
+
+    X_out = [X_in, (1 - O) * warp(X_in)]
+
+Keeping X_in next to the warped copy lets the generator fall back to unwarped appearance where
+the flow is unreliable. The "no CMM" pass of L_align (Y_d = G(X_d, -, X_p)) is the same module
+with identity flow and no occlusion: X_out = [X_in, X_in].
+
+``TPSMMWarp`` is the baseline's warping (TPSMM): one global flow and occlusion maps from the
+dense-motion network, X_out = occlusion * warp(X_in).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def resize_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize sampling grids ``(..., h, w, 2)`` to ``size`` (values are resolution-free)."""
+    lead, (h, w) = grid.shape[:-3], grid.shape[-3:-1]
+    if (h, w) == tuple(size):
+        return grid
+    flat = grid.reshape(-1, h, w, 2).permute(0, 3, 1, 2)
+    flat = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return flat.permute(0, 2, 3, 1).reshape(*lead, *size, 2)
+
+
+def warp(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Backward warp: output pixel p takes ``features`` at ``grid[p]`` (grid_sample convention)."""
+    return F.grid_sample(
+        features,
+        grid.to(features.dtype),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )
+
+
+class CMM(nn.Module):
+    """X_out = [X_in, (1 - O) * warp(X_in, sum_n softmax(ConvFlow(X_m))_n * T_n)]."""
+
+    def __init__(self, motion_channels: int, num_deformations: int) -> None:
+        super().__init__()
+        self.conv_flow = nn.Conv2d(motion_channels, num_deformations, 7, padding=3)
+        self.conv_mask = nn.Conv2d(motion_channels, 1, 3, padding=1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        motion_features: torch.Tensor | None,
+        deformations: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Return (X_out, flow, occlusion); ``motion_features is None`` -> the no-CMM pass."""
+        if motion_features is None or deformations is None:
+            return torch.cat([x, x], dim=1), None, None
+        size = tuple(x.shape[-2:])
+        # Scales finer than the motion features (1/4) gain nothing from convolving upsampled
+        # features: run the convs at the motion resolution and upsample their outputs, which
+        # keeps the full-resolution CMM as cheap as the coarse ones.
+        work = min(size, tuple(motion_features.shape[-2:]))
+        m = motion_features
+        if tuple(m.shape[-2:]) != work:
+            m = F.interpolate(m, size=work, mode="bilinear", align_corners=False)
+        logits, mask = self.conv_flow(m), self.conv_mask(m)
+        if work != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+        weights = torch.softmax(logits, dim=1)  # (B, N, h, w)
+        flow = (weights.unsqueeze(-1) * resize_grid(deformations, size)).sum(dim=1)
+        occlusion = torch.sigmoid(mask)
+        return torch.cat([x, (1 - occlusion) * warp(x, flow)], dim=1), flow, occlusion
+
+
+class TPSMMWarp(nn.Module):
+    """The baseline: X_out = occlusion * warp(X_in, dense-motion flow); no parameters."""
+
+    def forward(
+        self, x: torch.Tensor, flow: torch.Tensor | None, occlusion: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        if flow is None or occlusion is None:
+            return x, None, None
+        size = x.shape[-2:]
+        flow = resize_grid(flow, size)
+        if occlusion.shape[-2:] != size:
+            occlusion = F.interpolate(occlusion, size=size, mode="bilinear", align_corners=False)
+        return occlusion * warp(x, flow), flow, occlusion

@@ -1,0 +1,132 @@
+"""PGMM hyper-parameters: one dataclass, one YAML file per variant (``configs/pgmm/*.yaml``).
+
+The five variants of the paper's ablation differ only by config -- no code edits:
+
+============  ==========  =========  ==================  ===================================
+variant       motion      fusion     extra loss          meaning
+============  ==========  =========  ==================  ===================================
+tpsmm         tpsmm       none       --                  the baseline (TPSMM warping, no pose)
+pose_sum      cmm         sum        --                  CMM + pose features *added*
+pfm           cmm         pfm        --                  CMM + Pose Fusion Module (attention)
+pfm_pd        cmm         pfm        L_pd                + pose-distance loss
+full          cmm         pfm        L_pd + L_align      + feature-alignment loss (the paper)
+============  ==========  =========  ==================  ===================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+VARIANTS = ("tpsmm", "pose_sum", "pfm", "pfm_pd", "full")
+_VARIANT_DEFAULTS = {
+    "tpsmm": ("tpsmm", "none"),
+    "pose_sum": ("cmm", "sum"),
+    "pfm": ("cmm", "pfm"),
+    "pfm_pd": ("cmm", "pfm"),
+    "full": ("cmm", "pfm"),
+}
+
+
+def default_loss_weights(variant: str = "full") -> dict[str, float]:
+    """TPSMM's loss weights plus PGMM's L_pd and L_align where the variant uses them."""
+    weights = {
+        "perceptual": 10.0,  # per VGG layer, over the image pyramid
+        "equivariance": 10.0,
+        "warp": 10.0,
+        "background": 10.0,
+        "driving_keypoints": 10.0,  # distillation of the pose-driven keypoint head
+        "pose_distance": 0.0,  # L_pd
+        "align": 0.0,  # L_align
+    }
+    if variant in ("pfm_pd", "full"):
+        weights["pose_distance"] = 10.0
+    if variant == "full":
+        weights["align"] = 10.0
+    return weights
+
+
+@dataclass
+class PGMMConfig:
+    """Everything needed to build a :class:`~pgmm.models.pgmm.PGMM` (and check a checkpoint)."""
+
+    variant: str = "full"
+    image_size: int = 128
+    motion: str = ""  # "cmm" | "tpsmm"; empty = the variant's default
+    fusion: str = ""  # "pfm" | "sum" | "none"; empty = the variant's default
+    # Motion branch E_M (TPSMM).
+    num_tps: int = 20
+    points_per_tps: int = 5
+    backbone_width: float = 1.0  # ResNet-18 width multiplier (keypoints, background)
+    dense_block_expansion: int = 64
+    dense_num_blocks: int = 5
+    dense_max_features: int = 1024
+    dense_scale_factor: float = 0.25
+    kp_variance: float = 0.01
+    # Image encoder E_I and generator G.
+    block_expansion: int = 64
+    max_features: int = 512
+    num_down_blocks: int = 3
+    # Pose branch: PoseNet P_d over the 36 heatmaps of P_e (stride 4), and PFM.
+    num_keypoints: int = 36
+    heatmap_stride: int = 4
+    pose_block_expansion: int = 32
+    pfm_max_tokens: int = 1024  # attention only at scales with at most this many tokens
+    # Pose-driven inference head.
+    driving_head_channels: int = 64
+    loss_weights: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown PGMM variant {self.variant!r}; choose from {VARIANTS}")
+        motion, fusion = _VARIANT_DEFAULTS[self.variant]
+        self.motion = self.motion or motion
+        self.fusion = self.fusion or fusion
+        if self.motion not in ("cmm", "tpsmm"):
+            raise ValueError(f"motion must be 'cmm' or 'tpsmm', got {self.motion!r}")
+        if self.fusion not in ("pfm", "sum", "none"):
+            raise ValueError(f"fusion must be 'pfm', 'sum' or 'none', got {self.fusion!r}")
+        factor = 2**self.num_down_blocks
+        if self.image_size % (factor * self.heatmap_stride) or self.image_size < 32:
+            raise ValueError(
+                f"image_size {self.image_size} must be >= 32 and divisible by "
+                f"{factor * self.heatmap_stride} (2^num_down_blocks x heatmap stride)"
+            )
+        self.loss_weights = {**default_loss_weights(self.variant), **self.loss_weights}
+
+    @property
+    def uses_pose(self) -> bool:
+        return self.fusion != "none"
+
+    @property
+    def num_keypoints_tps(self) -> int:
+        return self.num_tps * self.points_per_tps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PGMMConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PGMM config keys: {unknown}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> PGMMConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"PGMM config not found: {path}")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        model = data.get("model", data)
+        return cls.from_dict(model)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump({"model": self.to_dict()}, sort_keys=False))

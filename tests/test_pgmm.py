@@ -1,0 +1,175 @@
+"""PGMM: shapes per variant, gradients, CMM/PFM against hand-computed references, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pgmm.models.cmm import CMM
+from pgmm.models.config import VARIANTS, PGMMConfig
+from pgmm.models.pfm import PFM
+from pgmm.models.pgmm import PGMM, CheckpointError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pgmm"
+TINY = dict(
+    num_tps=4,
+    backbone_width=0.125,
+    dense_block_expansion=8,
+    dense_num_blocks=3,
+    dense_max_features=32,
+    block_expansion=8,
+    max_features=32,
+    pose_block_expansion=4,
+    driving_head_channels=32,
+)
+
+
+def tiny(variant: str, size: int = 128, **kw) -> PGMM:
+    torch.manual_seed(0)
+    return PGMM(PGMMConfig(variant=variant, image_size=size, **{**TINY, **kw}))
+
+
+def inputs(size: int, batch: int = 2):
+    g = torch.Generator().manual_seed(1)
+    src = torch.rand(batch, 3, size, size, generator=g)
+    drv = torch.rand(batch, 3, size, size, generator=g)
+    heat = torch.rand(batch, 36, size // 4, size // 4, generator=g)
+    return src, drv, heat
+
+
+@pytest.mark.parametrize("size", [128, 256])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_output_shapes_per_variant(variant: str, size: int) -> None:
+    model = tiny(variant, size).eval()
+    src, drv, heat = inputs(size)
+    with torch.no_grad():
+        out = model(src, drv, heat, heat, with_align=True)
+    pred = out["prediction"]
+    assert pred.shape == (2, 3, size, size)
+    assert pred.min() >= 0 and pred.max() <= 1
+    assert [y.shape[-1] for y in out["Y_s"]] == [size // 8, size // 4, size // 2, size]
+    assert [y.shape for y in out["Y_d"]] == [y.shape for y in out["Y_s"]]
+    assert out["kp_driving_from_pose"].shape == (2, 20, 2)
+    frames = model.animate(model.encode_source(src[:1], heat[:1]), heat)
+    assert frames.shape == (2, 3, size, size)
+
+
+@pytest.mark.parametrize("variant", ["tpsmm", "pose_sum", "full"])
+def test_gradients_reach_every_parameter(variant: str) -> None:
+    model = tiny(variant).train()
+    with torch.no_grad():  # zero-initialised heads (identity background) block gradients at init
+        for p in model.parameters():
+            p.add_(1e-3 * torch.randn_like(p))
+    src, drv, heat = inputs(128)
+    out = model(src, drv, heat, heat, dropout_p=0.0, with_align=True)
+    # The terms of the training losses: reconstruction, L_align, the dense-motion flow (TPSMM's
+    # warp loss), background and keypoint-head distillation.
+    loss = (
+        out["prediction"].mean()
+        + sum(y.mean() for y in out["Y_d"])
+        + out["motion"].optical_flow.mean()
+        + out["kp_driving_from_pose"].mean()
+        + out["bg_from_pose"].mean()
+    )
+    loss.backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, dead
+
+
+def test_cmm_matches_hand_computed_reference() -> None:
+    torch.manual_seed(0)
+    b, c, h, w = 1, 2, 4, 5
+    x = torch.randn(b, c, h, w)
+    cmm = CMM(motion_channels=3, num_deformations=2)
+    with torch.no_grad():
+        cmm.conv_flow.weight.zero_()
+        cmm.conv_flow.bias.copy_(torch.tensor([0.0, 50.0]))  # softmax picks deformation 1
+        cmm.conv_mask.weight.zero_()
+        cmm.conv_mask.bias.fill_(math.log(0.25 / 0.75))  # O = 0.25 everywhere
+    # Deformation 0: identity; deformation 1: sample one pixel to the right.
+    ys = (2 * torch.arange(h) + 1) / h - 1
+    xs = (2 * torch.arange(w) + 1) / w - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (h, w, 2)
+    shifted = grid.clone()
+    shifted[..., 0] += 2 / w
+    deformations = torch.stack([grid, shifted])[None]  # (1, 2, h, w, 2)
+    out, flow, occ = cmm(x, torch.randn(b, 3, h, w), deformations)
+    # By hand: output pixel (i, j) takes x[i, j + 1]; the last column repeats (border).
+    warped = torch.cat([x[..., 1:], x[..., -1:]], dim=-1)
+    expected = torch.cat([x, 0.75 * warped], dim=1)
+    assert torch.allclose(occ, torch.full_like(occ, 0.25))
+    assert torch.allclose(out, expected, atol=1e-4)
+    same, no_flow, no_occ = cmm(x, None, None)
+    assert torch.equal(same, torch.cat([x, x], 1)) and no_flow is None and no_occ is None
+
+
+def test_pfm_matches_hand_computed_reference() -> None:
+    torch.manual_seed(0)
+    pfm = PFM(channels=4, pose_channels=3, attention_channels=5).eval()
+    x, pose = torch.randn(2, 4, 3, 3), torch.randn(2, 3, 3, 3)
+    q = pfm.query(pose).flatten(2).transpose(1, 2)  # (B, 9, 5)
+    k = pfm.key(x).flatten(2).transpose(1, 2)
+    v = pfm.value(x).flatten(2).transpose(1, 2)  # (B, 9, 4)
+    attn = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(5), dim=-1)
+    expected = x + (attn @ v).transpose(1, 2).reshape(2, 4, 3, 3)
+    assert torch.allclose(pfm(x, pose), expected, atol=1e-5)
+
+
+def test_save_load_round_trip_is_bit_exact(tmp_path: Path) -> None:
+    model = tiny("full").eval()
+    src, drv, heat = inputs(128, batch=1)
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = PGMM.from_pretrained(tmp_path / "ckpt", variant="full", image_size=128).eval()
+    for (na, a), (nb, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert na == nb and torch.equal(a, b)
+    with torch.no_grad():
+        assert torch.equal(model.reconstruct(src, drv, heat), loaded.reconstruct(src, drv, heat))
+    assert not list((tmp_path / "ckpt").glob(".*"))
+
+
+def test_wrong_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    tiny("tpsmm").save_pretrained(tmp_path / "tpsmm")
+    with pytest.raises(CheckpointError, match="'tpsmm'.*'full'"):
+        PGMM.from_pretrained(tmp_path / "tpsmm", variant="full")
+    with pytest.raises(CheckpointError, match="128x128.*256x256"):
+        PGMM.from_pretrained(tmp_path / "tpsmm", image_size=256)
+    # Weights of another variant under this config: names the mismatch.
+    tiny("full").save_pretrained(tmp_path / "full")
+    (tmp_path / "tpsmm" / "model.safetensors").replace(tmp_path / "full" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="does not match its config"):
+        PGMM.from_pretrained(tmp_path / "full")
+    (tmp_path / "full" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        PGMM.from_pretrained(tmp_path / "full")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        PGMM.from_pretrained(tmp_path / "nowhere")
+
+
+def test_input_validation() -> None:
+    model = tiny("full").eval()
+    src, drv, heat = inputs(128, batch=1)
+    with pytest.raises(ValueError, match=r"\(B, 3, 128, 128\)"):
+        model(F.interpolate(src, size=64), drv, heat)
+    with pytest.raises(ValueError, match="needs driving heatmaps"):
+        model(src, drv)
+    with pytest.raises(ValueError, match="source pose"):
+        model.animate(src, heat)
+    with pytest.raises(ValueError, match="unknown PGMM variant"):
+        PGMMConfig(variant="nope")
+    with pytest.raises(ValueError, match="divisible"):
+        PGMMConfig(image_size=100)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_configs_parse(path: Path) -> None:
+    cfg = PGMMConfig.from_yaml(path)
+    assert path.stem.split("-")[0] == cfg.variant
+    assert (cfg.fusion == "none") == (cfg.variant == "tpsmm")
+    assert (cfg.loss_weights["align"] > 0) == (cfg.variant == "full")
+    assert (cfg.loss_weights["pose_distance"] > 0) == (cfg.variant in ("pfm_pd", "full"))
