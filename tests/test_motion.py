@@ -277,6 +277,14 @@ def test_dense_motion_identity_without_motion(bg_param: torch.Tensor | None) -> 
     torch.testing.assert_close(out.deformed_source, small[:, None].expand_as(out.deformed_source))
 
 
+def test_dense_motion_without_occlusion_masks() -> None:
+    """PGMM's CMM predicts its own masks, so the motion branch may be asked for none."""
+    model = _dense_motion(occlusion_scales=())
+    kp = _keypoints(1, NUM_TPS * POINTS, seed=8)
+    assert model(torch.rand(1, 3, 64, 64), kp, kp).occlusion == []
+    assert len(model.occlusion_heads) == 0
+
+
 def test_gradients_reach_every_parameter() -> None:
     torch.manual_seed(0)
     detector = KeypointDetector(num_tps=NUM_TPS, points_per_tps=POINTS, width=0.25)

@@ -51,12 +51,13 @@ def _points(n: int, k: int, seed: int, margin: float = 0.1) -> torch.Tensor:
 @pytest.mark.parametrize("hw", [(128, 128), (256, 256), (96, 128)])
 def test_output_shapes(preset: str, hw: tuple[int, int]) -> None:
     model = HRNetLite(HRNETLITE_PRESETS[preset]).eval()
-    images = torch.rand(2, 3, *hw)
+    batch = 2 if preset == "cpu" else 1  # keeps the GPU-size preset quick on CPU
+    images = torch.rand(batch, 3, *hw)
     with torch.no_grad():
         maps = model(images)
-    assert maps.shape == (2, NUM_PGMM, hw[0] // 4, hw[1] // 4)
+    assert maps.shape == (batch, NUM_PGMM, hw[0] // 4, hw[1] // 4)
     kp = model.keypoints(images)
-    assert kp.shape == (2, NUM_PGMM, 3)
+    assert kp.shape == (batch, NUM_PGMM, 3)
     assert torch.isfinite(kp).all() and kp.min() >= 0 and kp.max() <= 1
     assert model.num_keypoints == NUM_PGMM and model.heatmap_stride == 4
 
@@ -100,7 +101,7 @@ def test_target_heatmaps_and_loss() -> None:
 def test_overfits_synth_frames(shared_data: Path) -> None:
     """A small HRNetLite memorises 4 SynthSigner frames: the architecture, targets, loss and
     decoding fit together (a geometry slip of half a map pixel would show in the error)."""
-    size, steps = 128, 200
+    size, steps = 128, 150
     ds = RenderedSynthSigner("dev", size=size, max_videos=1, data_dir=shared_data)
     frames = ds.load_frames(0)
     poses = ds.load_poses(0).to_layout("pgmm36").data
@@ -131,8 +132,8 @@ def test_overfits_synth_frames(shared_data: Path) -> None:
     error = pixel_error(model)
     drop = losses[0] / float(np.mean(losses[-10:]))
     confidence = model.keypoints(images)[..., 2][visible].mean().item()
-    # Observed on 2 CPU cores: drop ~150-200x, error ~0.15 map px, confidence ~0.96;
-    # untrained error ~10 map px.
+    # Observed (150 steps, 3 s on 2 idle CPU cores): drop ~150x, error ~0.17 map px,
+    # confidence ~0.94; untrained error ~10 map px.
     assert untrained_error > 3.0
     assert drop > 30, f"training loss fell only {drop:.1f}x"
     assert error < 0.5, f"mean keypoint error {error:.2f} heatmap px on the training frames"

@@ -199,8 +199,8 @@ class MMPoseWholeBody(PoseEstimator):
         self.heatmap_wh = (int(codec["heatmap_size"][0]), int(codec["heatmap_size"][1]))
         preprocessor = self.model.data_preprocessor
         # mmpose's preprocessor works on 0-255 images; ours are 0-1.
-        self.register_buffer("mean", preprocessor.mean.detach().view(1, 3, 1, 1) / 255.0)
-        self.register_buffer("std", preprocessor.std.detach().view(1, 3, 1, 1) / 255.0)
+        self.register_buffer("mean", preprocessor.mean.detach().reshape(1, -1, 1, 1) / 255.0)
+        self.register_buffer("std", preprocessor.std.detach().reshape(1, -1, 1, 1) / 255.0)
         # bgr_to_rgb=True means the network wants RGB (mmcv loads BGR); ours already is.
         self.flip_to_bgr = not getattr(preprocessor, "_channel_conversion", True)
         self.freeze()
