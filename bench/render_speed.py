@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,19 +27,29 @@ from pgmm.models.pgmm import PGMM
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pgmm"
 
 
-def _time(fn, warmup: int, iters: int, sync) -> float:
-    for _ in range(warmup):
-        fn()
-    sync()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    sync()
-    return (time.perf_counter() - start) / iters
+def _build(
+    variant: str, size: int, batch: int, device: str, dtype: str, compiled: bool, small: bool
+):
+    """A timed closure rendering ``batch`` frames from a cached source, plus the model."""
+    cfg = PGMMConfig.from_yaml(CONFIGS / f"{variant}{'-small' if small else ''}.yaml")
+    cfg = PGMMConfig.from_dict({**cfg.to_dict(), "image_size": size})
+    model = PGMM(cfg).to(device).eval()
+    src = torch.rand(1, 3, size, size, device=device)
+    heat = torch.rand(batch, 36, size // 4, size // 4, device=device)
+    state = model.encode_source(src, heat[:1])
+    animate = torch.compile(model.animate) if compiled else model.animate
+    amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype)
+
+    def step() -> None:
+        ctx = torch.autocast(device_type=device, dtype=amp) if amp else nullcontext()
+        with torch.no_grad(), ctx:
+            animate(state, heat)
+
+    return step, model
 
 
-def measure(
-    variant: str,
+def measure_pair(
+    variants: list[str],
     size: int,
     batch: int,
     device: str,
@@ -47,38 +58,41 @@ def measure(
     small: bool,
     warmup: int,
     iters: int,
-) -> dict:
-    cfg = PGMMConfig.from_yaml(CONFIGS / f"{variant}{'-small' if small else ''}.yaml")
-    cfg.image_size = size
-    cfg = PGMMConfig.from_dict(cfg.to_dict())
-    model = PGMM(cfg).to(device).eval()
-    src = torch.rand(1, 3, size, size, device=device)
-    heat = torch.rand(batch, 36, size // 4, size // 4, device=device)
-    state = model.encode_source(src, heat[:1])
-    animate = torch.compile(model.animate) if compiled else model.animate
-    amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype)
-    ctx = torch.autocast(device_type=device, dtype=amp) if amp else nullcontext()
+) -> list[dict]:
+    """Time the variants *interleaved* (A B A B ...), so machine load hits both alike."""
+    built = [_build(v, size, batch, device, dtype, compiled, small) for v in variants]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def step() -> None:
-        with torch.no_grad(), ctx:
-            animate(state, heat)
-
-    seconds = _time(step, warmup, iters, sync)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-    return {
-        "variant": variant,
-        "size": size,
-        "batch": batch,
-        "device": device,
-        "dtype": dtype,
-        "compiled": compiled,
-        "small": small,
-        "fps": round(batch / seconds, 2),
-        "ms_per_frame": round(1000 * seconds / batch, 2),
-        "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        "peak_MiB": peak,
-    }
+    for step, _ in built:
+        for _ in range(warmup):
+            step()
+    times: list[list[float]] = [[] for _ in built]
+    for _ in range(iters):
+        for k, (step, _) in enumerate(built):
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            times[k].append(time.perf_counter() - start)
+    rows = []
+    for variant, (_, model), ts in zip(variants, built, times, strict=True):
+        seconds = statistics.median(ts)
+        rows.append(
+            {
+                "variant": variant,
+                "size": size,
+                "batch": batch,
+                "device": device,
+                "dtype": dtype,
+                "compiled": compiled,
+                "small": small,
+                "fps": round(batch / seconds, 2),
+                "ms_per_frame": round(1000 * seconds / batch, 2),
+                "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+            }
+        )
+    if device == "cuda":
+        rows[-1]["peak_MiB"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    return rows
 
 
 def main() -> None:
@@ -104,20 +118,18 @@ def main() -> None:
     for device, dtype, compiled in settings:
         for size in args.size:
             for batch in args.batch:
-                pair = [
-                    measure(
-                        v,
-                        size,
-                        batch,
-                        device,
-                        dtype,
-                        compiled,
-                        args.small,
-                        2 if not compiled else 3,
-                        args.iters,
-                    )
-                    for v in args.configs
-                ]
+                warmup = 3 if compiled else 2
+                pair = measure_pair(
+                    args.configs,
+                    size,
+                    batch,
+                    device,
+                    dtype,
+                    compiled,
+                    args.small,
+                    warmup,
+                    args.iters,
+                )
                 ratio = pair[0]["ms_per_frame"] / pair[1]["ms_per_frame"]
                 for r in pair:
                     r["ratio_vs_" + args.configs[1]] = round(ratio, 3)

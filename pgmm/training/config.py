@@ -1,0 +1,65 @@
+"""Training hyper-parameters (the ``train:`` section of a ``configs/pgmm/*.yaml`` file).
+
+Defaults follow the paper / TPSMM: Adam lr 2e-4, betas (0.5, 0.999), lr / 10 at 60 % and 90 %
+of the epochs, N random frame pairs per video per epoch, TPS dropout in early epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    pairs_per_video: int = 100  # TPSMM's num_repeats: random pairs per video per epoch
+    batch_size: int = 8
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    milestones: tuple[float, float] = (0.6, 0.9)  # fractions of the epochs; lr / 10 at each
+    grad_clip: float = 1.0
+    # TPS dropout (TPSMM): p = min(max_p, start_p + inc_p * epoch) while epoch < epochs * until.
+    dropout_start_p: float = 0.1
+    dropout_inc_p: float = 0.05
+    dropout_max_p: float = 0.3
+    dropout_until: float = 0.35
+    heatmap_sigma: float = 1.5  # pixels of the stride-4 heatmap, for ground-truth poses
+    amp: bool = True  # mixed precision on CUDA only
+    num_workers: int = 0
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 200
+    checkpoint_every: int = 200
+    max_steps: int | None = None  # stop early (smoke tests, fixed compute budgets)
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        self.milestones = tuple(self.milestones)  # type: ignore[assignment]
+        if self.epochs < 1 or self.batch_size < 1 or self.pairs_per_video < 1:
+            raise ValueError("epochs, batch_size and pairs_per_video must be >= 1")
+
+    def dropout_p(self, epoch: int) -> float:
+        if epoch >= self.epochs * self.dropout_until:
+            return 0.0
+        return min(self.dropout_max_p, self.dropout_start_p + self.dropout_inc_p * epoch)
+
+    def milestone_epochs(self) -> list[int]:
+        return [max(1, round(self.epochs * m)) for m in self.milestones]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        section = {**(data.get("train") or {}), **(overrides or {})}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown train config keys {unknown}")
+        return cls(**section)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,268 @@
+"""PGMM trainer: random frame pairs of one video, Adam, step-wise lr decay, resumable.
+
+A run lives in one folder::
+
+    RUN/
+      checkpoints/last/   model (config.json + model.safetensors), optimizer.pt, state.json
+      model/              the final model (PGMM.from_pretrained-able)
+      log.csv             one row per logged step (every loss term, lr, seconds)
+      tensorboard/        the same scalars for TensorBoard
+      samples/            source | driving | generated grids (PNG)
+
+Killing the process and starting the same command again resumes from ``checkpoints/last``
+with the optimizer, scheduler and data order (the pair sampler is seeded per epoch and the
+already-trained batches of the epoch are skipped), so an interrupted run loses at most
+``checkpoint_every`` steps; Ctrl-C writes a checkpoint before exiting.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pgmm.data.loaders import SignVideoDataset
+from pgmm.data.samplers import FramePairDataset, VideoWindowSampler
+from pgmm.losses.total import PGMMLoss
+from pgmm.models.config import PGMMConfig
+from pgmm.models.pgmm import PGMM
+from pgmm.models.pose_estimator import PoseEstimator
+from pgmm.pose.heatmaps import render_heatmaps
+from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
+from pgmm.training.config import TrainConfig
+from pgmm.video import contact_sheet
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+def pose_heatmaps(points: torch.Tensor, image_size: int, stride: int, sigma: float) -> torch.Tensor:
+    """Ground-truth poses ``(B, 133|36, 3)`` -> PGMM's 36 heatmaps at 1/stride resolution."""
+    if points.shape[-2] == NUM_WHOLEBODY:
+        points = points[..., torch.as_tensor(PGMM36_FROM_WHOLEBODY, device=points.device), :]
+    return render_heatmaps(points, image_size // stride, sigma=sigma)
+
+
+class PGMMTrainer:
+    def __init__(
+        self,
+        model_config: PGMMConfig,
+        train_config: TrainConfig,
+        dataset: SignVideoDataset,
+        run_dir: str | Path,
+        device: str | torch.device = "cpu",
+        estimator: PoseEstimator | None = None,
+        vgg_weights: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.mcfg, self.cfg = model_config, train_config
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(device)
+        self.progress = progress
+        if dataset.size != model_config.image_size:
+            raise ValueError(
+                f"dataset frames are {dataset.size}px but the model is {model_config.image_size}px"
+            )
+        self.estimator = estimator.to(self.device) if estimator is not None else None
+        if self.estimator is not None:
+            self.estimator.freeze()
+        torch.manual_seed(train_config.seed)
+        self.model = PGMM(model_config).to(self.device)
+        self.loss = PGMMLoss(model_config, vgg_weights=vgg_weights, estimator=self.estimator)
+        self.loss.to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=train_config.lr, betas=train_config.betas
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=train_config.milestone_epochs(), gamma=0.1
+        )
+        self.pairs = FramePairDataset(dataset, train_config.pairs_per_video, seed=train_config.seed)
+        window = min(4, self.pairs.cache_videos)
+        self.sampler = VideoWindowSampler(self.pairs, window=window, seed=train_config.seed)
+        self.steps_per_epoch = math.ceil(len(self.pairs) / train_config.batch_size)
+        use_amp = train_config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        self.autocast_dtype = torch.float16 if use_amp else None
+        self.state = TrainState()
+        self._writer = None
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints" / "last"
+
+    def save_checkpoint(self) -> None:
+        """Write a complete checkpoint beside the old one, then swap (never a half checkpoint)."""
+        root = self.run_dir / "checkpoints"
+        tmp = root / f".tmp-{self.state.global_step}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.model.save_pretrained(tmp)
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        state = {**self.state.__dict__, "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "train_config": self.cfg.to_dict()}  # fmt: skip
+        (tmp / "state.json").write_text(json.dumps(state, indent=2, default=list))
+        old = root / ".old"
+        if self.checkpoint_dir.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            self.checkpoint_dir.replace(old)
+        tmp.replace(self.checkpoint_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def try_resume(self) -> bool:
+        """Load ``checkpoints/last`` (or the previous one if a swap was interrupted)."""
+        root = self.run_dir / "checkpoints"
+        ckpt = self.checkpoint_dir if self.checkpoint_dir.exists() else root / ".old"
+        if not (ckpt / "state.json").exists():
+            return False
+        loaded = PGMM.from_pretrained(ckpt, variant=self.mcfg.variant,
+                                      image_size=self.mcfg.image_size)  # fmt: skip
+        if loaded.config.to_dict() != self.mcfg.to_dict():
+            raise ValueError(f"{ckpt} was trained with a different model config; use a new run dir")
+        self.model.load_state_dict(loaded.state_dict())
+        self.optimizer.load_state_dict(
+            torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True)
+        )
+        state = json.loads((ckpt / "state.json").read_text())
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.state = TrainState(state["epoch"], state["step_in_epoch"], state["global_step"])
+        return True
+
+    # ------------------------------------------------------------------ logging
+    def _log(self, terms: dict[str, float], seconds: float) -> None:
+        row = {"step": self.state.global_step, "epoch": self.state.epoch,
+               "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 4),
+               **{k: round(v, 6) for k, v in terms.items()}}  # fmt: skip
+        path = self.run_dir / "log.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard missing: the CSV log is the source of truth
+                self._writer = False
+            else:
+                self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        if self._writer:
+            for k, v in terms.items():
+                self._writer.add_scalar(f"loss/{k}", v, self.state.global_step)
+            self._writer.add_scalar("lr", row["lr"], self.state.global_step)
+
+    def _save_samples(self, batch: dict[str, torch.Tensor], prediction: torch.Tensor) -> None:
+        n = min(4, prediction.shape[0])
+        tiles = torch.cat([batch["source"][:n], batch["driving"][:n], prediction[:n].float()])
+        frames = (tiles.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round()
+        sheet = contact_sheet(frames.astype(np.uint8), cols=n)
+        path = self.run_dir / "samples" / f"step_{self.state.global_step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sheet).save(path)
+
+    # ------------------------------------------------------------------ training
+    def _heatmaps(self, batch: dict[str, Any], key: str, image: torch.Tensor) -> torch.Tensor:
+        pose = batch.get(f"{key}_pose")
+        if pose is not None:
+            return pose_heatmaps(pose.to(self.device), self.mcfg.image_size,
+                                 self.mcfg.heatmap_stride, self.cfg.heatmap_sigma)  # fmt: skip
+        if self.estimator is None:
+            raise ValueError("the dataset has no poses: pass a pose estimator (P_e)")
+        with torch.no_grad():
+            return self.estimator(image).clamp(min=0)
+
+    def train_step(self, batch: dict[str, Any]) -> tuple[dict[str, float], torch.Tensor]:
+        cfg = self.cfg
+        # Every random draw of a step (TPS dropout, equivariance warps) is seeded by the step,
+        # so a resumed run continues exactly as the uninterrupted one would have.
+        torch.manual_seed(cfg.seed * 1_000_003 + self.state.global_step)
+        src = batch["source"].to(self.device)
+        drv = batch["driving"].to(self.device)
+        data = {"source": src, "driving": drv,
+                "source_heatmaps": self._heatmaps(batch, "source", src),
+                "driving_heatmaps": self._heatmaps(batch, "driving", drv)}  # fmt: skip
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                            enabled=self.autocast_dtype is not None):  # fmt: skip
+            out = self.model(src, drv, data["driving_heatmaps"], data["source_heatmaps"],
+                             dropout_p=cfg.dropout_p(self.state.epoch),
+                             with_align=self.mcfg.loss_weights["align"] > 0)  # fmt: skip
+            terms = self.loss(self.model, data, out)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms["total"]).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {k: float(v.detach()) for k, v in terms.items()}, out["prediction"].detach()
+
+    def _batches(self, epoch: int, skip: int):
+        self.pairs.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        order = list(self.sampler)[skip * self.cfg.batch_size :]
+        batches = [order[i : i + self.cfg.batch_size]
+                   for i in range(0, len(order), self.cfg.batch_size)]  # fmt: skip
+        return DataLoader(self.pairs, batch_sampler=batches, num_workers=self.cfg.num_workers)
+
+    def run(self) -> TrainState:
+        """Train until ``epochs`` (or ``max_steps``); resumes automatically."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.try_resume()
+        cfg = self.cfg
+        total = self.steps_per_epoch * cfg.epochs
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        bar = tqdm(total=total, initial=min(self.state.global_step, total), unit="step",
+                   desc=f"PGMM {self.mcfg.variant}{' (resumed)' if resumed else ''}",
+                   disable=not self.progress)  # fmt: skip
+        try:
+            while self.state.epoch < cfg.epochs and self.state.global_step < total:
+                start = time.perf_counter()
+                for batch in self._batches(self.state.epoch, self.state.step_in_epoch):
+                    terms, pred = self.train_step(batch)
+                    self.state.global_step += 1
+                    self.state.step_in_epoch += 1
+                    bar.update()
+                    bar.set_postfix(loss=f"{terms['total']:.3f}")
+                    step = self.state.global_step
+                    if step % cfg.log_every == 0 or step == total:
+                        self._log(terms, time.perf_counter() - start)
+                    if step % cfg.sample_every == 0:
+                        self._save_samples(batch, pred)
+                    if step % cfg.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    start = time.perf_counter()
+                    if step >= total:
+                        break
+                if self.state.step_in_epoch >= self.steps_per_epoch:
+                    self.state.epoch += 1
+                    self.state.step_in_epoch = 0
+                    self.scheduler.step()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            bar.close()
+            raise
+        bar.close()
+        self.save_checkpoint()
+        self.model.save_pretrained(self.run_dir / "model")
+        if self._writer:
+            self._writer.close()
+        return self.state
