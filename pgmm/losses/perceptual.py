@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
+from torch.nn.utils import skip_init
 
 __all__ = [
     "TPSMM_LAYERS",
@@ -70,9 +71,14 @@ def _vgg19_features(depth: int) -> nn.Sequential:
     channels = 3
     for convs, width in zip(_BLOCK_CONVS, _BLOCK_WIDTHS, strict=True):
         for _ in range(convs):
-            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+            # skip_init: the weights are set by the caller, and default initialisation would
+            # draw from (and so change) the global RNG.
+            conv = skip_init(nn.Conv2d, channels, width, 3, padding=1)
+            layers += [conv, nn.ReLU()]
             channels = width
         layers.append(nn.MaxPool2d(2, 2))
+        if len(layers) > depth:
+            break
     return nn.Sequential(*layers[: depth + 1])
 
 
@@ -124,6 +130,7 @@ class Vgg19Features(nn.Module):
             )
         self.layers = tuple(layers)
         self._taps = [VGG19_RELU_INDEX[name] for name in self.layers]
+        self._deepest = max(self.layers, key=VGG19_RELU_INDEX.__getitem__)
         self.features = _vgg19_features(max(self._taps))
         # Input side length needed so that the deepest tap is still at least 1x1.
         pools = sum(isinstance(m, nn.MaxPool2d) for m in self.features[: max(self._taps)])
@@ -157,14 +164,14 @@ class Vgg19Features(nn.Module):
         ]
         if missing or shapes:
             raise ValueError(
-                f"{path} is not a torchvision VGG19 state dict usable up to {self.layers[-1]}: "
+                f"{path} is not a torchvision VGG19 state dict usable up to {self._deepest}: "
                 f"missing {missing[:6]}{' ...' if len(missing) > 6 else ''}, "
                 f"wrong shapes {shapes[:6]}"
             )
         self.load_state_dict({k: state[k] for k in own})
 
     def train(self, mode: bool = True) -> Vgg19Features:
-        """Always eval: there is no dropout or normalisation to train, and nothing to update."""
+        """Always eval: the network is fixed, so ``.training`` must not claim otherwise."""
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -173,9 +180,9 @@ class Vgg19Features(nn.Module):
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         if min(images.shape[-2:]) < self.min_size:
             raise ValueError(
-                f"VGG19 up to {max(self.layers, key=VGG19_RELU_INDEX.get)} needs images of at "
-                f"least {self.min_size} px, got {tuple(images.shape[-2:])}: drop the coarsest "
-                "pyramid scale or use shallower layers"
+                f"VGG19 up to {self._deepest} needs images of at least {self.min_size} px, "
+                f"got {tuple(images.shape[-2:])}: drop the coarsest pyramid scale or use "
+                "shallower layers"
             )
         x = (images - self.mean) / self.std
         taps: dict[int, torch.Tensor] = {}

@@ -8,6 +8,7 @@ pass (the perceptual loss's VGG is not even built) and appears in no log.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from pgmm.losses.motion import background_loss, equivariance_loss, warp_loss
-from pgmm.losses.perceptual import Vgg19Features, perceptual_loss
+from pgmm.losses.perceptual import TPSMM_SCALES, Vgg19Features, perceptual_loss
 from pgmm.losses.pose import align_loss, driving_keypoint_loss, pose_distance_loss
 from pgmm.models.config import PGMMConfig, default_loss_weights
 from pgmm.models.pgmm import PGMM
@@ -32,16 +33,20 @@ class PGMMLoss(nn.Module):
             perceptual weight applies to each VGG layer (TPSMM's convention).
         vgg_weights: local torchvision VGG19 weights for the perceptual loss; ``None`` uses
             the fixed-seed random VGG19 (see :mod:`pgmm.losses.perceptual`).
-        pose_estimator: P_e for L_pd, required when ``pose_distance > 0``. It is frozen here
+        estimator: P_e for L_pd, required when ``pose_distance > 0``. It is frozen here
             (:meth:`~pgmm.models.pose_estimator.PoseEstimator.freeze`), so it stays in eval
             mode with no trainable parameters whatever the training loop does to this module.
+        pyramid_scales: image pyramid of the perceptual loss (TPSMM's by default). Its coarsest
+            level must still be large enough for the deepest VGG layer (16 px for relu5_1,
+            i.e. image_size >= 128 with TPSMM's 1/8); checked here rather than mid-training.
     """
 
     def __init__(
         self,
         config: PGMMConfig,
         vgg_weights: str | Path | None = None,
-        pose_estimator: PoseEstimator | None = None,
+        estimator: PoseEstimator | None = None,
+        pyramid_scales: Sequence[float] = TPSMM_SCALES,
     ) -> None:
         super().__init__()
         weights = {name: float(w) for name, w in config.loss_weights.items()}
@@ -55,15 +60,23 @@ class PGMMLoss(nn.Module):
             raise ValueError(f"loss weights must be >= 0, got negative {negative}")
         if not any(weights.values()):
             raise ValueError("every loss weight is 0: there is nothing to train")
-        if weights["pose_distance"] > 0 and pose_estimator is None:
+        if weights["pose_distance"] > 0 and estimator is None:
             raise ValueError(
                 f"the {config.variant!r} config weighs L_pd (pose_distance = "
-                f"{weights['pose_distance']}) but no pose_estimator was given; pass P_e or set "
+                f"{weights['pose_distance']}) but no estimator was given; pass P_e or set "
                 "loss_weights.pose_distance to 0"
             )
         self.weights = weights
+        self.pyramid_scales = tuple(pyramid_scales)
         self.vgg = Vgg19Features(vgg_weights) if weights["perceptual"] > 0 else None
-        self.pose_estimator = pose_estimator.freeze() if pose_estimator is not None else None
+        coarsest = round(config.image_size * min(self.pyramid_scales))
+        if self.vgg is not None and coarsest < self.vgg.min_size:
+            raise ValueError(
+                f"pyramid scale {min(self.pyramid_scales)} of {config.image_size} px images is "
+                f"{coarsest} px, below the {self.vgg.min_size} px the VGG layers "
+                f"{self.vgg.layers} need: drop the coarsest pyramid scale"
+            )
+        self.estimator = estimator.freeze() if estimator is not None else None
 
     def forward(
         self, model: PGMM, batch: dict[str, torch.Tensor], out: dict[str, Any]
@@ -85,7 +98,7 @@ class PGMMLoss(nn.Module):
         if self.vgg is not None:
             layer_weights = (w["perceptual"],) * len(self.vgg.layers)
             terms["perceptual"] = perceptual_loss(
-                out["prediction"], driving, self.vgg, layer_weights=layer_weights
+                out["prediction"], driving, self.vgg, self.pyramid_scales, layer_weights
             )
         if w["equivariance"] > 0:
             terms["equivariance"] = w["equivariance"] * equivariance_loss(
@@ -114,9 +127,9 @@ class PGMMLoss(nn.Module):
             terms["driving_keypoints"] = w["driving_keypoints"] * driving_keypoint_loss(
                 out["kp_driving_from_pose"], out["bg_from_pose"], out["kp_driving"], out["bg_param"]
             )
-        if self.pose_estimator is not None and w["pose_distance"] > 0:
+        if self.estimator is not None and w["pose_distance"] > 0:
             terms["pose_distance"] = w["pose_distance"] * pose_distance_loss(
-                self.pose_estimator, out["prediction"], batch["driving_heatmaps"]
+                self.estimator, out["prediction"], batch["driving_heatmaps"]
             )
         if w["align"] > 0:
             if "Y_d" not in out:

@@ -66,7 +66,7 @@ def report(value_or_exception: float | torch.Tensor | BaseException, fmt: str = 
 
 # The submodules import MetricWeightsMissing/read_state_dict from this package, so they are
 # imported after those are defined.
-from pgmm.metrics.fvd import I3D, fvd, frechet_distance  # noqa: E402
+from pgmm.metrics.fvd import I3D, frechet_distance, fvd  # noqa: E402
 from pgmm.metrics.image import l1, ssim  # noqa: E402
 from pgmm.metrics.keypoints import PGMM36_GROUPS, keypoint_error, pck  # noqa: E402
 from pgmm.metrics.lpips import LPIPS  # noqa: E402

@@ -84,5 +84,6 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> f
     cov = _filter(x * y, window) - mu_x * mu_y
     c1 = (SSIM_K1 * data_range) ** 2
     c2 = (SSIM_K2 * data_range) ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return float(s.mean())
+    numerator = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    denominator = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    return float((numerator / denominator).mean())

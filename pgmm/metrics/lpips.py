@@ -129,17 +129,20 @@ class LPIPS(nn.Module):
         self.net.load_state_dict(
             {k: v for k, v in backbone.items() if k.startswith("features.")}, strict=True
         )
-        self.lins.load_state_dict({k.removeprefix("lin"): v for k, v in linear.items()})
+        self.lins.load_state_dict(
+            {k.removeprefix("lin"): v for k, v in linear.items() if k.startswith("lin")}
+        )
         self.eval().requires_grad_(False)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Distances for frames in [0, 1]: ``(T,3,H,W)`` -> ``(T,)``, ``(B,T,3,H,W)`` -> ``(B,T)``."""
+        """Per-frame distances for [0, 1] frames: ``(T,3,H,W)`` -> ``(T,)``, 5-D -> ``(B,T)``."""
         check_pair(pred, target)
         lead = pred.shape[:-3]
         check_unit_range(pred, "pred")
         check_unit_range(target, "target")
-        x0 = (as_frames(pred) * 2 - 1 - self.shift) / self.scale
-        x1 = (as_frames(target) * 2 - 1 - self.shift) / self.scale
+        dtype = self.shift.dtype
+        x0 = (as_frames(pred).to(dtype) * 2 - 1 - self.shift) / self.scale
+        x1 = (as_frames(target).to(dtype) * 2 - 1 - self.shift) / self.scale
         total = x0.new_zeros(x0.shape[0])
         for f0, f1, lin in zip(self.net(x0), self.net(x1), self.lins, strict=True):
             n0 = f0 / (f0.pow(2).sum(dim=1, keepdim=True).sqrt() + _EPS)

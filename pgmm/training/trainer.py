@@ -114,8 +114,12 @@ class PGMMTrainer:
             shutil.rmtree(tmp)
         self.model.save_pretrained(tmp)
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        state = {**self.state.__dict__, "scheduler": self.scheduler.state_dict(),
-                 "scaler": self.scaler.state_dict(), "train_config": self.cfg.to_dict()}  # fmt: skip
+        state = {
+            **self.state.__dict__,
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "train_config": self.cfg.to_dict(),
+        }
         (tmp / "state.json").write_text(json.dumps(state, indent=2, default=list))
         old = root / ".old"
         if self.checkpoint_dir.exists():
@@ -131,8 +135,9 @@ class PGMMTrainer:
         ckpt = self.checkpoint_dir if self.checkpoint_dir.exists() else root / ".old"
         if not (ckpt / "state.json").exists():
             return False
-        loaded = PGMM.from_pretrained(ckpt, variant=self.mcfg.variant,
-                                      image_size=self.mcfg.image_size)  # fmt: skip
+        loaded = PGMM.from_pretrained(
+            ckpt, variant=self.mcfg.variant, image_size=self.mcfg.image_size
+        )
         if loaded.config.to_dict() != self.mcfg.to_dict():
             raise ValueError(f"{ckpt} was trained with a different model config; use a new run dir")
         self.model.load_state_dict(loaded.state_dict())
@@ -147,9 +152,13 @@ class PGMMTrainer:
 
     # ------------------------------------------------------------------ logging
     def _log(self, terms: dict[str, float], seconds: float) -> None:
-        row = {"step": self.state.global_step, "epoch": self.state.epoch,
-               "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 4),
-               **{k: round(v, 6) for k, v in terms.items()}}  # fmt: skip
+        row = {
+            "step": self.state.global_step,
+            "epoch": self.state.epoch,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": round(seconds, 4),
+            **{k: round(v, 6) for k, v in terms.items()},
+        }
         path = self.run_dir / "log.csv"
         new = not path.exists()
         with path.open("a", newline="") as f:
@@ -182,8 +191,12 @@ class PGMMTrainer:
     def _heatmaps(self, batch: dict[str, Any], key: str, image: torch.Tensor) -> torch.Tensor:
         pose = batch.get(f"{key}_pose")
         if pose is not None:
-            return pose_heatmaps(pose.to(self.device), self.mcfg.image_size,
-                                 self.mcfg.heatmap_stride, self.cfg.heatmap_sigma)  # fmt: skip
+            return pose_heatmaps(
+                pose.to(self.device),
+                self.mcfg.image_size,
+                self.mcfg.heatmap_stride,
+                self.cfg.heatmap_sigma,
+            )
         if self.estimator is None:
             raise ValueError("the dataset has no poses: pass a pose estimator (P_e)")
         with torch.no_grad():
@@ -196,15 +209,24 @@ class PGMMTrainer:
         torch.manual_seed(cfg.seed * 1_000_003 + self.state.global_step)
         src = batch["source"].to(self.device)
         drv = batch["driving"].to(self.device)
-        data = {"source": src, "driving": drv,
-                "source_heatmaps": self._heatmaps(batch, "source", src),
-                "driving_heatmaps": self._heatmaps(batch, "driving", drv)}  # fmt: skip
+        data = {
+            "source": src,
+            "driving": drv,
+            "source_heatmaps": self._heatmaps(batch, "source", src),
+            "driving_heatmaps": self._heatmaps(batch, "driving", drv),
+        }
         self.model.train()
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype,
-                            enabled=self.autocast_dtype is not None):  # fmt: skip
-            out = self.model(src, drv, data["driving_heatmaps"], data["source_heatmaps"],
-                             dropout_p=cfg.dropout_p(self.state.epoch),
-                             with_align=self.mcfg.loss_weights["align"] > 0)  # fmt: skip
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
+            out = self.model(
+                src,
+                drv,
+                data["driving_heatmaps"],
+                data["source_heatmaps"],
+                dropout_p=cfg.dropout_p(self.state.epoch),
+                with_align=self.mcfg.loss_weights["align"] > 0,
+            )
             terms = self.loss(self.model, data, out)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["total"]).backward()
@@ -218,8 +240,9 @@ class PGMMTrainer:
         self.pairs.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
         order = list(self.sampler)[skip * self.cfg.batch_size :]
-        batches = [order[i : i + self.cfg.batch_size]
-                   for i in range(0, len(order), self.cfg.batch_size)]  # fmt: skip
+        batches = [
+            order[i : i + self.cfg.batch_size] for i in range(0, len(order), self.cfg.batch_size)
+        ]
         return DataLoader(self.pairs, batch_sampler=batches, num_workers=self.cfg.num_workers)
 
     def run(self) -> TrainState:
@@ -230,9 +253,13 @@ class PGMMTrainer:
         total = self.steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
-        bar = tqdm(total=total, initial=min(self.state.global_step, total), unit="step",
-                   desc=f"PGMM {self.mcfg.variant}{' (resumed)' if resumed else ''}",
-                   disable=not self.progress)  # fmt: skip
+        bar = tqdm(
+            total=total,
+            initial=min(self.state.global_step, total),
+            unit="step",
+            desc=f"PGMM {self.mcfg.variant}{' (resumed)' if resumed else ''}",
+            disable=not self.progress,
+        )
         try:
             while self.state.epoch < cfg.epochs and self.state.global_step < total:
                 start = time.perf_counter()

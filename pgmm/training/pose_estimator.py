@@ -1,0 +1,151 @@
+"""Train the pose estimator P_e on SynthSigner keypoint labels (then PGMM freezes it).
+
+Frames come from the frame-pair sampler (both frames of a pair are training images), targets
+are Gaussian heatmaps of the 36 PGMM keypoints, the loss is visibility-weighted MSE. The run
+folder holds ``model/`` (HRNetLite.from_pretrained-able), ``checkpoints/last`` (model,
+optimizer, step) so an interrupted run resumes, and ``log.csv``. Evaluation reports
+PCK@0.05 (of the frame size) on frames of the *held-out* identities, which the training
+corpus never shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pgmm.data.loaders import SignVideoDataset
+from pgmm.data.samplers import FramePairDataset, VideoWindowSampler
+from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, heatmap_loss, target_heatmaps
+from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
+
+
+def to_pgmm36(points: torch.Tensor) -> torch.Tensor:
+    if points.shape[-2] == NUM_WHOLEBODY:
+        return points[..., torch.as_tensor(PGMM36_FROM_WHOLEBODY, device=points.device), :]
+    return points
+
+
+def pck(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.05) -> float:
+    """Share of visible keypoints within ``threshold`` (of the normalised frame) of the truth."""
+    visible = target[..., 2] > 0
+    dist = (pred[..., :2] - target[..., :2]).norm(dim=-1)
+    return float((dist[visible] <= threshold).float().mean()) if visible.any() else float("nan")
+
+
+@torch.no_grad()
+def evaluate_pck(
+    model: HRNetLite,
+    dataset: SignVideoDataset,
+    frames_per_video: int = 8,
+    threshold: float = 0.05,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """PCK over evenly spaced frames of every video: all 36 points and hands only."""
+    model.eval()
+    preds, targets = [], []
+    for i in range(len(dataset)):
+        frames = dataset.load_frames(i)
+        poses = dataset.load_poses(i)
+        idx = torch.linspace(0, len(frames) - 1, frames_per_video).round().long()
+        images = torch.from_numpy(frames[idx.numpy()]).permute(0, 3, 1, 2).float() / 255
+        preds.append(model.keypoints(images.to(device)).cpu())
+        targets.append(to_pgmm36(torch.from_numpy(poses.data[idx.numpy()])))
+    pred, target = torch.cat(preds), torch.cat(targets)
+    hands = slice(8, 36)
+    return {
+        "pck": pck(pred, target, threshold),
+        "pck_hands": pck(pred[:, hands], target[:, hands], threshold),
+        "frames": int(pred.shape[0]),
+    }
+
+
+def train_pose_estimator(
+    dataset: SignVideoDataset,
+    run_dir: str | Path,
+    config: HRNetLiteConfig | None = None,
+    steps: int = 2000,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    sigma: float = 2.0,
+    seed: int = 0,
+    checkpoint_every: int = 200,
+    device: str = "cpu",
+    progress: bool = True,
+) -> HRNetLite:
+    """Train (or resume) HRNetLite for ``steps`` optimizer steps; returns the trained model."""
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoints" / "last"
+    torch.manual_seed(seed)
+    if (ckpt / "state.json").exists():
+        model = HRNetLite.from_pretrained(ckpt).to(device)
+        state = json.loads((ckpt / "state.json").read_text())
+    else:
+        model, state = HRNetLite(config).to(device), {"step": 0}
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if (ckpt / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    # Cosine decay to 5 % of lr over the whole run: steadier keypoints at the end.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    for _ in range(state["step"]):
+        schedule.step()
+    per_video = max(1, steps * batch_size // (2 * max(1, len(dataset))))
+    pairs = FramePairDataset(dataset, pairs_per_video=per_video, seed=seed)
+    size = dataset.size // model.heatmap_stride
+
+    def save() -> None:
+        tmp = run_dir / "checkpoints" / ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state))
+        shutil.rmtree(ckpt, ignore_errors=True)
+        tmp.replace(ckpt)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = (run_dir / "log.csv").open("a", newline="")
+    writer = csv.writer(log)
+    # Videos in small shuffled windows: each video is decoded (or rendered) once per pass.
+    sampler = VideoWindowSampler(pairs, window=min(4, pairs.cache_videos), seed=seed)
+    sampler.set_epoch(state["step"])
+    loader = DataLoader(pairs, batch_size=max(1, batch_size // 2), sampler=sampler)
+    bar = tqdm(total=steps, initial=state["step"], desc="P_e", unit="step", disable=not progress)
+    model.train()
+    try:
+        while state["step"] < steps:
+            for batch in loader:
+                images = torch.cat([batch["source"], batch["driving"]]).to(device)
+                points = to_pgmm36(torch.cat([batch["source_pose"], batch["driving_pose"]]))
+                points = points.to(device)
+                target = target_heatmaps(points, size, sigma)
+                loss = heatmap_loss(model(images), target, weight=points[..., 2])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                state["step"] += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.5f}")
+                if state["step"] % 20 == 0:
+                    writer.writerow([state["step"], f"{loss.item():.6f}"])
+                if state["step"] % checkpoint_every == 0:
+                    save()
+                if state["step"] >= steps:
+                    break
+    except KeyboardInterrupt:
+        save()
+        raise
+    finally:
+        log.close()
+        bar.close()
+    save()
+    model.save_pretrained(run_dir / "model")
+    return model.eval()
