@@ -91,12 +91,16 @@ def train_pose_estimator(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     if (ckpt / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+
     # Cosine decay to 5 % of lr over the whole run: steadier keypoints at the end.
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
-    for _ in range(state["step"]):
-        schedule.step()
+    def factor(step: int) -> float:
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if state["step"]:  # resume: jump the schedule to where the run stopped
+        schedule.last_epoch = state["step"]
+        for group, base in zip(optimizer.param_groups, schedule.base_lrs, strict=True):
+            group["lr"] = base * factor(state["step"])
     per_video = max(1, steps * batch_size // (2 * max(1, len(dataset))))
     pairs = FramePairDataset(dataset, pairs_per_video=per_video, seed=seed)
     size = dataset.size // model.heatmap_stride

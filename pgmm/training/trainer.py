@@ -114,9 +114,11 @@ class PGMMTrainer:
             shutil.rmtree(tmp)
         self.model.save_pretrained(tmp)
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        # The scheduler is fully described by its epoch counter (its own state_dict holds a
+        # Counter that does not survive JSON); the current lr lives in the optimizer state.
         state = {
             **self.state.__dict__,
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler_last_epoch": self.scheduler.last_epoch,
             "scaler": self.scaler.state_dict(),
             "train_config": self.cfg.to_dict(),
         }
@@ -145,7 +147,8 @@ class PGMMTrainer:
             torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True)
         )
         state = json.loads((ckpt / "state.json").read_text())
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.last_epoch = state["scheduler_last_epoch"]
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         self.scaler.load_state_dict(state["scaler"])
         self.state = TrainState(state["epoch"], state["step_in_epoch"], state["global_step"])
         return True
