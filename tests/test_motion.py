@@ -334,3 +334,14 @@ def test_tps_dropout_only_drops_tps_in_training() -> None:
     torch.testing.assert_close(
         model(*inputs, dropout_p=0.5).contribution, model(*inputs).contribution
     )
+
+
+def test_tps_survives_collinear_and_coincident_points() -> None:
+    # A freshly initialised detector can put all points of a transform on a line or on top
+    # of each other; the solve must stay finite instead of raising.
+    line = torch.zeros(1, 1, 5, 2)
+    line[..., 0] = torch.linspace(-0.5, 0.5, 5)
+    grid = TPS.fit(line, line + 0.1).warp_grid(6, 6)
+    assert torch.isfinite(grid).all()
+    same = torch.zeros(1, 1, 5, 2)
+    assert torch.isfinite(TPS.fit(same, same).warp_grid(6, 6)).all()

@@ -102,8 +102,10 @@ class TPS:
         reproduction. The systems are solved in float64 -- they are tiny, and
         ``K`` mixes entries near 0 with entries near ``8 log 8`` -- and the parameters are
         returned in the keypoints' dtype. Differentiable with respect to both point sets.
-        Needs ``P >= 3`` points that are not all collinear (the affine part is then
-        undetermined and no ridge on ``K`` helps).
+        A much smaller ridge on the affine block (``-1e-3 ridge I``, lower-right) keeps the
+        system solvable when all points of a transform are collinear or coincide, as a freshly
+        initialised detector can produce; the affine part then falls back towards zero in the
+        undetermined directions instead of the solve failing.
 
         Args:
             kp_driving: ``(B, T, P, 2)`` control points in the driving frame.
@@ -126,7 +128,10 @@ class TPS:
         system = torch.cat(
             [
                 torch.cat([kernel, homogeneous], dim=-1),
-                F.pad(homogeneous.transpose(-1, -2), (0, 3)),
+                F.pad(homogeneous.transpose(-1, -2), (0, 3))
+                - F.pad(
+                    1e-3 * ridge * torch.eye(3, dtype=work, device=centres.device), (num_points, 0)
+                ),
             ],
             dim=-2,
         )
