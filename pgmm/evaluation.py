@@ -1,0 +1,619 @@
+"""The PGMM paper's evaluation tasks: self-reconstruction and cross-person animation.
+
+Tasks (``evaluate(task=...)``):
+
+* ``"reconstruction"`` -- the paper's protocol: for every test video the *first frame* is the
+  source and *every* frame (the first included) is a driving frame; the generated video is
+  compared with the real one pixel by pixel. With ``drive="image"`` the model sees the driving
+  image (:meth:`PGMM.reconstruct`, the paper's setting) plus the driving heatmaps; with
+  ``drive="pose"`` it sees only the driving heatmaps (:meth:`PGMM.animate`, our text-to-video
+  path, where no driving image exists).
+* ``"cross-person"`` -- the source is a signer who never signed the driving video: on
+  SynthSigner the first frame of the *same sentence* rendered for a held-out identity (10 and
+  11 alternate over the videos; the corpus videos use identities 0-9, so the driving signer
+  always differs), on other datasets the first frame of the next video by a different signer.
+  No video of that source person performing the driving motion exists, so every metric that
+  needs ground-truth pixels (L1, SSIM, LPIPS, TCD) is ``"n/a (...)"``; pose fidelity is
+  measured against the driving poses, FVD against the real driving videos (a distribution
+  comparison that needs no pairing) and WER against the driving video's glosses.
+
+Heatmaps: from the dataset's ground-truth poses when it has them (rendered with
+:func:`pgmm.training.trainer.pose_heatmaps`, the exact maps the model was trained on), else
+from the pose estimator ``P_e`` -- as in training.
+
+Metrics, in the paper's column order (:data:`METRIC_COLUMNS`): L1, SSIM, LPIPS, FVD, TCD, WER,
+then our pose-fidelity columns (keypoint error of ``P_e(generated)`` for the hands and the
+whole body, PCK@0.05 of the hands). A metric that cannot be computed is the string
+``"n/a (reason)"`` -- missing weights are shown by :func:`pgmm.metrics.report` -- never a
+number computed some other way. Frame metrics are running sums over batches of frames, so only
+one video (and one batch of model activations) is in memory at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pgmm.data.loaders import SignVideoDataset
+from pgmm.data.synth.dataset import RenderedSynthSigner
+from pgmm.data.synth.identity import HELD_OUT_IDENTITIES
+from pgmm.data.synth.signer import to_pose_sequence
+from pgmm.metrics import LPIPS, MetricWeightsMissing, report
+from pgmm.metrics.fvd import I3D, frechet_distance, i3d_features
+from pgmm.metrics.image import l1, ssim
+from pgmm.metrics.keypoints import keypoint_error, pck
+from pgmm.metrics.tcd import tcd
+from pgmm.metrics.wer import GlossRecognizer, word_error_rate
+from pgmm.models.pgmm import PGMM
+from pgmm.models.pose_estimator import PoseEstimator
+from pgmm.pose.sequence import PoseSequence
+from pgmm.training.config import TrainConfig
+from pgmm.training.trainer import pose_heatmaps
+from pgmm.video import VideoWriter
+
+__all__ = [
+    "BATCH_SIZE",
+    "COLUMN_DEFINITIONS",
+    "DRIVES",
+    "FVD_CLIP_FRAMES",
+    "METRIC_COLUMNS",
+    "TASKS",
+    "MetricAccumulator",
+    "evaluate",
+    "markdown_report",
+    "markdown_table",
+    "not_available",
+    "write_results",
+]
+
+TASKS = ("reconstruction", "cross-person")
+DRIVES = ("image", "pose")
+
+#: JSON key -> table header, in the paper's column order (then our pose-fidelity columns).
+METRIC_COLUMNS: dict[str, str] = {
+    "l1": "L1 ↓",
+    "ssim": "SSIM ↑",
+    "lpips": "LPIPS ↓",
+    "fvd": "FVD ↓",
+    "tcd": "TCD ↓",
+    "wer": "WER ↓",
+    "ke_hands": "KE hands ↓",
+    "ke_body": "KE body ↓",
+    "pck_hands": "PCK@0.05 hands ↑",
+}
+
+_RECON = {
+    "l1": "mean |generated - real| over pixels, channels and frames (values in [0, 1])",
+    "ssim": "SSIM (Gaussian 11x11, sigma 1.5) of generated vs real frames, mean over frames",
+    "lpips": "LPIPS v0.1 distance of generated vs real frames, mean over frames",
+    "fvd": "Frechet distance of I3D logits of 16-frame clips: generated vs real videos",
+    "tcd": "share of pixels whose change w.r.t. the real neighbour frames disagrees by > 0.5",
+    "wer": "word error rate of the gloss recogniser on generated videos vs reference glosses",
+    "ke_hands": "mean distance (fraction of frame size) of P_e(generated) to the true hand points",
+    "ke_body": "mean distance (fraction of frame size) of P_e(generated) to all 36 true points",
+    "pck_hands": "share of visible hand points of P_e(generated) within 0.05 of the truth",
+}
+_NO_PIXELS = "not defined: no ground-truth video of the source person doing the driving motion"
+_CROSS = {
+    **_RECON,
+    "l1": _NO_PIXELS,
+    "ssim": _NO_PIXELS,
+    "lpips": _NO_PIXELS,
+    "tcd": _NO_PIXELS + " (TCD against the driving signer would mostly measure identity)",
+    "fvd": "Frechet distance of I3D logits of 16-frame clips: generated vs the real driving "
+    "videos (distribution level, no pairing needed)",
+    "ke_hands": "mean distance of P_e(generated) to the driving signer's hand points "
+    "(includes body-proportion differences between the two people)",
+    "ke_body": "mean distance of P_e(generated) to the driving signer's 36 points "
+    "(includes body-proportion differences between the two people)",
+    "pck_hands": "share of the driving signer's visible hand points that P_e(generated) "
+    "finds within 0.05",
+}
+#: What each column means, per task (also written into ``metrics.json`` and ``metrics.md``).
+COLUMN_DEFINITIONS: dict[str, dict[str, str]] = {"reconstruction": _RECON, "cross-person": _CROSS}
+
+BATCH_SIZE = 16  # frames per model call: bounds activation memory at 256^2 on CPU
+FVD_CLIP_FRAMES = 16  # the clip length of the FVD reference implementation
+PCK_THRESHOLD = 0.05
+COMPARISON_VIDEOS = 4
+
+_NO_GT_REASON = "cross-person: no ground-truth video"
+
+
+def not_available(reason: str) -> str:
+    """The one spelling of a missing metric in tables and JSON: ``"n/a (reason)"``."""
+    return f"n/a ({reason})"
+
+
+# --------------------------------------------------------------------------- accumulation
+class MetricAccumulator:
+    """Running sums for every metric column, fed batch by batch and video by video.
+
+    Why sums rather than a list of per-video means: the paper averages L1/SSIM/LPIPS over all
+    frames (long videos weigh more), TCD over all interior frames, keypoint errors over all
+    visible points and WER over all reference glosses; sums keep those weights exact while
+    never holding more than one batch. Keypoints (36 x 3 floats per frame) and I3D features
+    (400 floats per clip) are small, so they are kept and scored once at the end.
+
+    ``unavailable`` maps a column to the reason it cannot be computed (e.g. no ground truth in
+    the cross-person task); such a column ignores data and reports ``"n/a (reason)"``.
+    """
+
+    def __init__(
+        self,
+        lpips: LPIPS | MetricWeightsMissing | None = None,
+        i3d: I3D | MetricWeightsMissing | None = None,
+        recognizer: GlossRecognizer | None = None,
+        estimator_given: bool = True,
+        unavailable: Mapping[str, str] | None = None,
+    ) -> None:
+        self.lpips, self.i3d, self.recognizer = lpips, i3d, recognizer
+        self.reasons: dict[str, str] = {}
+        if lpips is None:
+            lpips = MetricWeightsMissing("<none given>", "LPIPS weights")
+        if isinstance(lpips, MetricWeightsMissing):
+            self.reasons["lpips"], self.lpips = report(lpips), None
+        if i3d is None:
+            i3d = MetricWeightsMissing("<none given>", "I3D weights")
+        if isinstance(i3d, I3D) and i3d.weights_path is None:
+            i3d = MetricWeightsMissing("<none loaded: call I3D.load_weights(path)>", "I3D weights")
+        if isinstance(i3d, MetricWeightsMissing):
+            self.reasons["fvd"], self.i3d = report(i3d), None
+        if recognizer is None:
+            self.reasons["wer"] = not_available("no gloss recognizer given")
+        if not estimator_given:
+            for key in ("ke_hands", "ke_body", "pck_hands"):
+                self.reasons[key] = not_available("no pose estimator P_e given")
+        for key, reason in (unavailable or {}).items():
+            if key not in METRIC_COLUMNS:
+                raise ValueError(f"unknown metric column {key!r}; known: {list(METRIC_COLUMNS)}")
+            self.reasons[key] = not_available(reason)
+        self.frames = 0
+        self._l1 = self._ssim = self._lpips = 0.0
+        self._tcd, self._tcd_frames = 0.0, 0
+        self._real_feats: list[np.ndarray] = []
+        self._fake_feats: list[np.ndarray] = []
+        self._pred_points: list[np.ndarray] = []
+        self._gt_points: list[np.ndarray] = []
+        self._references: list[list[str]] = []
+        self._hypotheses: list[list[str]] = []
+
+    def wants(self, key: str) -> bool:
+        """Whether column ``key`` is computed (callers skip expensive work otherwise)."""
+        return key not in self.reasons
+
+    def add_frames(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """L1, SSIM and LPIPS of a batch ``(N, 3, H, W)`` in [0, 1], weighted by its frames."""
+        n = pred.shape[0]
+        if self.wants("l1"):
+            self._l1 += l1(pred, target) * n
+        if self.wants("ssim"):
+            self._ssim += ssim(pred, target) * n
+        if self.lpips is not None and self.wants("lpips"):
+            device = next(self.lpips.parameters()).device
+            with torch.no_grad():
+                self._lpips += float(self.lpips(pred.to(device), target.to(device)).sum())
+        self.frames += n
+
+    def add_tcd(
+        self, pred: torch.Tensor, target: torch.Tensor, batch_size: int = BATCH_SIZE
+    ) -> None:
+        """TCD of one whole video ``(T, 3, H, W)``, computed in overlapping windows.
+
+        Each window holds ``batch_size`` interior frames plus their two neighbours, so the
+        float64 intermediates stay bounded for long videos; weighting every window by its
+        interior frames gives exactly :func:`pgmm.metrics.tcd` of the whole video.
+        """
+        if not self.wants("tcd") or pred.shape[0] < 3:
+            return
+        t = pred.shape[0]
+        for start in range(1, t - 1, batch_size):
+            end = min(start + batch_size, t - 1)
+            window = slice(start - 1, end + 1)
+            self._tcd += tcd(pred[window], target[window]) * (end - start)
+            self._tcd_frames += end - start
+
+    def add_fvd(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        """I3D features of the non-overlapping 16-frame clips of one real/generated video pair.
+
+        Frames past the last full clip are dropped (FVD compares equal-length clips).
+        """
+        if self.i3d is None or not self.wants("fvd"):
+            return
+        n = min(real.shape[0], fake.shape[0]) // FVD_CLIP_FRAMES
+        if n == 0:
+            return
+        for video, store in ((real, self._real_feats), (fake, self._fake_feats)):
+            clips = video[: n * FVD_CLIP_FRAMES].reshape(n, FVD_CLIP_FRAMES, *video.shape[1:])
+            store.append(i3d_features(clips, self.i3d))
+
+    def add_keypoints(self, pred: torch.Tensor, truth: torch.Tensor) -> None:
+        """``(N, 36, 2|3)`` points of ``P_e(generated)`` and the reference ``(N, 36, 3)``."""
+        if pred.shape[:-1] != truth.shape[:-1]:
+            raise ValueError(f"keypoint shapes differ: {tuple(pred.shape)} vs {tuple(truth.shape)}")
+        self._pred_points.append(pred[..., :2].detach().cpu().double().numpy())
+        self._gt_points.append(truth.detach().cpu().double().numpy())
+
+    def add_glosses(self, hypothesis: Sequence[str], reference: Sequence[str]) -> None:
+        self._hypotheses.append(list(hypothesis))
+        self._references.append(list(reference))
+
+    def recognize(self, video: torch.Tensor, reference: Sequence[str]) -> None:
+        """Run the recogniser on a generated video ``(T, 3, H, W)`` and keep its glosses."""
+        if self.recognizer is not None and self.wants("wer"):
+            self.add_glosses(self.recognizer.recognize(video), reference)
+
+    # ------------------------------------------------------------------ result
+    def _mean(self, key: str, total: float, count: int, empty: str) -> float | str:
+        if key in self.reasons:
+            return self.reasons[key]
+        return total / count if count else not_available(empty)
+
+    def _fvd(self) -> float | str:
+        if "fvd" in self.reasons:
+            return self.reasons["fvd"]
+        clips = sum(len(f) for f in self._fake_feats)
+        if clips < 2:
+            return not_available(f"needs >= 2 clips of {FVD_CLIP_FRAMES} frames, got {clips}")
+        stats = []
+        for feats in (np.concatenate(self._real_feats), np.concatenate(self._fake_feats)):
+            stats.append((feats.mean(axis=0), np.cov(feats, rowvar=False)))
+        (mu1, s1), (mu2, s2) = stats
+        return frechet_distance(mu1, s1, mu2, s2)
+
+    def _keypoints(self) -> dict[str, float | str]:
+        keys = ("ke_hands", "ke_body", "pck_hands")
+        out: dict[str, float | str] = {k: self.reasons[k] for k in keys if k in self.reasons}
+        if len(out) == len(keys):
+            return out
+        if not self._pred_points:
+            return {k: out.get(k, not_available("no frames scored")) for k in keys}
+        pred, truth = np.concatenate(self._pred_points), np.concatenate(self._gt_points)
+        visible = truth[..., 2] > 0
+        errors = keypoint_error(pred, truth, visible)
+        correct = pck(pred, truth, visible, threshold=PCK_THRESHOLD)
+        values = {
+            "ke_hands": errors["hands"],
+            "ke_body": errors["whole_body"],
+            "pck_hands": correct["hands"],
+        }
+        for key in keys:
+            if key not in out:
+                v = values[key]
+                # NaN = no visible point of that group: not a score, and not valid JSON.
+                out[key] = not_available("no visible keypoints") if math.isnan(v) else v
+        return out
+
+    def result(self) -> dict[str, float | str]:
+        """Every column of :data:`METRIC_COLUMNS`, in order: a float or ``"n/a (reason)"``."""
+        if "wer" in self.reasons:
+            wer: float | str = self.reasons["wer"]
+        elif any(self._references):
+            wer = word_error_rate(self._references, self._hypotheses)
+        else:
+            wer = not_available("no reference glosses")
+        values: dict[str, float | str] = {
+            "l1": self._mean("l1", self._l1, self.frames, "no frames"),
+            "ssim": self._mean("ssim", self._ssim, self.frames, "no frames"),
+            "lpips": self._mean("lpips", self._lpips, self.frames, "no frames"),
+            "fvd": self._fvd(),
+            "tcd": self._mean("tcd", self._tcd, self._tcd_frames, "videos under 3 frames"),
+            "wer": wer,
+            **self._keypoints(),
+        }
+        return {key: values[key] for key in METRIC_COLUMNS}
+
+
+# --------------------------------------------------------------------------- data helpers
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 -> ``(T, 3, H, W)`` float in [0, 1]."""
+    # A copy: rendered frames can be read-only views, which torch.from_numpy warns about.
+    return torch.from_numpy(np.array(frames, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255
+
+
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(T, 3, H, W)`` float -> ``(T, H, W, 3)`` uint8 for the comparison video."""
+    return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def _points36(poses: PoseSequence | None) -> torch.Tensor | None:
+    """PGMM36 ``(T, 36, 3)`` points of a pose sequence (any layout convertible to it)."""
+    if poses is None:
+        return None
+    return torch.from_numpy(poses.to_layout("pgmm36").data.copy())
+
+
+def _load_video(
+    dataset: SignVideoDataset, i: int, max_frames: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Frames ``(T, 3, H, W)`` and PGMM36 poses ``(T, 36, 3)`` (or None) of video ``i``."""
+    frames = dataset.load_frames(i)
+    poses = dataset.load_poses(i)
+    if poses is not None and len(poses) != len(frames):
+        record = dataset.records[i]
+        raise ValueError(
+            f"{record.pose_path or record.id}: {len(poses)} pose frames "
+            f"but {record.source} has {len(frames)}"
+        )
+    points = _points36(poses)
+    if max_frames is not None:
+        frames = frames[:max_frames]
+        points = None if points is None else points[:max_frames]
+    return _to_tensor(frames), points
+
+
+def _cross_person_source(
+    dataset: SignVideoDataset, i: int
+) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """Source image ``(1, 3, H, W)``, its PGMM36 points ``(1, 36, 3)`` and who it shows.
+
+    SynthSigner: the first frame of the same sentence rendered for a held-out identity
+    (alternating 10/11, skipping one that the dataset itself is forced to), so appearance is
+    unseen in training and the driving signer is always someone else. Other datasets: the
+    first frame of the next video (cyclically) whose signer differs from video ``i``'s.
+    """
+    if isinstance(dataset, RenderedSynthSigner):
+        held = [h for h in HELD_OUT_IDENTITIES if h != dataset.identity]
+        identity = held[i % len(held)]
+        sentence = dataset.sentences[i]
+        pose = dataset.signer.pose(sentence, identity)
+        look = dataset.signer.identity_for(sentence, identity)
+        frame = next(iter(dataset.signer.render(pose, look, dataset.size)))
+        points = _points36(to_pose_sequence(pose, dataset.size)[0:1])
+        return _to_tensor(frame[None]), points, f"identity {identity}"
+    signer = dataset.records[i].signer
+    n = len(dataset)
+    for step in range(1, n):
+        j = (i + step) % n
+        if dataset.records[j].signer != signer:
+            frames = dataset.load_frames(j)
+            poses = dataset.load_poses(j)
+            points = None if poses is None else _points36(poses[0:1])
+            return _to_tensor(frames[:1]), points, f"signer {dataset.records[j].signer}"
+    raise ValueError(
+        f"cross-person evaluation needs videos of at least two signers; all {n} videos of "
+        f"{dataset.name} ({dataset.split}) are by signer {signer!r}"
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(
+    model: PGMM,
+    dataset: SignVideoDataset,
+    task: str = "reconstruction",
+    estimator: PoseEstimator | None = None,
+    recognizer: GlossRecognizer | None = None,
+    lpips: LPIPS | MetricWeightsMissing | None = None,
+    i3d: I3D | MetricWeightsMissing | None = None,
+    max_videos: int | None = None,
+    max_frames: int | None = None,
+    out_dir: str | Path | None = None,
+    drive: str = "image",
+    *,
+    name: str | None = None,
+    batch_size: int = BATCH_SIZE,
+    heatmap_sigma: float | None = None,
+    comparison_videos: int = COMPARISON_VIDEOS,
+    fps: float = 25.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``dataset`` for one of :data:`TASKS`; returns one result row.
+
+    The row is ``{"model", "variant", "task", "drive", "dataset", "split", "videos", "frames",
+    "metrics": {column: float | "n/a (...)"} in METRIC_COLUMNS order, "definitions",
+    "settings"}``. ``lpips``/``i3d`` may be a loaded metric, ``None`` or the
+    :class:`MetricWeightsMissing` raised while loading it (so the table names the missing
+    path). ``estimator`` (``P_e``) scores the generated frames' keypoints and supplies driving
+    heatmaps when the dataset has no poses; ``recognizer`` gives WER. ``heatmap_sigma`` must
+    match training (default: :class:`TrainConfig`'s). With ``out_dir``: ``metrics.json``,
+    ``metrics.md`` and ``comparison.mp4`` (source | driving | generated of the first
+    ``comparison_videos`` videos, one after the other), each written atomically.
+
+    ``max_frames`` truncates every video (for quick runs); WER then compares a truncated
+    video with the full gloss sequence, so only full-length runs give a meaningful WER.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if drive not in DRIVES:
+        raise ValueError(f"drive must be one of {DRIVES}, got {drive!r}")
+    for arg, value in (("max_videos", max_videos), ("max_frames", max_frames)):
+        if value is not None and value < 1:
+            raise ValueError(f"{arg} must be >= 1 or None, got {value}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    cfg = model.config
+    if dataset.size != cfg.image_size:
+        raise ValueError(f"dataset frames are {dataset.size}px but the model is {cfg.image_size}px")
+    if estimator is not None and estimator.heatmap_stride != cfg.heatmap_stride:
+        raise ValueError(
+            f"P_e has heatmap stride {estimator.heatmap_stride}, the model {cfg.heatmap_stride}"
+        )
+    num_videos = min(len(dataset), max_videos or len(dataset))
+    if num_videos == 0:
+        raise ValueError(f"{dataset.name} ({dataset.split}) has no videos to evaluate")
+    sigma = TrainConfig.heatmap_sigma if heatmap_sigma is None else heatmap_sigma
+    device = next(model.parameters()).device
+    model.eval()
+    if estimator is not None:
+        estimator.eval()
+    needs_heatmaps = cfg.uses_pose or drive == "pose"
+
+    def heatmaps(points: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
+        if points is not None:
+            return pose_heatmaps(points.to(device), cfg.image_size, cfg.heatmap_stride, sigma)
+        if estimator is None:
+            raise ValueError(
+                f"{dataset.name} has no poses: pass a pose estimator (P_e) for the heatmaps"
+            )
+        with torch.no_grad():
+            return estimator(images.to(device)).clamp(min=0)
+
+    acc = MetricAccumulator(
+        lpips,
+        i3d,
+        recognizer,
+        estimator_given=estimator is not None,
+        unavailable={k: _NO_GT_REASON for k in ("l1", "ssim", "lpips", "tcd")}
+        if task == "cross-person"
+        else None,
+    )
+    kp_reference: set[str] = set()
+    heatmap_source: set[str] = set()
+    total_frames = 0
+    sources: list[str] = []
+    out = Path(out_dir) if out_dir is not None else None
+    label = name or cfg.variant
+    with ExitStack() as stack:
+        writer = None
+        if out is not None and comparison_videos > 0:
+            out.mkdir(parents=True, exist_ok=True)
+            writer = stack.enter_context(VideoWriter(out / "comparison.mp4", fps=fps))
+        bar = tqdm(
+            range(num_videos), desc=f"eval {label} ({task})", unit="video", disable=not progress
+        )
+        for i in bar:
+            target, points = _load_video(dataset, i, max_frames)
+            if task == "reconstruction":
+                source = target[:1]
+                source_points = None if points is None else points[:1]
+                sources.append("first frame")
+            else:
+                source, source_points, who = _cross_person_source(dataset, i)
+                sources.append(who)
+            source = source.to(device)
+            state = None
+            if drive == "pose":
+                state = model.encode_source(source, heatmaps(source_points, source))
+            generated = []
+            for start in range(0, target.shape[0], batch_size):
+                driving = target[start : start + batch_size]
+                batch_points = None if points is None else points[start : start + batch_size]
+                maps = None
+                if needs_heatmaps:
+                    maps = heatmaps(batch_points, driving)
+                    heatmap_source.add("P_e" if batch_points is None else "ground-truth poses")
+                if state is not None:
+                    assert maps is not None
+                    pred = model.animate(state, maps)
+                else:
+                    src = source.expand(driving.shape[0], -1, -1, -1)
+                    pred = model.reconstruct(src, driving.to(device), maps)
+                pred = pred.float().clamp(0, 1).cpu()
+                generated.append(pred)
+                if task == "reconstruction":
+                    acc.add_frames(pred, driving)
+                if estimator is not None:
+                    found = estimator.keypoints(pred.to(device)).cpu()
+                    if batch_points is not None:
+                        truth, ref = batch_points, "ground-truth poses"
+                    else:
+                        truth, ref = estimator.keypoints(driving.to(device)).cpu(), "P_e(driving)"
+                    kp_reference.add(ref)
+                    acc.add_keypoints(found, truth)
+                if writer is not None and i < comparison_videos:
+                    src_tile = source.cpu().expand(driving.shape[0], -1, -1, -1)
+                    writer.write(_to_uint8(torch.cat([src_tile, driving, pred], dim=3)))
+            video = torch.cat(generated)
+            if task == "reconstruction":
+                acc.add_tcd(video, target, batch_size)
+            acc.add_fvd(target, video)
+            acc.recognize(video, dataset.records[i].gloss.split())
+            total_frames += len(video)
+        result = {
+            "model": label,
+            "variant": cfg.variant,
+            "task": task,
+            "drive": drive,
+            "dataset": dataset.name,
+            "split": dataset.split,
+            "videos": num_videos,
+            "frames": total_frames,
+            "metrics": acc.result(),
+            "definitions": dict(COLUMN_DEFINITIONS[task]),
+            "settings": {
+                "image_size": cfg.image_size,
+                "max_frames": max_frames,
+                "batch_size": batch_size,
+                "heatmaps": sorted(heatmap_source) or None,
+                "heatmap_sigma": sigma,
+                "keypoint_reference": sorted(kp_reference) or None,
+                "sources": sorted(set(sources)),
+                "fvd_clip_frames": FVD_CLIP_FRAMES,
+                "pck_threshold": PCK_THRESHOLD,
+            },
+        }
+    if out is not None:  # after the video is complete: metrics.json marks a finished run
+        write_results(out, [result])
+    return result
+
+
+# --------------------------------------------------------------------------- reporting
+def _cell(value: Any) -> str:
+    """A metric value for a markdown cell: numbers via :func:`report`, strings escaped."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return report(value)
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One markdown table of several evaluation rows (models, variants, tasks), paper order.
+
+    Rows are the dicts returned by :func:`evaluate` (or read back from ``metrics.json``);
+    a column a row lacks shows as ``n/a (not evaluated)``, so results of different runs can be
+    merged into one table (docs/results.md).
+    """
+    header = ["Model", "Variant", "Task", "Drive", *METRIC_COLUMNS.values()]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        metrics = row.get("metrics", {})
+        cells = [_cell(row.get(k, "")) for k in ("model", "variant", "task", "drive")]
+        cells += [_cell(metrics.get(k, not_available("not evaluated"))) for k in METRIC_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``metrics.md``: the table plus what every column means for the tasks it contains."""
+    parts = ["# PGMM evaluation\n", markdown_table(rows)]
+    for task in dict.fromkeys(row.get("task", "") for row in rows):
+        if task not in COLUMN_DEFINITIONS:
+            continue
+        parts.append(f"\n**{task}** columns:\n")
+        for key, label in METRIC_COLUMNS.items():
+            parts.append(f"- {label}: {COLUMN_DEFINITIONS[task][key]}\n")
+    return "".join(parts)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Readers (docs build, dashboards) never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write ``metrics.json`` (``{"columns", "results"}``) and ``metrics.md`` atomically.
+
+    The JSON is strict (no NaN): every metric is a finite number or an ``"n/a (...)"`` string.
+    """
+    out = Path(out_dir)
+    payload = {"columns": list(METRIC_COLUMNS), "results": list(rows)}
+    _atomic_write_text(
+        out / "metrics.json", json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False)
+    )
+    _atomic_write_text(out / "metrics.md", markdown_report(rows))
