@@ -6,20 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from pgmm.data.loaders import SignVideoDataset, load_dataset
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.identity import HELD_OUT_IDENTITIES
-
-
-def _dataset(spec: str, split: str, size: int, max_videos: int | None) -> SignVideoDataset:
-    """``synth`` renders SynthSigner on the fly; ``NAME:DIR`` or ``DIR`` reads a dataset."""
-    if spec == "synth":
-        return RenderedSynthSigner(split, size, max_videos=max_videos)
-    name, _, root = spec.rpartition(":") if ":" in spec else ("synthsigner", "", spec)
-    dataset = load_dataset(name, root, split, size)
-    if max_videos:
-        dataset.records = dataset.records[:max_videos]
-    return dataset
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,15 +34,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     pg.add_argument("--max-videos", type=int)
     pg.add_argument("--max-steps", type=int)
     pg.add_argument("--epochs", type=int)
-    pg.add_argument("--device", default="cpu")
+    pg.add_argument("--device", default="cpu", help="single-process training only")
+    pg.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="data-parallel (DDP) worker processes via Ray Train: one per GPU with --gpu",
+    )
+    pg.add_argument("--gpu", action="store_true", help="distributed training on GPUs (NCCL)")
+    pg.add_argument(
+        "--ray-address",
+        help="join this Ray cluster for multi-node training (e.g. 'auto'); OUT must then be on "
+        "a filesystem every node sees. Default: a private local Ray",
+    )
     pg.set_defaults(func=run_pgmm)
 
 
 def run_pose_estimator(args: argparse.Namespace) -> int:
     from pgmm.models.pose_estimator import HRNETLITE_PRESETS
+    from pgmm.training.distributed import build_dataset
     from pgmm.training.pose_estimator import evaluate_pck, train_pose_estimator
 
-    data = _dataset(args.data, "train", args.size, args.max_videos)
+    data = build_dataset(args.data, "train", args.size, args.max_videos)
     model = train_pose_estimator(data, args.out, HRNETLITE_PRESETS[args.preset], args.steps,
                                  args.batch_size, device=args.device)  # fmt: skip
     results = {}
@@ -69,17 +70,50 @@ def run_pose_estimator(args: argparse.Namespace) -> int:
 
 
 def run_pgmm(args: argparse.Namespace) -> int:
+    """Single-process training, or DDP through Ray Train with ``--workers N > 1`` / ``--gpu``."""
     from pgmm.models.config import PGMMConfig
-    from pgmm.models.pose_estimator import HRNetLite
     from pgmm.training.config import TrainConfig
-    from pgmm.training.trainer import PGMMTrainer
 
     model_cfg = PGMMConfig.from_yaml(args.config)
     overrides = {k: v for k, v in (("max_steps", args.max_steps), ("epochs", args.epochs)) if v}
     train_cfg = TrainConfig.from_yaml(args.config, overrides)
-    estimator = HRNetLite.from_pretrained(args.pose_estimator) if args.pose_estimator else None
-    data = _dataset(args.data, "train", model_cfg.image_size, args.max_videos)
-    trainer = PGMMTrainer(model_cfg, train_cfg, data, args.out, args.device, estimator, args.vgg19)
-    state = trainer.run()
-    print(f"trained {model_cfg.variant} for {state.global_step} steps; model: {args.out / 'model'}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1 or args.gpu or args.ray_address:
+        # Imported here, like every heavy import of the CLI; Ray itself loads only inside.
+        from pgmm.training.distributed import DatasetSpec, train_distributed
+
+        state = train_distributed(
+            model_cfg,
+            train_cfg,
+            DatasetSpec(args.data, "train", args.max_videos),
+            args.out,
+            num_workers=args.workers,
+            use_gpu=args.gpu,
+            estimator_dir=args.pose_estimator,
+            vgg_weights=args.vgg19,
+            ray_address=args.ray_address,
+        )
+        how = f" on {state.world_size} workers"
+    else:
+        from pgmm.models.pose_estimator import HRNetLite
+        from pgmm.training.distributed import (
+            build_dataset,
+            check_resume_world_size,
+            record_world_size,
+        )
+        from pgmm.training.trainer import PGMMTrainer
+
+        check_resume_world_size(args.out, 1)
+        record_world_size(args.out, 1)
+        estimator = HRNetLite.from_pretrained(args.pose_estimator) if args.pose_estimator else None
+        data = build_dataset(args.data, "train", model_cfg.image_size, args.max_videos)
+        trainer = PGMMTrainer(
+            model_cfg, train_cfg, data, args.out, args.device, estimator, args.vgg19
+        )
+        state, how = trainer.run(), ""
+    print(
+        f"trained {model_cfg.variant} for {state.global_step} steps{how}; "
+        f"model: {args.out / 'model'}"
+    )
     return 0

@@ -68,7 +68,10 @@ class PGMMLoss(nn.Module):
             )
         self.weights = weights
         self.pyramid_scales = tuple(pyramid_scales)
-        self.vgg = Vgg19Features(vgg_weights) if weights["perceptual"] > 0 else None
+        self.vgg = None
+        if weights["perceptual"] > 0:
+            width = 1.0 if vgg_weights is not None else config.perceptual_width
+            self.vgg = Vgg19Features(vgg_weights, width=width)
         coarsest = round(config.image_size * min(self.pyramid_scales))
         if self.vgg is not None and coarsest < self.vgg.min_size:
             raise ValueError(

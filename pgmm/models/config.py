@@ -76,6 +76,9 @@ class PGMMConfig:
     heatmap_stride: int = 4
     pose_block_expansion: int = 32
     pfm_max_tokens: int = 1024  # attention only at scales with at most this many tokens
+    # Width of the *random* perceptual VGG19 used when no real VGG19 weights are given
+    # (pgmm.losses.perceptual.Vgg19Features); real weights always use the full network.
+    perceptual_width: float = 1.0
     # Pose-driven inference head.
     driving_head_channels: int = 64
     loss_weights: dict[str, float] = field(default_factory=dict)
