@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny import TINY_PGMM
 
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
@@ -31,17 +32,7 @@ from pgmm.training.distributed import (
 from slp_pipeline.cli import main
 
 # test_training.TINY: a PGMM small enough for a CPU step in seconds.
-TINY = dict(
-    num_tps=4,
-    backbone_width=0.125,
-    dense_block_expansion=8,
-    dense_num_blocks=3,
-    dense_max_features=32,
-    block_expansion=8,
-    max_features=32,
-    pose_block_expansion=4,
-    driving_head_channels=32,
-)
+TINY = TINY_PGMM
 # Per epoch: 2 videos x 3 pairs = 6 pairs = 3 batches of 2, so with 2 workers one epoch is 2
 # global steps and the second round wraps around (rank 1 re-takes batch 0).
 TRAIN = dict(

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import TINY_PGMM
 
 from pgmm import evaluation as ev
 from pgmm.data.synth.dataset import RenderedSynthSigner
@@ -24,17 +25,7 @@ from pgmm.video import probe, read_video
 from slp_pipeline import cli_eval
 from slp_pipeline.cli import main
 
-TINY = dict(
-    num_tps=4,
-    backbone_width=0.125,
-    dense_block_expansion=8,
-    dense_num_blocks=3,
-    dense_max_features=32,
-    block_expansion=8,
-    max_features=32,
-    pose_block_expansion=4,
-    driving_head_channels=32,
-)
+TINY = TINY_PGMM
 ROW_KEYS = [
     "model",
     "variant",

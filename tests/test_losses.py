@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from tiny import TINY_PGMM
 from torch import nn
 
 from pgmm.losses import (
@@ -31,17 +32,7 @@ from pgmm.models.tps import make_coordinate_grid
 from pgmm.pose.heatmaps import render_heatmaps
 
 # The TINY PGMM of tests/test_pgmm.py.
-TINY = dict(
-    num_tps=4,
-    backbone_width=0.125,
-    dense_block_expansion=8,
-    dense_num_blocks=3,
-    dense_max_features=32,
-    block_expansion=8,
-    max_features=32,
-    pose_block_expansion=4,
-    driving_head_channels=32,
-)
+TINY = TINY_PGMM
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import TINY_PGMM
 
 from pgmm.models.cmm import CMM
 from pgmm.models.config import VARIANTS, PGMMConfig
@@ -15,17 +16,7 @@ from pgmm.models.pfm import PFM
 from pgmm.models.pgmm import PGMM, CheckpointError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pgmm"
-TINY = dict(
-    num_tps=4,
-    backbone_width=0.125,
-    dense_block_expansion=8,
-    dense_num_blocks=3,
-    dense_max_features=32,
-    block_expansion=8,
-    max_features=32,
-    pose_block_expansion=4,
-    driving_head_channels=32,
-)
+TINY = TINY_PGMM
 
 
 def tiny(variant: str, size: int = 128, **kw) -> PGMM:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny import TINY_PGMM
 
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.signer import SynthSigner
@@ -19,17 +20,7 @@ from pgmm.training.pose_estimator import evaluate_pck, train_pose_estimator
 from pgmm.training.trainer import PGMMTrainer
 from slp_pipeline.cli import main
 
-TINY = dict(
-    num_tps=4,
-    backbone_width=0.125,
-    dense_block_expansion=8,
-    dense_num_blocks=3,
-    dense_max_features=32,
-    block_expansion=8,
-    max_features=32,
-    pose_block_expansion=4,
-    driving_head_channels=32,
-)
+TINY = TINY_PGMM
 
 
 @pytest.fixture(scope="module")
