@@ -1,0 +1,944 @@
+"""A pose-based CTC gloss recogniser: the default :class:`GlossRecognizer` for WER.
+
+The PGMM paper measures intelligibility as the WER of CorrNet (a video-based continuous sign
+recogniser trained on PHOENIX-2014T / CSL-Daily) on generated videos. No CorrNet weights are
+available here, so this module provides a *proxy*: the frozen pose estimator ``P_e`` reads the
+36 PGMM keypoints from every generated frame and :class:`PoseCTCRecognizer` -- trained on
+SynthSigner's ground-truth poses of the same corpora -- reads glosses from those keypoints.
+Its numbers answer the same question (can the signing be read back?) but are not comparable to
+the paper's CorrNet WER: they also include ``P_e``'s own errors and only "see" what the 36
+keypoints carry.
+
+Pipeline: keypoints ``(B, T, 36, 3)`` -> signer-invariant features (coordinates centred on the
+shoulders' midpoint and scaled by shoulder width, velocities, confidence) -> two
+conv + 2x temporal max-pool blocks (4x shorter, as in VAC/CorrNet's K5-P2-K5-P2 front end)
+-> BiGRU -> linear to ``vocab + blank`` -> CTC. Decoding is greedy (collapse repeats, drop
+blanks) or a small prefix beam search.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from pgmm.metrics.wer import word_error_rate
+from pgmm.pose.layout import NUM_PGMM, PGMM36
+from pgmm.pose.sequence import PoseSequence
+
+if TYPE_CHECKING:  # imported lazily at run time: the renderer pulls in PIL
+    from pgmm.data.corpus import CorpusSentence
+    from pgmm.data.synth.signer import SynthSigner
+    from pgmm.models.pose_estimator import PoseEstimator
+
+__all__ = [
+    "BLANK",
+    "PoseCTCRecognizer",
+    "RecognizerConfig",
+    "VideoGlossRecognizer",
+    "augment_keypoints",
+    "build_vocabulary",
+    "cache_poses",
+    "ctc_beam_search",
+    "ctc_greedy_decode",
+    "evaluate_recognizer",
+    "pose_features",
+    "train_recognizer",
+    "video_keypoints",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+#: CTC blank token (output index 0); gloss ``i`` of the vocabulary is output ``i + 1``.
+BLANK = "<blank>"
+#: Two 2x max-pools: one output step per 4 input frames.
+TEMPORAL_STRIDE = 4
+_LEFT_SHOULDER, _RIGHT_SHOULDER = PGMM36.index("left_shoulder"), PGMM36.index("right_shoulder")
+#: Velocities (shoulder widths per frame) are a few hundredths; this brings them to ~unit scale
+#: like the coordinates, so no feature group dominates the first layer at initialisation.
+_VELOCITY_SCALE = 10.0
+#: Shoulder width as a share of the frame in SynthSigner's framing; only used when a sequence
+#: shows no frame with both shoulders (then any scale is a guess).
+_FALLBACK_SCALE = 0.36
+FEATURES_PER_POINT = 5  # x, y, dx, dy, confidence
+
+
+# --------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class RecognizerConfig:
+    """Architecture, vocabulary and input convention of :class:`PoseCTCRecognizer`.
+
+    ``vocab`` holds the glosses (without the blank) in output order; it is part of the config so
+    that a saved model can never be paired with the wrong gloss list. ``min_confidence``: points
+    below it count as missing (their features are zeroed) -- ``P_e``'s peak heights of a
+    clearly visible point are well above it, an absent hand's maps are near 0.
+    """
+
+    language: str
+    vocab: tuple[str, ...]
+    hidden: int = 192
+    rnn_hidden: int = 192
+    rnn_layers: int = 2
+    kernel_size: int = 5
+    dropout: float = 0.2
+    min_confidence: float = 0.1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vocab", tuple(str(g) for g in self.vocab))
+        if not self.vocab:
+            raise ValueError("RecognizerConfig.vocab is empty: build it with build_vocabulary()")
+        if len(set(self.vocab)) != len(self.vocab):
+            raise ValueError("RecognizerConfig.vocab contains duplicate glosses")
+        if BLANK in self.vocab:
+            raise ValueError(f"{BLANK!r} is reserved for the CTC blank and cannot be a gloss")
+        sizes = {
+            "hidden": self.hidden,
+            "rnn_hidden": self.rnn_hidden,
+            "rnn_layers": self.rnn_layers,
+            "kernel_size": self.kernel_size,
+        }
+        bad = sorted(k for k, v in sizes.items() if int(v) < 1)
+        if bad:
+            raise ValueError(f"RecognizerConfig values must be positive: {bad}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (same-length conv), got {self.kernel_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.min_confidence < 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1), got {self.min_confidence}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.vocab) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "vocab": list(self.vocab)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecognizerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown RecognizerConfig keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def build_vocabulary(sentences: Iterable[CorpusSentence]) -> tuple[str, ...]:
+    """Sorted unique glosses of ``sentences``.
+
+    Built from *all* splits of a language by :func:`train_recognizer`: glosses that only occur
+    in dev/test are never predicted (they get no training signal) but keep the output space
+    equal to the corpus lexicon, so models trained on different subsets stay comparable.
+    """
+    return tuple(sorted({g for s in sentences for g in s.glosses}))
+
+
+# --------------------------------------------------------------------------- features
+def pose_features(
+    keypoints: torch.Tensor, lengths: torch.Tensor, min_confidence: float = 0.1
+) -> torch.Tensor:
+    """``(B, T, 36, 3)`` keypoints -> ``(B, T, 36 * 5)`` signer-invariant frame features.
+
+    Coordinates are centred on the shoulders' midpoint and divided by the shoulder width, both
+    taken as the *median over the sequence's frames* rather than per frame: a different body
+    size or framing then disappears, while a per-frame estimate would pass every jitter of
+    ``P_e``'s shoulder points on to all 36 points. Velocities are frame differences of these
+    coordinates. Missing points (confidence < ``min_confidence``) and padded frames get all-zero
+    features, so the network learns "not seen" from the zero confidence instead of from
+    meaningless coordinates.
+    """
+    b, t = keypoints.shape[:2]
+    xy, conf = keypoints[..., :2].float(), keypoints[..., 2].float()
+    in_time = torch.arange(t, device=keypoints.device)[None, :] < lengths[:, None]  # (B, T)
+    visible = (conf >= min_confidence) & in_time[..., None]  # (B, T, K)
+    both = visible[..., _LEFT_SHOULDER] & visible[..., _RIGHT_SHOULDER]  # (B, T)
+    left, right = xy[:, :, _LEFT_SHOULDER], xy[:, :, _RIGHT_SHOULDER]
+    centre = _masked_median((left + right) / 2, both)  # (B, 2); NaN where no frame has both
+    scale = _masked_median((left - right).norm(dim=-1, keepdim=True), both)[:, 0]  # (B,)
+    # Fallback for sequences without shoulders: centre of all visible points, a typical scale.
+    weight = visible.float()[..., None]
+    mean_visible = (xy * weight).sum(dim=(1, 2)) / weight.sum(dim=(1, 2)).clamp_min(1.0)
+    centre = torch.where(centre.isnan(), mean_visible, centre)
+    scale = torch.where(scale.isnan(), torch.full_like(scale, _FALLBACK_SCALE), scale)
+    scale = scale.clamp_min(1e-3)
+
+    coords = (xy - centre[:, None, None, :]) / scale[:, None, None, None]
+    coords = coords * visible[..., None]
+    velocity = torch.zeros_like(coords)
+    both_t = (visible[:, 1:] & visible[:, :-1])[..., None]
+    velocity[:, 1:] = (coords[:, 1:] - coords[:, :-1]) * both_t * _VELOCITY_SCALE
+    confidence = (conf.clamp(0.0, 1.0) * visible)[..., None]
+    features = torch.cat([coords, velocity, confidence], dim=-1)  # (B, T, K, 5)
+    return features.reshape(b, t, -1)
+
+
+def _masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Lower median over dim 1 of ``(B, T, C)`` values where ``mask`` ``(B, T)`` is true.
+
+    NaN for a row without any valid entry. (Sorting with invalid entries pushed to +inf is
+    several times faster on CPU than ``torch.nanmedian``.)
+    """
+    filled = values.masked_fill(~mask[..., None], float("inf"))
+    ordered = filled.sort(dim=1).values
+    count = mask.sum(dim=1)  # (B,)
+    index = ((count - 1).clamp_min(0) // 2)[:, None, None].expand(-1, 1, values.shape[-1])
+    median = ordered.gather(1, index)[:, 0]
+    return median.masked_fill((count == 0)[:, None], float("nan"))
+
+
+# --------------------------------------------------------------------------- decoding
+def ctc_greedy_decode(ids: Sequence[int] | torch.Tensor | np.ndarray, blank: int = 0) -> list[int]:
+    """Best-path decoding of per-frame argmax ids: collapse repeats, then drop blanks.
+
+    ``[a, a, blank, a, b, b]`` -> ``[a, a, b]``: a blank between two equal ids separates two
+    occurrences of the same gloss, which is why repeats are collapsed *before* blanks go.
+    """
+    out: list[int] = []
+    previous: int | None = None
+    for value in np.asarray(ids).reshape(-1).tolist():
+        if value != previous and value != blank:
+            out.append(int(value))
+        previous = value
+    return out
+
+
+def ctc_beam_search(
+    log_probs: torch.Tensor | np.ndarray, beam_width: int = 5, blank: int = 0
+) -> list[int]:
+    """CTC prefix beam search over ``(T, C)`` log-probabilities; returns the best id sequence.
+
+    Sums the probability of all alignments of a prefix (greedy decoding keeps one alignment
+    only), which helps where a gloss is split over frames with blanks of similar probability.
+    Only the ``beam_width + 1`` most likely ids of each frame (plus the blank) are expanded, so
+    the cost stays ``O(T * beam_width^2)`` for a vocabulary of a thousand glosses.
+    """
+    if beam_width < 1:
+        raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+    lp = np.asarray(
+        log_probs.detach().cpu().float() if isinstance(log_probs, torch.Tensor) else log_probs,
+        dtype=np.float64,
+    )
+    if lp.ndim != 2:
+        raise ValueError(f"log_probs must be (T, C), got shape {lp.shape}")
+    neg_inf = -math.inf
+
+    def add(
+        table: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], slot: int, value: float
+    ) -> None:
+        entry = table.setdefault(prefix, [neg_inf, neg_inf])
+        entry[slot] = float(np.logaddexp(entry[slot], value))
+
+    # prefix -> (log P(prefix, ends in blank), log P(prefix, ends in its last id))
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg_inf)}
+    k = min(lp.shape[1], beam_width + 1)
+    for frame in lp:
+        candidates = set(np.argpartition(-frame, k - 1)[:k].tolist()) | {blank}
+        nxt: dict[tuple[int, ...], list[float]] = {}
+        for prefix, (p_blank, p_last) in beams.items():
+            p_total = np.logaddexp(p_blank, p_last)
+            for c in candidates:
+                p = frame[c]
+                if c == blank:
+                    add(nxt, prefix, 0, p_total + p)
+                elif prefix and prefix[-1] == c:
+                    # A new occurrence of the same id needs a blank in between; without one
+                    # the frame continues the current occurrence.
+                    add(nxt, prefix + (c,), 1, p_blank + p)
+                    add(nxt, prefix, 1, p_last + p)
+                else:
+                    add(nxt, prefix + (c,), 1, p_total + p)
+        ranked = sorted(nxt.items(), key=lambda item: -np.logaddexp(*item[1]))[:beam_width]
+        beams = {prefix: (pb, pl) for prefix, (pb, pl) in ranked}
+    best = max(beams.items(), key=lambda item: np.logaddexp(*item[1]))[0]
+    return list(best)
+
+
+# --------------------------------------------------------------------------- model
+class _ChannelNorm(nn.Module):
+    """LayerNorm over channels of ``(B, C, T)``: unlike BatchNorm it never mixes padded frames
+    of other sequences into its statistics, so batched and single-sequence outputs agree."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+class PoseCTCRecognizer(nn.Module):
+    """PGMM36 keypoint sequences -> per-frame gloss log-probabilities (CTC, blank = 0).
+
+    Implements :class:`pgmm.metrics.wer.GlossRecognizer`: :meth:`recognize` reads one keypoint
+    sequence; :meth:`recognize_video` first runs ``P_e`` on video frames -- that is the
+    WER-on-generated-video path, a pose-based proxy for the paper's CorrNet WER (see the module
+    docstring).
+    """
+
+    def __init__(self, config: RecognizerConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        self.gloss_to_id = {g: i + 1 for i, g in enumerate(cfg.vocab)}
+        pad = cfg.kernel_size // 2
+        self.embed = nn.Sequential(
+            nn.Linear(NUM_PGMM * FEATURES_PER_POINT, cfg.hidden),
+            nn.LayerNorm(cfg.hidden),
+            nn.GELU(),
+        )
+        self.temporal = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv1d(cfg.hidden, cfg.hidden, cfg.kernel_size, padding=pad),
+                _ChannelNorm(cfg.hidden),
+                nn.GELU(),
+                nn.Dropout(cfg.dropout),
+                nn.MaxPool1d(2),
+            )
+            for _ in range(2)
+        )
+        self.rnn = nn.GRU(
+            cfg.hidden,
+            cfg.rnn_hidden,
+            num_layers=cfg.rnn_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=cfg.dropout if cfg.rnn_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(2 * cfg.rnn_hidden, cfg.num_classes)
+
+    # ------------------------------------------------------------------ core
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    @staticmethod
+    def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        """Output steps for input lengths: two floor-halvings (what ``MaxPool1d(2)`` keeps)."""
+        return lengths // 2 // 2
+
+    def forward(
+        self, keypoints: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T, 36, 3)`` keypoints (+ valid lengths) -> ``(B, T // 4, vocab + 1)`` log-probs
+        and the valid output lengths. Every length must be at least 4 frames."""
+        self._check_keypoints(keypoints, batched=True)
+        b, t = keypoints.shape[:2]
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long, device=keypoints.device)
+        lengths = lengths.to(device=keypoints.device, dtype=torch.long)
+        if lengths.shape != (b,) or int(lengths.min()) < TEMPORAL_STRIDE or int(lengths.max()) > t:
+            raise ValueError(
+                f"lengths must be {b} values in [{TEMPORAL_STRIDE}, {t}], got {lengths.tolist()}"
+            )
+        x = self.embed(pose_features(keypoints, lengths, self.config.min_confidence))
+        x = x.transpose(1, 2)  # (B, H, T)
+        valid = lengths
+        for block in self.temporal:
+            # Zero the padded frames before every conv, exactly as the conv's own zero padding
+            # does at a sequence's end, so a sequence gives the same output batched or alone.
+            x = x * (torch.arange(x.shape[-1], device=x.device) < valid[:, None])[:, None]
+            x = block(x)
+            valid = valid // 2
+        x = x.transpose(1, 2)  # (B, T // 4, H)
+        out_lengths = self.output_lengths(lengths)
+        packed = pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        y, _ = self.rnn(packed)
+        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
+        logits = self.head(self.dropout(y))
+        return logits.log_softmax(dim=-1), out_lengths
+
+    def ctc_loss(
+        self, keypoints: torch.Tensor, lengths: torch.Tensor, targets: Sequence[Sequence[int]]
+    ) -> torch.Tensor:
+        """Mean CTC loss (per target gloss) of a padded batch; ``targets`` are gloss ids.
+
+        ``zero_infinity``: a rare sentence with more glosses than output steps (after a strong
+        time-compression augmentation) contributes nothing instead of an infinite loss.
+        """
+        log_probs, out_lengths = self(keypoints, lengths)
+        flat = torch.tensor([i for seq in targets for i in seq], dtype=torch.long)
+        target_lengths = torch.tensor([len(seq) for seq in targets], dtype=torch.long)
+        return F.ctc_loss(
+            log_probs.transpose(0, 1).float(),
+            flat,
+            out_lengths.cpu(),
+            target_lengths,
+            blank=0,
+            reduction="mean",
+            zero_infinity=True,
+        )
+
+    # ------------------------------------------------------------------ vocabulary
+    def encode_glosses(self, glosses: Sequence[str]) -> list[int]:
+        """Gloss strings -> output ids; an out-of-vocabulary gloss is a clear error."""
+        unknown = [g for g in glosses if g not in self.gloss_to_id]
+        if unknown:
+            raise ValueError(
+                f"glosses not in the {self.config.language} recogniser vocabulary: {unknown[:5]}"
+            )
+        return [self.gloss_to_id[g] for g in glosses]
+
+    def decode_ids(self, ids: Sequence[int]) -> list[str]:
+        """Output ids (no blanks) -> gloss strings."""
+        return [self.config.vocab[i - 1] for i in ids]
+
+    # ------------------------------------------------------------------ inference
+    def _check_keypoints(self, keypoints: torch.Tensor, batched: bool) -> None:
+        want = "(B, T, 36, 3)" if batched else "(T, 36, 3)"
+        ndim = 4 if batched else 3
+        if keypoints.ndim != ndim or tuple(keypoints.shape[-2:]) != (NUM_PGMM, 3):
+            raise ValueError(
+                f"keypoints must be {want} PGMM36 (x, y, confidence), "
+                f"got shape {tuple(keypoints.shape)}"
+            )
+        if not torch.isfinite(keypoints).all():
+            raise ValueError("keypoints contain NaN or infinity")
+
+    def _as_keypoints(self, sample: Any) -> torch.Tensor:
+        """One sample -> float32 ``(T, 36, 3)`` on the model's device.
+
+        Accepts a :class:`PoseSequence` (whole-body sequences are reduced to PGMM36, and x is
+        put on the scale of y by the frame's aspect ratio so shoulder-width scaling stays
+        isotropic) or a tensor/array of PGMM36 keypoints in normalised coordinates.
+        """
+        if isinstance(sample, PoseSequence):
+            data = sample.to_layout("pgmm36").data.copy()
+            data[..., 0] *= sample.width / sample.height
+            sample = data
+        if isinstance(sample, np.ndarray):
+            if not (
+                np.issubdtype(sample.dtype, np.floating) or np.issubdtype(sample.dtype, np.integer)
+            ):
+                raise TypeError(f"keypoints must be a numeric array, got dtype {sample.dtype}")
+            sample = torch.from_numpy(np.ascontiguousarray(sample))
+        if not isinstance(sample, torch.Tensor):
+            raise TypeError(
+                "sample must be a (T, 36, 3) torch.Tensor / numpy array or a PoseSequence, "
+                f"got {type(sample).__name__}"
+            )
+        keypoints = sample.detach().to(self.device, torch.float32)
+        self._check_keypoints(keypoints, batched=False)
+        if keypoints.shape[0] == 0:
+            raise ValueError("cannot recognise an empty sequence (0 frames)")
+        return keypoints
+
+    @torch.no_grad()
+    def log_probs(self, samples: Sequence[Any]) -> list[torch.Tensor]:
+        """Per-sample ``(T // 4, vocab + 1)`` log-probabilities of a list of samples.
+
+        Sequences shorter than 4 frames are padded by repeating their last frame: a 1-3 frame
+        clip has no readable signing, but it should yield a (probably empty) answer rather than
+        abort a corpus-wide WER run.
+        """
+        keypoints = [self._as_keypoints(s) for s in samples]
+        keypoints = [
+            torch.cat([k, k[-1:].expand(TEMPORAL_STRIDE - len(k), -1, -1)])
+            if len(k) < TEMPORAL_STRIDE
+            else k
+            for k in keypoints
+        ]
+        if not keypoints:
+            return []
+        was_training = self.training
+        self.eval()
+        try:
+            lengths = torch.tensor([len(k) for k in keypoints], device=self.device)
+            batch = nn.utils.rnn.pad_sequence(keypoints, batch_first=True)
+            log_probs, out_lengths = self(batch, lengths)
+        finally:
+            self.train(was_training)
+        return [lp[:n].cpu() for lp, n in zip(log_probs, out_lengths.tolist(), strict=True)]
+
+    def decode(self, log_probs: torch.Tensor, beam_width: int = 1) -> list[str]:
+        """``(T', vocab + 1)`` log-probabilities -> glosses (greedy if ``beam_width == 1``)."""
+        if beam_width == 1:
+            return self.decode_ids(ctc_greedy_decode(log_probs.argmax(dim=-1)))
+        return self.decode_ids(ctc_beam_search(log_probs, beam_width))
+
+    def recognize_batch(
+        self, samples: Sequence[Any], beam_width: int = 1, batch_size: int = 32
+    ) -> list[list[str]]:
+        """:meth:`recognize` for many samples, run ``batch_size`` at a time."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out: list[list[str]] = []
+        for start in range(0, len(samples), batch_size):
+            for lp in self.log_probs(samples[start : start + batch_size]):
+                out.append(self.decode(lp, beam_width))
+        return out
+
+    def recognize(
+        self, sample: torch.Tensor | np.ndarray | PoseSequence, beam_width: int = 1
+    ) -> list[str]:
+        """Glosses read from one ``(T, 36, 3)`` keypoint sequence or :class:`PoseSequence`."""
+        return self.recognize_batch([sample], beam_width)[0]
+
+    @torch.no_grad()
+    def recognize_video(
+        self,
+        frames: torch.Tensor | np.ndarray | Iterable[np.ndarray],
+        estimator: PoseEstimator,
+        batch_size: int = 32,
+        size: int | None = None,
+        beam_width: int = 1,
+    ) -> list[str]:
+        """Glosses of a video: ``P_e`` keypoints of every frame, then :meth:`recognize`.
+
+        This is the WER-on-generated-video path. It is a *pose-based proxy* for the PGMM
+        paper's CorrNet WER: the score includes ``P_e``'s errors and only reflects what the 36
+        keypoints show (hands, arms, mouth), not appearance. See :func:`video_keypoints` for
+        the accepted frame formats.
+        """
+        keypoints = video_keypoints(frames, estimator, batch_size, size)
+        return self.recognize(keypoints, beam_width)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` (architecture + vocabulary) and ``model.safetensors``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"model_type": type(self).__name__, **self.config.to_dict()}
+        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, device: str | torch.device = "cpu"
+    ) -> PoseCTCRecognizer:
+        """Load a model written by :meth:`save_pretrained`, in eval mode.
+
+        Raises ``FileNotFoundError`` for a missing directory or file and ``ValueError`` for an
+        unreadable config or weights that do not fit it, always naming the directory.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"recogniser directory not found: {directory}")
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{directory}: missing {path.name}")
+        try:
+            meta = json.loads(config_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{directory}: {CONFIG_NAME} is not valid JSON ({e})") from e
+        if not isinstance(meta, dict):
+            raise ValueError(f"{directory}: {CONFIG_NAME} must hold a JSON object")
+        model_type = meta.pop("model_type", None)
+        if model_type != cls.__name__:
+            raise ValueError(f"{directory}: model_type is {model_type!r}, expected {cls.__name__}")
+        try:
+            model = cls(RecognizerConfig.from_dict(meta))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{directory}: bad {CONFIG_NAME}: {e}") from e
+        try:
+            state = load_file(str(weights_path))
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise ValueError(f"{directory}: cannot read {WEIGHTS_NAME} ({e})") from e
+        expected = model.state_dict()
+        problems = [f"missing {k}" for k in expected if k not in state]
+        problems += [f"unexpected {k}" for k in state if k not in expected]
+        problems += [
+            f"{k}: shape {tuple(state[k].shape)} != {tuple(v.shape)}"
+            for k, v in expected.items()
+            if k in state and state[k].shape != v.shape
+        ]
+        if problems:
+            shown = "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
+            raise ValueError(
+                f"{directory}: {WEIGHTS_NAME} does not match {CONFIG_NAME} "
+                f"({len(problems)} problems): {shown}"
+            )
+        model.load_state_dict(state)
+        return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------- video path
+def _frames_to_tensor(frames: torch.Tensor | np.ndarray | Iterable[np.ndarray]) -> torch.Tensor:
+    """Video frames -> float ``(T, 3, H, W)`` in [0, 1].
+
+    Conventions follow the rest of the project: numpy frames are ``(H, W, 3)`` (uint8, or float
+    in [0, 1]) -- a ``(T, H, W, 3)`` array or an iterable of frames such as
+    :meth:`SynthSigner.render`; torch tensors are ``(T, 3, H, W)`` as generators emit them.
+    """
+    if isinstance(frames, torch.Tensor):
+        video = frames.detach()
+        if video.ndim != 4 or video.shape[1] != 3:
+            raise ValueError(f"a video tensor must be (T, 3, H, W), got {tuple(video.shape)}")
+    else:
+        if isinstance(frames, np.ndarray):
+            array = frames
+        else:
+            if isinstance(frames, (str, bytes)) or not isinstance(frames, Iterable):
+                raise TypeError(
+                    "frames must be a (T, 3, H, W) tensor, a (T, H, W, 3) array or an iterable "
+                    f"of (H, W, 3) frames, got {type(frames).__name__}"
+                )
+            items = [np.asarray(f) for f in frames]
+            if not items:
+                raise ValueError("cannot recognise an empty video (0 frames)")
+            array = np.stack(items)
+        if array.ndim != 4 or array.shape[-1] != 3:
+            raise ValueError(f"video frames must be (T, H, W, 3), got {array.shape}")
+        video = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)
+    if video.shape[0] == 0:
+        raise ValueError("cannot recognise an empty video (0 frames)")
+    if video.dtype == torch.uint8:
+        return video.float() / 255.0
+    if not video.is_floating_point():
+        raise TypeError(f"video frames must be uint8 or float in [0, 1], got {video.dtype}")
+    if not torch.isfinite(video).all():
+        raise ValueError("video frames contain NaN or infinity")
+    return video.float()
+
+
+@torch.no_grad()
+def video_keypoints(
+    frames: torch.Tensor | np.ndarray | Iterable[np.ndarray],
+    estimator: PoseEstimator,
+    batch_size: int = 32,
+    size: int | None = None,
+) -> torch.Tensor:
+    """``(T, 36, 3)`` keypoints read by ``P_e`` from video frames, ``batch_size`` at a time.
+
+    ``size`` resizes frames (antialiased) to ``size x size`` first -- for videos whose
+    resolution differs from the one ``P_e`` was trained at. The estimator runs in eval mode
+    (BatchNorm must use its running statistics) and its previous mode is restored afterwards.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    video = _frames_to_tensor(frames)
+    device = next(estimator.parameters()).device
+    was_training = estimator.training
+    estimator.eval()
+    try:
+        out = []
+        for start in range(0, video.shape[0], batch_size):
+            batch = video[start : start + batch_size].to(device)
+            if size is not None and tuple(batch.shape[-2:]) != (size, size):
+                batch = F.interpolate(
+                    batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+                ).clamp(0.0, 1.0)
+            out.append(estimator.keypoints(batch).float().cpu())
+    finally:
+        estimator.train(was_training)
+    return torch.cat(out)
+
+
+@dataclass
+class VideoGlossRecognizer:
+    """:class:`GlossRecognizer` over *videos*: ``P_e`` + :class:`PoseCTCRecognizer`.
+
+    Pass it to :func:`pgmm.metrics.wer.wer_for_videos` to score generated videos -- the
+    project's pose-based proxy for the paper's CorrNet WER.
+    """
+
+    recognizer: PoseCTCRecognizer
+    estimator: PoseEstimator
+    batch_size: int = 32
+    size: int | None = None
+    beam_width: int = 1
+
+    def recognize(self, sample: torch.Tensor | np.ndarray) -> list[str]:
+        return self.recognizer.recognize_video(
+            sample, self.estimator, self.batch_size, self.size, self.beam_width
+        )
+
+
+# --------------------------------------------------------------------------- data
+def _sentence_keypoints(signer: SynthSigner, sentence: CorpusSentence) -> np.ndarray:
+    from pgmm.data.synth.signer import to_pose_sequence
+
+    return to_pose_sequence(signer.pose(sentence)).to_layout("pgmm36").data
+
+
+def cache_poses(
+    signer: SynthSigner, sentences: Sequence[CorpusSentence], progress: bool = True
+) -> list[np.ndarray]:
+    """Ground-truth PGMM36 keypoints ``(T, 36, 3)`` of every sentence, as float16.
+
+    A sentence pose costs ~5-10 ms to synthesise and training draws each sentence hundreds of
+    times, so poses are computed once. float16 halves the memory (PHOENIX train: ~180 MB) at a
+    resolution of ~5e-4 of the frame, far below the augmentation noise.
+    """
+    from tqdm import tqdm
+
+    return [
+        _sentence_keypoints(signer, s).astype(np.float16)
+        for s in tqdm(sentences, desc="poses", unit="sent", disable=not progress)
+    ]
+
+
+def augment_keypoints(
+    keypoints: np.ndarray,
+    rng: np.random.Generator,
+    num_glosses: int,
+    noise: float = 0.02,
+    stretch: tuple[float, float] = (0.8, 1.25),
+    frame_drop: float = 0.1,
+    point_drop: float = 0.03,
+) -> np.ndarray:
+    """One randomly perturbed copy of a ``(T, 36, 3)`` sequence (normalised coordinates).
+
+    Each perturbation imitates something that differs between SynthSigner's exact poses and
+    ``P_e`` read from a generated video:
+
+    * time-stretch by a log-uniform factor in ``stretch`` (signing speed; nearest-frame
+      resampling, never below 6 frames per gloss so CTC stays feasible after 4x pooling);
+    * random frame drop (``frame_drop``: dropped/duplicated frames of a generator);
+    * a small random rotation (+-5 deg) and aspect change (+-5 %): camera and body variation
+      that shoulder normalisation does not remove;
+    * Gaussian noise with a per-sequence std drawn from ``[0, noise]`` (frame units):
+      ``P_e``'s localisation error, frame-to-frame jitter included;
+    * random missing points (``point_drop``) and confidences scaled into [0.5, 1]: ``P_e``
+      misses points and reports peak heights below 1.
+    """
+    data = keypoints.astype(np.float32, copy=True)
+    t = len(data)
+    lo, hi = stretch
+    factor = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    new_t = max(round(t * factor), min(t, 6 * num_glosses), TEMPORAL_STRIDE)
+    data = data[np.round(np.linspace(0, t - 1, new_t)).astype(np.int64)]
+    if frame_drop > 0:
+        keep = rng.random(len(data)) >= frame_drop
+        if keep.sum() >= max(TEMPORAL_STRIDE, min(len(data), 6 * num_glosses)):
+            data = data[keep]
+    visible = data[..., 2] > 0
+    angle = math.radians(rng.uniform(-5.0, 5.0))
+    rotation = np.array(
+        [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], np.float32
+    )
+    aspect = np.array([rng.uniform(0.95, 1.05), 1.0], np.float32)
+    centre = np.array([0.5, 0.5], np.float32)
+    data[..., :2] = ((data[..., :2] - centre) @ rotation.T) * aspect + centre
+    if noise > 0:
+        std = rng.uniform(0.0, noise)
+        data[..., :2] += rng.normal(0.0, std, size=data[..., :2].shape).astype(np.float32)
+    conf = np.where(visible, rng.uniform(0.5, 1.0, size=visible.shape), 0.0)
+    if point_drop > 0:
+        conf[rng.random(visible.shape) < point_drop] = 0.0
+    data[..., 2] = conf
+    return data
+
+
+def _pad(sequences: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    batch = np.zeros((len(sequences), int(lengths.max()), NUM_PGMM, 3), np.float32)
+    for i, s in enumerate(sequences):
+        batch[i, : len(s)] = s
+    return torch.from_numpy(batch), lengths
+
+
+# --------------------------------------------------------------------------- training
+def train_recognizer(
+    signer: SynthSigner,
+    language: str,
+    run_dir: str | Path,
+    steps: int = 20000,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    max_sentences: int | None = None,
+    noise: float = 0.02,
+    config: RecognizerConfig | dict[str, Any] | None = None,
+    split: str = "train",
+    checkpoint_every: int = 500,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    num_threads: int | None = None,
+) -> PoseCTCRecognizer:
+    """Train (or resume) a recogniser on SynthSigner poses of one corpus split.
+
+    ``config`` is a full :class:`RecognizerConfig` or a dict of architecture overrides (the
+    vocabulary is always built from all splits of ``language``). The run folder holds
+    ``model/`` (:meth:`PoseCTCRecognizer.from_pretrained`-able), ``checkpoints/last`` (model,
+    optimizer, step) written every ``checkpoint_every`` steps and on Ctrl-C, and ``log.csv``.
+    Batches are drawn from a generator seeded by ``(seed, step)``, so a resumed run continues
+    with exactly the batches an uninterrupted one would have seen. AdamW with a 2 % warm-up and
+    cosine decay to 5 % of ``lr``; gradients clipped to norm 1 (GRUs under CTC are prone to
+    occasional spikes).
+
+    ``num_threads`` sets torch's intra-op threads for the run (restored afterwards): this model's
+    ops are small, and on a shared 2-core machine one thread is often several times faster than
+    two threads competing with another process.
+    """
+    with _torch_threads(num_threads):
+        return _train(
+            signer, language, run_dir, steps, batch_size, lr, max_sentences, noise, config,
+            split, checkpoint_every, seed, device, progress,
+        )  # fmt: skip
+
+
+@contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Set torch's intra-op thread count inside the block (``None``: leave it alone)."""
+    if num_threads is None:
+        yield
+        return
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(
+    signer: SynthSigner,
+    language: str,
+    run_dir: str | Path,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    max_sentences: int | None,
+    noise: float,
+    config: RecognizerConfig | dict[str, Any] | None,
+    split: str,
+    checkpoint_every: int,
+    seed: int,
+    device: str,
+    progress: bool,
+) -> PoseCTCRecognizer:
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    if lr <= 0 or noise < 0:
+        raise ValueError(f"lr must be > 0 and noise >= 0, got {lr} and {noise}")
+    sentences = signer.sentences(split, language)
+    if max_sentences is not None:
+        sentences = sentences[:max_sentences]
+    if not sentences:
+        raise ValueError(f"no {language}/{split} sentences in the SynthSigner corpus")
+    vocab = build_vocabulary(signer.sentences(None, language))
+    if isinstance(config, RecognizerConfig):
+        if config.language != language:
+            raise ValueError(f"config is for {config.language!r}, training {language!r}")
+    else:
+        config = RecognizerConfig(language=language, vocab=vocab, **(config or {}))
+
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoints" / "last"
+    torch.manual_seed(seed)
+    if (ckpt / "state.json").exists():
+        model = PoseCTCRecognizer.from_pretrained(ckpt, device)
+        state = json.loads((ckpt / "state.json").read_text())
+        if model.config.language != language:
+            raise ValueError(f"{ckpt} holds a {model.config.language!r} model, not {language!r}")
+    else:
+        model, state = PoseCTCRecognizer(config).to(device), {"step": 0}
+    targets = [model.encode_glosses(s.glosses) for s in sentences]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    if (ckpt / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    warmup = max(1, steps // 50)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress_ = min(step - warmup, steps - warmup) / max(1, steps - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress_))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if state["step"]:  # resume: jump the schedule to where the run stopped
+        schedule.last_epoch = state["step"]
+        for group, base in zip(optimizer.param_groups, schedule.base_lrs, strict=True):
+            group["lr"] = base * factor(state["step"])
+
+    def save() -> None:
+        tmp = run_dir / "checkpoints" / ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state))
+        shutil.rmtree(ckpt, ignore_errors=True)
+        tmp.replace(ckpt)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if state["step"] >= steps:
+        model.save_pretrained(run_dir / "model")
+        return model.eval()
+    poses = cache_poses(signer, sentences, progress)
+
+    from tqdm import tqdm
+
+    log = (run_dir / "log.csv").open("a", newline="")
+    writer = csv.writer(log)
+    bar = tqdm(total=steps, initial=state["step"], desc="recogniser", unit="step",
+               disable=not progress)  # fmt: skip
+    model.train()
+    running: float | None = None
+    try:
+        while state["step"] < steps:
+            rng = np.random.default_rng([seed, state["step"]])
+            picks = rng.integers(len(poses), size=batch_size)
+            batch, lengths = _pad(
+                [augment_keypoints(poses[i], rng, len(targets[i]), noise) for i in picks]
+            )
+            loss = model.ctc_loss(batch.to(device), lengths.to(device), [targets[i] for i in picks])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            state["step"] += 1
+            value = float(loss.item())
+            running = value if running is None else 0.95 * running + 0.05 * value
+            bar.update()
+            bar.set_postfix(loss=f"{running:.3f}")
+            if state["step"] % 20 == 0:
+                writer.writerow([state["step"], f"{value:.5f}", f"{schedule.get_last_lr()[0]:.3e}"])
+                log.flush()
+            if state["step"] % checkpoint_every == 0:
+                save()
+    except KeyboardInterrupt:
+        save()
+        raise
+    finally:
+        log.close()
+        bar.close()
+    save()
+    model.save_pretrained(run_dir / "model")
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate_recognizer(
+    model: PoseCTCRecognizer,
+    signer: SynthSigner,
+    split: str = "dev",
+    language: str | None = None,
+    max_sentences: int | None = None,
+    beam_width: int = 1,
+    batch_size: int = 32,
+) -> float:
+    """Corpus WER of ``model`` on SynthSigner's *ground-truth* poses of a split.
+
+    This is the recogniser's ceiling: WER on ``P_e`` keypoints of generated videos can only be
+    worse, and the gap between the two is what the generated videos lose.
+    """
+    language = language or model.config.language
+    sentences = signer.sentences(split, language)[:max_sentences]
+    if not sentences:
+        raise ValueError(f"no {language}/{split} sentences in the SynthSigner corpus")
+    hypotheses: list[list[str]] = []
+    for start in range(0, len(sentences), batch_size):
+        chunk = sentences[start : start + batch_size]
+        samples = [_sentence_keypoints(signer, s) for s in chunk]
+        hypotheses += model.recognize_batch(samples, beam_width, batch_size)
+    return word_error_rate([s.glosses for s in sentences], hypotheses)
