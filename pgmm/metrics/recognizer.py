@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pgmm.checkpoint import CONFIG_NAME, load_weights, read_config, save_folder
 from pgmm.metrics.wer import word_error_rate
 from pgmm.pose.layout import NUM_PGMM, PGMM36
 from pgmm.pose.sequence import PoseSequence
@@ -61,8 +61,6 @@ __all__ = [
     "video_keypoints",
 ]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 #: CTC blank token (output index 0); gloss ``i`` of the vocabulary is output ``i + 1``.
 BLANK = "<blank>"
 #: Two 2x max-pools: one output step per 4 input frames.
@@ -509,13 +507,7 @@ class PoseCTCRecognizer(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` (architecture + vocabulary) and ``model.safetensors``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"model_type": type(self).__name__, **self.config.to_dict()}
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-        return directory
+        return save_folder(directory, self, self.config.to_dict())
 
     @classmethod
     def from_pretrained(
@@ -526,45 +518,12 @@ class PoseCTCRecognizer(nn.Module):
         Raises ``FileNotFoundError`` for a missing directory or file and ``ValueError`` for an
         unreadable config or weights that do not fit it, always naming the directory.
         """
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"recogniser directory not found: {directory}")
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"{directory}: missing {path.name}")
-        try:
-            meta = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{directory}: {CONFIG_NAME} is not valid JSON ({e})") from e
-        if not isinstance(meta, dict):
-            raise ValueError(f"{directory}: {CONFIG_NAME} must hold a JSON object")
-        model_type = meta.pop("model_type", None)
-        if model_type != cls.__name__:
-            raise ValueError(f"{directory}: model_type is {model_type!r}, expected {cls.__name__}")
+        meta = read_config(directory, cls.__name__, "recogniser")
         try:
             model = cls(RecognizerConfig.from_dict(meta))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{directory}: bad {CONFIG_NAME}: {e}") from e
-        try:
-            state = load_file(str(weights_path))
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise ValueError(f"{directory}: cannot read {WEIGHTS_NAME} ({e})") from e
-        expected = model.state_dict()
-        problems = [f"missing {k}" for k in expected if k not in state]
-        problems += [f"unexpected {k}" for k in state if k not in expected]
-        problems += [
-            f"{k}: shape {tuple(state[k].shape)} != {tuple(v.shape)}"
-            for k, v in expected.items()
-            if k in state and state[k].shape != v.shape
-        ]
-        if problems:
-            shown = "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
-            raise ValueError(
-                f"{directory}: {WEIGHTS_NAME} does not match {CONFIG_NAME} "
-                f"({len(problems)} problems): {shown}"
-            )
-        model.load_state_dict(state)
+        load_weights(model, directory)
         return model.to(device).eval()
 
 

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pgmm.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from pgmm.models.bg_motion import BackgroundMotion
 from pgmm.models.config import PGMMConfig
 from pgmm.models.dense_motion import DenseMotion, MotionOutput
@@ -33,8 +34,6 @@ from pgmm.models.encoder import ImageEncoder, pyramid_channels
 from pgmm.models.generator import Generator, GeneratorOutput
 from pgmm.models.keypoint_detector import KeypointDetector
 from pgmm.models.posenet import PoseNet
-
-CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 
 class CheckpointError(ValueError):

@@ -22,7 +22,6 @@ Decode with :func:`pgmm.pose.heatmaps.argmax_decode` (evaluation) or
 from __future__ import annotations
 
 import dataclasses
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pgmm.checkpoint import CONFIG_NAME, load_weights, read_config, save_folder
 from pgmm.pose.heatmaps import argmax_decode, render_heatmaps
 from pgmm.pose.layout import NUM_PGMM
 
@@ -45,8 +44,6 @@ __all__ = [
     "target_heatmaps",
 ]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 # ImageNet statistics: the usual input normalisation of HRNet-style pose networks.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
@@ -352,13 +349,7 @@ class HRNetLite(PoseEstimator):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (no pickle) into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"model_type": type(self).__name__, **self.config.to_dict()}
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-        return directory
+        return save_folder(directory, self, self.config.to_dict())
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> HRNetLite:
@@ -367,40 +358,10 @@ class HRNetLite(PoseEstimator):
         Raises ``FileNotFoundError`` for a missing directory or file and ``ValueError`` for an
         unreadable config or weights that do not fit the config, always naming the directory.
         """
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"HRNetLite directory not found: {directory}")
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"{directory}: missing {path.name}")
-        try:
-            meta = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{directory}: {CONFIG_NAME} is not valid JSON ({e})") from e
-        if not isinstance(meta, dict):
-            raise ValueError(f"{directory}: {CONFIG_NAME} must hold a JSON object")
-        model_type = meta.pop("model_type", None)
-        if model_type != cls.__name__:
-            raise ValueError(f"{directory}: model_type is {model_type!r}, expected {cls.__name__}")
+        meta = read_config(directory, cls.__name__, "HRNetLite")
         try:
             model = cls(HRNetLiteConfig.from_dict(meta))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{directory}: bad {CONFIG_NAME}: {e}") from e
-        state = load_file(str(weights_path))
-        expected = model.state_dict()
-        problems = [f"missing {k}" for k in expected if k not in state]
-        problems += [f"unexpected {k}" for k in state if k not in expected]
-        problems += [
-            f"{k}: shape {tuple(state[k].shape)} != {tuple(v.shape)}"
-            for k, v in expected.items()
-            if k in state and state[k].shape != v.shape
-        ]
-        if problems:
-            shown = "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
-            raise ValueError(
-                f"{directory}: {WEIGHTS_NAME} does not match {CONFIG_NAME} "
-                f"({len(problems)} problems): {shown}"
-            )
-        model.load_state_dict(state)
+        load_weights(model, directory)
         return model.eval()
