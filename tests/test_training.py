@@ -126,3 +126,15 @@ def test_train_cli_runs_and_reports_bad_config(
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"model": {"variant": "nope"}}))
     assert main(["train", "pgmm", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_pose_estimator_augmentation_moves_keypoints_with_pixels() -> None:
+    from pgmm.pose.heatmaps import argmax_decode, render_heatmaps
+    from pgmm.training.pose_estimator import augment
+
+    points = torch.tensor([[[0.3, 0.4, 1.0]], [[0.6, 0.55, 1.0]]])
+    images = render_heatmaps(points, (64, 64), sigma=2.0).expand(2, 3, 64, 64).clone()
+    moved, new_points = augment(images, points, torch.Generator().manual_seed(3))
+    found = argmax_decode(moved[:, :1])[:, 0, :2]
+    assert (found - new_points[:, 0, :2]).abs().max() * 64 < 0.5  # same place, < 0.5 px
+    assert not torch.allclose(new_points, points)

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -30,6 +31,31 @@ def to_pgmm36(points: torch.Tensor) -> torch.Tensor:
     if points.shape[-2] == NUM_WHOLEBODY:
         return points[..., torch.as_tensor(PGMM36_FROM_WHOLEBODY, device=points.device), :]
     return points
+
+
+def augment(
+    images: torch.Tensor, points: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random zoom (0.85-1.15), shift (+-8 %) and per-channel gain (0.8-1.2).
+
+    SynthSigner's 10 training identities have 10 fixed camera placements and colour schemes;
+    without this, P_e learns them and fails on a held-out identity's framing and colours.
+    Keypoints move with the image; points pushed out of the frame become invisible.
+    """
+    b = images.shape[0]
+    scale = torch.empty(b, 1).uniform_(0.85, 1.15, generator=generator)
+    shift = torch.empty(b, 2).uniform_(-0.08, 0.08, generator=generator)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale[:, 0]
+    theta[:, :, 2] = -shift / scale  # output p -> input (p - shift) / scale, in [-1, 1]
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+    gain = torch.empty(b, 3, 1, 1).uniform_(0.8, 1.2, generator=generator).to(images)
+    images = (images * gain).clamp(0, 1)
+    xy = ((points[..., :2] * 2 - 1) * scale[:, None].to(points) + shift[:, None].to(points) + 1) / 2
+    inside = ((xy >= 0) & (xy <= 1)).all(-1)
+    conf = torch.where(inside, points[..., 2], torch.zeros_like(points[..., 2]))
+    return images, torch.cat([xy, conf[..., None]], dim=-1)
 
 
 def pck(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.05) -> float:
@@ -78,6 +104,7 @@ def train_pose_estimator(
     checkpoint_every: int = 200,
     device: str = "cpu",
     progress: bool = True,
+    augmentation: bool = True,
 ) -> HRNetLite:
     """Train (or resume) HRNetLite for ``steps`` optimizer steps; returns the trained model."""
     run_dir = Path(run_dir)
@@ -121,6 +148,7 @@ def train_pose_estimator(
     sampler = VideoWindowSampler(pairs, window=min(4, pairs.cache_videos), seed=seed)
     sampler.set_epoch(state["step"])
     loader = DataLoader(pairs, batch_size=max(1, batch_size // 2), sampler=sampler)
+    aug_generator = torch.Generator().manual_seed(seed * 7919 + state["step"])
     bar = tqdm(total=steps, initial=state["step"], desc="P_e", unit="step", disable=not progress)
     model.train()
     try:
@@ -128,6 +156,9 @@ def train_pose_estimator(
             for batch in loader:
                 images = torch.cat([batch["source"], batch["driving"]]).to(device)
                 points = to_pgmm36(torch.cat([batch["source_pose"], batch["driving_pose"]]))
+                if augmentation:
+                    images, points = augment(images.cpu(), points, aug_generator)
+                    images = images.to(device)
                 points = points.to(device)
                 target = target_heatmaps(points, size, sigma)
                 loss = heatmap_loss(model(images), target, weight=points[..., 2])
