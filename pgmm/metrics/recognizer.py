@@ -22,7 +22,6 @@ import csv
 import dataclasses
 import json
 import math
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from pgmm.checkpoint import CONFIG_NAME, load_weights, read_config, save_folder
 from pgmm.metrics.wer import word_error_rate
 from pgmm.pose.layout import NUM_PGMM, PGMM36
 from pgmm.pose.sequence import PoseSequence
+from pgmm.training.common import cosine_schedule, save_step_checkpoint
 
 if TYPE_CHECKING:  # imported lazily at run time: the renderer pulls in PIL
     from pgmm.data.corpus import CorpusSentence
@@ -805,28 +805,10 @@ def _train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
     if (ckpt / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    warmup = max(1, steps // 50)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress_ = min(step - warmup, steps - warmup) / max(1, steps - warmup)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress_))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    if state["step"]:  # resume: jump the schedule to where the run stopped
-        schedule.last_epoch = state["step"]
-        for group, base in zip(optimizer.param_groups, schedule.base_lrs, strict=True):
-            group["lr"] = base * factor(state["step"])
+    schedule = cosine_schedule(optimizer, steps, state["step"], warmup=max(1, steps // 50))
 
     def save() -> None:
-        tmp = run_dir / "checkpoints" / ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state))
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.replace(ckpt)
+        save_step_checkpoint(ckpt, model, optimizer, state)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if state["step"] >= steps:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-import shutil
 from pathlib import Path
 
 import torch
@@ -25,6 +23,7 @@ from pgmm.data.loaders import SignVideoDataset
 from pgmm.data.samplers import FramePairDataset, VideoWindowSampler
 from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, heatmap_loss, target_heatmaps
 from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
+from pgmm.training.common import cosine_schedule, save_step_checkpoint
 
 
 def to_pgmm36(points: torch.Tensor) -> torch.Tensor:
@@ -120,26 +119,13 @@ def train_pose_estimator(
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
 
     # Cosine decay to 5 % of lr over the whole run: steadier keypoints at the end.
-    def factor(step: int) -> float:
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    if state["step"]:  # resume: jump the schedule to where the run stopped
-        schedule.last_epoch = state["step"]
-        for group, base in zip(optimizer.param_groups, schedule.base_lrs, strict=True):
-            group["lr"] = base * factor(state["step"])
+    schedule = cosine_schedule(optimizer, steps, state["step"])
     per_video = max(1, steps * batch_size // (2 * max(1, len(dataset))))
     pairs = FramePairDataset(dataset, pairs_per_video=per_video, seed=seed)
     size = dataset.size // model.heatmap_stride
 
     def save() -> None:
-        tmp = run_dir / "checkpoints" / ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state))
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.replace(ckpt)
+        save_step_checkpoint(ckpt, model, optimizer, state)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     log = (run_dir / "log.csv").open("a", newline="")
