@@ -147,7 +147,7 @@ def _draw_hair(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray, 
             )
 
 
-def _draw_face(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray, unit: float):
+def _draw_face(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray) -> None:
     skin = identity.skin
     centre, right, up = _head_frame(face)
     r = np.linalg.norm(right)
@@ -187,7 +187,6 @@ def _draw_face(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray, 
             fill=_shade(identity.lips, 0.6),
             width=max(1, int(0.03 * r)),
         )
-    del unit
 
 
 def _draw_torso(
@@ -203,7 +202,6 @@ def _draw_torso(
     lh, rh = kp[L.WB["left_hip"]], kp[L.WB["right_hip"]]
     mid = (ls + rs) / 2
     neck_w = 0.055 * unit
-    chin = face[8]
     jaw_l, jaw_r = face[11], face[5]
     # Neck from under the jaw to below the collar line.
     draw.polygon(
@@ -217,7 +215,6 @@ def _draw_torso(
         ),
         fill=_shade(identity.skin, 0.88),
     )
-    del chin
     d = 0.035 * unit
     torso = [
         rh - [0.03 * unit, 0],
@@ -331,7 +328,7 @@ def render_frame(
     face = kp[_F : _F + 68]
     _draw_hair(draw, identity, face, back=True)
     _draw_torso(img, draw, identity, kp, face, unit, px)
-    _draw_face(draw, identity, face, unit)
+    _draw_face(draw, identity, face)
     _draw_hair(draw, identity, face, back=False)
     hand_depth = {
         side: float(depth[off : off + 21].mean())
