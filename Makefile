@@ -29,6 +29,7 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) bench/bench_synth.py
+	$(PY) bench/render_speed.py
 
 clean:
 	rm -rf $(VENV) outputs
