@@ -8,15 +8,17 @@ and says what is wrong, because checkpoints travel between machines and a bare K
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+T = TypeVar("T")
 
 
 def save_folder(directory: str | Path, module: nn.Module, config: dict[str, Any]) -> Path:
@@ -76,3 +78,16 @@ def load_weights(module: nn.Module, directory: str | Path) -> None:
             f"({len(problems)} problems): {shown}"
         )
     module.load_state_dict(state)
+
+
+def dataclass_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
+    """Build config dataclass ``cls`` from ``data``; unknown keys are an error naming them.
+
+    Silently dropping an unknown key would turn a typo in a YAML file or a checkpoint from a
+    newer version into a model built with a default the user did not ask for.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; known: {sorted(known)}")
+    return cls(**data)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny import TINY_PGMM
+from tiny import TINY_PGMM, TINY_TRAIN
 
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
@@ -35,15 +35,7 @@ from slp_pipeline.cli import main
 TINY = TINY_PGMM
 # Per epoch: 2 videos x 3 pairs = 6 pairs = 3 batches of 2, so with 2 workers one epoch is 2
 # global steps and the second round wraps around (rank 1 re-takes batch 0).
-TRAIN = dict(
-    epochs=2,
-    pairs_per_video=3,
-    batch_size=2,
-    log_every=1,
-    sample_every=2,
-    checkpoint_every=2,
-    max_steps=2,
-)
+TRAIN = dict(**TINY_TRAIN, max_steps=2)
 
 
 @pytest.fixture(scope="module")

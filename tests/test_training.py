@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny import TINY_PGMM
+from tiny import TINY_PGMM, TINY_TRAIN
 
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.signer import SynthSigner
@@ -31,15 +31,7 @@ def data(shared_data: Path) -> RenderedSynthSigner:
 
 def _trainer(data, run: Path, max_steps: int, variant: str = "full") -> PGMMTrainer:
     mcfg = PGMMConfig(variant=variant, image_size=128, **TINY)
-    tcfg = TrainConfig(
-        epochs=2,
-        pairs_per_video=3,
-        batch_size=2,
-        log_every=1,
-        sample_every=2,
-        checkpoint_every=2,
-        max_steps=max_steps,
-    )
+    tcfg = TrainConfig(**TINY_TRAIN, max_steps=max_steps)
     torch.manual_seed(0)
     estimator = HRNetLite(HRNetLiteConfig(widths=(8, 16)))
     return PGMMTrainer(mcfg, tcfg, data, run, estimator=estimator, progress=False)

@@ -15,3 +15,13 @@ TINY_PGMM = dict(
     pose_block_expansion=4,
     driving_head_channels=32,
 )
+
+#: Training settings of the tiny runs: 2 videos x 3 pairs = 3 batches of 2 per epoch.
+TINY_TRAIN = dict(
+    epochs=2,
+    pairs_per_video=3,
+    batch_size=2,
+    log_every=1,
+    sample_every=2,
+    checkpoint_every=2,
+)

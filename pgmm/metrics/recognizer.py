@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pgmm.checkpoint import CONFIG_NAME, load_weights, read_config, save_folder
+from pgmm.checkpoint import CONFIG_NAME, dataclass_from_dict, load_weights, read_config, save_folder
 from pgmm.metrics.wer import word_error_rate
 from pgmm.pose.layout import NUM_PGMM, PGMM36
 from pgmm.pose.sequence import PoseSequence
@@ -128,11 +128,7 @@ class RecognizerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RecognizerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown RecognizerConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "RecognizerConfig")
 
 
 def build_vocabulary(sentences: Iterable[CorpusSentence]) -> tuple[str, ...]:

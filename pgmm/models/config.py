@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from pgmm.checkpoint import dataclass_from_dict
+
 VARIANTS = ("tpsmm", "pose_sum", "pfm", "pfm_pd", "full")
 _VARIANT_DEFAULTS = {
     "tpsmm": ("tpsmm", "none"),
@@ -114,11 +116,7 @@ class PGMMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PGMMConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown PGMM config keys: {unknown}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "PGMM config")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PGMMConfig:

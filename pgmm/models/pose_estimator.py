@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pgmm.checkpoint import CONFIG_NAME, load_weights, read_config, save_folder
+from pgmm.checkpoint import CONFIG_NAME, dataclass_from_dict, load_weights, read_config, save_folder
 from pgmm.pose.heatmaps import argmax_decode, render_heatmaps
 from pgmm.pose.layout import NUM_PGMM
 
@@ -184,11 +184,7 @@ class HRNetLiteConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HRNetLiteConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown HRNetLiteConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "HRNetLiteConfig")
 
 
 #: ``cpu``: trains and runs on 2 CPU cores; ``gpu``: HRNet-W32's widths on three branches.
