@@ -94,6 +94,22 @@ def curves_png(out: Path, runs: Path, variants: list[str]) -> None:
     img.save(out)
 
 
+START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace only the generated block of ``path`` so hand-written sections (the reading of
+    the tables, other issues' results) survive a re-run."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{START}\n{body}\n{END}"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = block + "\n\n" + text
+    path.write_text(text, encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("outputs/ablation"))
@@ -131,7 +147,7 @@ def main() -> None:
                 tables[task].append(row)
     curves_png(ROOT / "docs" / "results_curves.png", args.out, args.variants)
     lines = [
-        "# Results: the paper's ablation on SynthSigner (Tables 1 and 4, our version)",
+        "## PGMM ablation on SynthSigner (Tables 1 and 4, our version)",
         "",
         f"Budget: every variant trained for **{args.steps} steps** (batch 4, 128², `*-small` "
         f"configs, the first {args.videos} SynthSigner train videos rendered on the fly, same "
@@ -152,20 +168,20 @@ def main() -> None:
         "frames each. `image` = driven by the driving frame (the paper's setting), `pose` = "
         "driven by heatmaps only (our text-to-video path).",
         "",
-        "## Reconstruction (Table 1)",
+        "### Reconstruction (Table 1)",
         "",
         markdown_table(tables["reconstruction"]),
         "",
-        "## Cross-person (Table 4)",
+        "### Cross-person (Table 4)",
         "",
         markdown_table(tables["cross-person"]),
         "",
-        "## Training curves",
+        "### Training curves",
         "",
         "![total training loss per variant](results_curves.png)",
         "",
     ]
-    args.results.write_text("\n".join(lines), encoding="utf-8")
+    write_section(args.results, "\n".join(lines))
     (args.out / "tables.json").write_text(json.dumps(tables, indent=2, default=str))
     print("\n".join(lines))
 

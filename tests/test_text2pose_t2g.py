@@ -1,0 +1,149 @@
+"""Text normalisation, tokenizers and the text→gloss transformer (train, resume, save/load)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pgmm.data.corpus import load_corpus
+from text2pose.normalize import TextInputError, normalize_sentence, split_sentences
+from text2pose.t2g import T2GConfig, TextToGloss, gloss_scores
+from text2pose.tokenizer import EOS, Tokenizer
+from text2pose.train_t2g import T2GTrainConfig, corpus_pairs, train_t2g
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("Morgen regnet es im Norden.", "de", "morgen regnet es im norden ."),
+        ("  MORGEN   regnet es!!! 🌧️ ", "de", "morgen regnet es !"),
+        ("Am Montag, 12 Grad?", "de", "am montag , 12 grad ?"),
+        ("你们好！", "zh", "你们好!"),
+        ("你 们 好 😀", "zh", "你们好"),
+    ],
+)
+def test_normalize(text: str, language: str, expected: str) -> None:
+    assert normalize_sentence(text, language) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "message"),
+    [
+        ("", "de", "empty"),
+        ("   \n ", "zh", "empty"),
+        ("hallo", "fr", "unsupported language"),
+        ("🌧️ !!", "de", "nothing to sign"),
+        ("heute 下雨", "de", "use language 'zh'"),
+        ("good morning", "zh", "no Chinese characters"),
+        ("wetter " * 80, "de", "limit is 300"),
+        ("x" * 6000, "de", "limit is 5000"),
+    ],
+)
+def test_bad_text_is_a_clear_error(text: str, language: str, message: str) -> None:
+    with pytest.raises(TextInputError, match=message):
+        split_sentences(text, language)
+
+
+def test_long_text_is_split_on_sentence_boundaries() -> None:
+    text = "Morgen regnet es im Norden. Im Süden scheint die Sonne! Wie warm wird es?"
+    assert split_sentences(text, "de") == [
+        "morgen regnet es im norden .",
+        "im süden scheint die sonne !",
+        "wie warm wird es ?",
+    ]
+    assert split_sentences("今天下雨。明天晴天！", "zh") == ["今天下雨。", "明天晴天!"]
+
+
+@pytest.mark.parametrize("language", ["de", "zh"])
+def test_tokenizer_round_trip(language: str, shared_data, tmp_path) -> None:
+    pairs = corpus_pairs(language, "train", shared_data)[:2000]
+    coverage = 1.0 if language == "de" else 0.9995
+    tok = Tokenizer.train([t for t, _ in pairs], 1000, "unigram", coverage)
+    tok.save(tmp_path / "t.spm")
+    tok = Tokenizer.load(tmp_path / "t.spm")
+    for text, _ in pairs[:200]:
+        ids = tok.encode(text)
+        assert ids[-1] == EOS
+        assert tok.decode(ids) == text
+    glosses = Tokenizer.train([" ".join(g) for _, g in pairs], 100_000, "word")
+    for _, g in pairs[:200]:
+        # a gloss is one piece: the decoder can only emit glosses that exist
+        assert len(glosses.encode(" ".join(g), add_eos=False)) == len(g)
+        assert glosses.decode(glosses.encode(" ".join(g))).split() == g
+
+
+def test_tokenizer_rejects_garbage(tmp_path) -> None:
+    (tmp_path / "bad.spm").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a SentencePiece model"):
+        Tokenizer.load(tmp_path / "bad.spm")
+    with pytest.raises(FileNotFoundError):
+        Tokenizer.load(tmp_path / "missing.spm")
+
+
+def test_gloss_scores_against_sacrebleu_identity() -> None:
+    refs = [["A", "B", "C", "D"], ["E", "F", "G", "H"]]
+    assert gloss_scores(refs, refs)["bleu4"] == 100.0
+    assert gloss_scores([["X", "Y", "Z", "W"]] * 2, refs)["bleu1"] == 0.0
+
+
+TINY = T2GConfig(d_model=64, layers=2, heads=2, ffn_dim=128, dropout=0.0, attention_dropout=0.0,
+                 text_vocab_size=300, num_beams=2)
+
+
+@pytest.fixture(scope="module")
+def overfit(tmp_path_factory, shared_data):
+    """Train on 8 German sentences until they are memorised, in two resumed halves."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("t2g")
+    cfg = T2GTrainConfig(model=TINY, epochs=40, batch_tokens=400, lr=3e-3, warmup_steps=10,
+                         label_smoothing=0.0, average_best=1, max_train=8, max_eval=8)
+    train_t2g(cfg, out, shared_data)
+    cfg.epochs = 80
+    results = train_t2g(cfg, out, shared_data)  # resumes from epoch 40
+    return out, results
+
+
+def test_t2g_overfits_and_resumes(overfit, shared_data) -> None:
+    out, results = overfit
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == list(range(1, 81))
+    assert history[-1]["loss"] < 0.2 * history[0]["loss"]
+    model = TextToGloss.from_pretrained(out / "model")
+    train = corpus_pairs("de", "train", shared_data)[:8]
+    hyps = model.translate_normalized([t for t, _ in train])
+    assert gloss_scores(hyps, [g for _, g in train])["bleu4"] > 90
+
+
+def test_t2g_save_load_identical(overfit, tmp_path) -> None:
+    out, _ = overfit
+    model = TextToGloss.from_pretrained(out / "model")
+    model.save_pretrained(tmp_path / "copy")
+    again = TextToGloss.from_pretrained(tmp_path / "copy")
+    batch = model.encode_text(["morgen regnet es im norden ."])
+    with torch.no_grad():
+        a = model.model(**batch, decoder_input_ids=torch.tensor([[1, 5, 6]])).logits
+        b = again.model(**batch, decoder_input_ids=torch.tensor([[1, 5, 6]])).logits
+    assert torch.equal(a, b)
+    text = "Morgen regnet es im Norden!"
+    assert model.translate([text]) == again.translate([text])
+    with pytest.raises(TextInputError):
+        model.translate(["   "])
+
+
+def test_t2g_corrupt_checkpoint(overfit, tmp_path) -> None:
+    out, _ = overfit
+    TextToGloss.from_pretrained(out / "model").save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "t2g.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="unreadable weights"):
+        TextToGloss.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "text.spm").unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        TextToGloss.from_pretrained(tmp_path / "m")
+
+
+def test_corpus_text_is_already_in_training_form(shared_data) -> None:
+    """Normalising PHOENIX text must be the identity, else training and inference disagree."""
+    rows = load_corpus("de", "dev", shared_data)
+    assert all(normalize_sentence(r.text, "de") == r.text for r in rows)
