@@ -9,6 +9,7 @@ from pathlib import Path
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.identity import HELD_OUT_IDENTITIES
 from slp_pipeline.cli_recognizer import register as register_recognizer
+from slp_pipeline.cli_text2pose import register as register_text2pose
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="train_command", required=True
     )
     register_recognizer(train)
+    register_text2pose(train)
     pe = train.add_parser("pose-estimator", help="train P_e (HRNetLite) on SynthSigner labels")
     pe.add_argument("--data", default="synth", help="'synth' (rendered on the fly) or a folder")
     pe.add_argument("--out", type=Path, required=True, help="run folder (resumes if present)")
