@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from slp_pipeline import cli_data, cli_demo, cli_eval, cli_train
+from slp_pipeline import cli_data, cli_demo, cli_eval, cli_serve, cli_train
 
 USER_ERRORS = (FileNotFoundError, ValueError, PermissionError, IsADirectoryError)
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_data.register(sub)
     cli_demo.register(sub)
     cli_eval.register(sub)
+    cli_serve.register(sub)
     cli_train.register(sub)
     return parser
 

@@ -1,0 +1,459 @@
+"""The stages of the text -> sign-video pipeline, as plain objects with no Ray in them.
+
+    text --Text2PoseStage--> canonical pose chunks --HeatmapStage--> signer-retargeted poses and
+    36 heatmaps --RendererStage--> uint8 frames --EncodeStage--> mp4 / fragmented mp4 / zip / json
+
+Keeping the stages Ray-free lets the same code run in three places: the Ray Serve graph
+(:mod:`slp_pipeline.serve_app` wraps each stage in a small deployment), the in-process
+:class:`~slp_pipeline.synthesize.Synthesizer` behind ``slp synthesize``, and unit tests.
+
+Everything works chunk by chunk (``chunk_frames`` poses at a time) so that memory stays flat for
+long sentences and a streaming client sees its first frames before the sentence is rendered.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import nullcontext, suppress
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+from pgmm.models.pgmm import PGMM, SourceState
+from pgmm.models.pose_estimator import HRNetLite
+from pgmm.pose.heatmaps import argmax_decode, render_heatmaps
+from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY, wholebody_to_pgmm36
+from pgmm.pose.sequence import PoseSequence
+from pgmm.pose.skeleton import draw_skeleton
+from slp_pipeline.signers import InputError, Signer
+from text2pose.canonical import retarget
+
+SKELETON = "skeleton"
+MEDIA_TYPES = {"mp4": "video/mp4", "frames-zip": "application/zip", "pose-json": "application/json"}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA where present, so one config file serves CPU and GPU hosts."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _require_folder(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{what} model folder not found: {path} (train or download it, or point the serve "
+            "config at an existing folder)"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------- text -> pose
+class TextToPoseModel(Protocol):
+    """What the pipeline needs from :class:`text2pose.TextToPose` (one language per model)."""
+
+    language: str
+
+    def generate_stream(self, text: str, chunk_frames: int = 16) -> Iterator[PoseSequence]: ...
+
+
+TextToPoseLoader = Callable[[Path], TextToPoseModel]
+
+
+def load_text_to_pose(path: Path) -> TextToPoseModel:
+    """The production loader. text2pose is imported here, not at module level, because it pulls
+    in transformers and sentencepiece, which renderer replicas and unit tests never need."""
+    from text2pose import TextToPose
+
+    return TextToPose.from_pretrained(path)
+
+
+def check_request_text(text: str, language: str, languages: Iterable[str], max_chars: int) -> str:
+    """Reject what no model can sign before any work is queued; returns the stripped text."""
+    if language not in languages:
+        raise InputError(f"unsupported language {language!r}; choose from {sorted(languages)}")
+    text = (text or "").strip()
+    if not text:
+        raise InputError("text is empty")
+    if len(text) > max_chars:
+        raise InputError(f"text has {len(text)} characters; the limit is {max_chars}")
+    return text
+
+
+class Text2PoseStage:
+    """Language -> text2pose model; text -> canonical whole-body pose chunks (25 fps)."""
+
+    def __init__(
+        self,
+        models: Mapping[str, TextToPoseModel],
+        max_chars: int = 500,
+        chunk_frames: int = 16,
+    ) -> None:
+        self.models = dict(models)
+        self.max_chars = max_chars
+        self.chunk_frames = chunk_frames
+
+    @classmethod
+    def load(
+        cls,
+        paths: Mapping[str, str | Path],
+        loader: TextToPoseLoader | None = None,
+        max_chars: int = 500,
+        chunk_frames: int = 16,
+    ) -> Text2PoseStage:
+        loader = loader or load_text_to_pose
+        models = {}
+        for lang, path in paths.items():
+            model = loader(_require_folder(path, f"text2pose ({lang})"))
+            if model.language != lang:
+                raise ValueError(f"{path} holds a {model.language!r} model, not {lang!r}")
+            models[lang] = model
+        return cls(models, max_chars, chunk_frames)
+
+    def stream(self, text: str, language: str) -> Iterator[PoseSequence]:
+        """Pose chunks of ``chunk_frames`` frames.
+
+        text2pose validates the text when the first chunk is requested; its ``TextInputError``
+        (a ``ValueError``) at that point is the caller's fault and becomes an
+        :class:`InputError`. Later errors are ours and propagate unchanged.
+        """
+        text = check_request_text(text, language, self.models, self.max_chars)
+        chunks = self.models[language].generate_stream(text, chunk_frames=self.chunk_frames)
+        try:
+            first = next(chunks)
+        except StopIteration:
+            raise InputError("text2pose produced no poses for this text") from None
+        except ValueError as e:
+            raise InputError(str(e)) from e
+        yield first
+        yield from chunks
+
+
+class FrameRateConverter:
+    """Resamples a chunked pose stream to another frame rate by linear interpolation.
+
+    It carries the last input frame across chunk boundaries, so chunked and whole-sequence
+    conversion give the same frames.
+    """
+
+    def __init__(self, fps_in: float, fps_out: float) -> None:
+        self.step = fps_in / fps_out  # input frames per output frame
+        self.cursor = 0.0  # next output time, in input frames since the first input frame
+        self.offset = 0  # input index of ``self.frames[0]``
+        self.frames: np.ndarray | None = None
+        self.fps_out = fps_out
+
+    def push(self, chunk: PoseSequence) -> PoseSequence | None:
+        data = chunk.data if self.frames is None else np.concatenate([self.frames, chunk.data])
+        last = self.offset + len(data) - 1
+        times = []
+        while self.cursor <= last:
+            times.append(self.cursor)
+            self.cursor += self.step
+        # Keep one frame back: the next output may fall between it and the next chunk's first.
+        keep = len(data) - 1
+        self.frames, base = data[keep:], self.offset
+        self.offset += keep
+        if not times:
+            return None
+        t = np.asarray(times) - base
+        lo = np.floor(t).astype(int)
+        hi = np.minimum(lo + 1, len(data) - 1)
+        w = (t - lo)[:, None, None].astype(np.float32)
+        out = data[lo] * (1 - w) + data[hi] * w
+        out[..., 2] = np.minimum(data[lo][..., 2], data[hi][..., 2])  # never invent points
+        return PoseSequence(out, self.fps_out, chunk.layout, chunk.width, chunk.height)
+
+
+# --------------------------------------------------------------------------- pose -> heatmaps
+@dataclass
+class DrivingChunk:
+    """One chunk of what drives a renderer: the retargeted pose and, for PGMM, its heatmaps."""
+
+    pose: PoseSequence
+    heatmaps: torch.Tensor | None = None
+
+
+class HeatmapStage:
+    """Canonical poses -> the signer's body -> PGMM's 36 Gaussian heatmaps."""
+
+    def __init__(self, sigma: float = 1.5) -> None:
+        self.sigma = sigma  # map pixels; must match the renderer's training (TrainConfig)
+
+    def retarget(self, chunk: PoseSequence, signer: Signer) -> PoseSequence:
+        """Scale + shift text2pose's body-normalised chunk onto the signer's shoulders."""
+        size = int(signer.image.shape[0])
+        return retarget(chunk, signer.pose[:, :2], size, size)
+
+    def heatmaps(self, pose: PoseSequence, size: int) -> torch.Tensor:
+        """``(T, 36, size, size)`` maps of a whole-body sequence."""
+        points = torch.from_numpy(pose.to_layout("pgmm36").data)
+        return render_heatmaps(points, size, self.sigma)
+
+    def drive(self, chunk: PoseSequence, signer: Signer, heatmap_size: int | None) -> DrivingChunk:
+        """What a renderer needs for one canonical chunk; maps only where it uses them."""
+        pose = self.retarget(chunk, signer)
+        maps = self.heatmaps(pose, heatmap_size) if heatmap_size else None
+        return DrivingChunk(pose, maps)
+
+    def source_heatmaps(self, signer: Signer, size: int) -> torch.Tensor:
+        """``(1, 36, size, size)``: the signer's own pose, PGMM's reference for the motion."""
+        points = torch.from_numpy(wholebody_to_pgmm36(signer.pose)[None])
+        return render_heatmaps(points, size, self.sigma)
+
+
+class PoseEstimatorStage:
+    """P_e on one image: where a newly uploaded signer's body is, for retargeting."""
+
+    def __init__(self, model: HRNetLite, size: int = 256) -> None:
+        self.model = model.eval()
+        self.size = size
+
+    @classmethod
+    def load(cls, path: str | Path) -> PoseEstimatorStage:
+        return cls(HRNetLite.from_pretrained(_require_folder(path, "pose estimator")))
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """uint8 ``(S, S, 3)`` -> ``(133, 3)`` whole-body points; only P_e's 36 are known."""
+        img = Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BILINEAR)
+        x = torch.tensor(np.asarray(img)).permute(2, 0, 1)[None].float() / 255
+        points = argmax_decode(self.model(x))[0].numpy()
+        pose = np.zeros((NUM_WHOLEBODY, 3), np.float32)
+        pose[PGMM36_FROM_WHOLEBODY] = points
+        left, right = points[1, :2], points[2, :2]  # PGMM36 shoulders
+        if np.linalg.norm(left - right) < 0.05:
+            raise InputError("no signer found in the image (the shoulders could not be located)")
+        return pose
+
+
+# --------------------------------------------------------------------------- heatmaps -> frames
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(T, 3, H, W)`` in [0, 1] -> ``(T, H, W, 3)`` uint8, rounded rather than truncated."""
+    out = frames.float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return out.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class RendererStage:
+    """One renderer: a PGMM checkpoint (any variant, ``tpsmm`` included) or the ``skeleton``
+    preview, which draws the pose over the faded signer image and needs no model at all."""
+
+    def __init__(
+        self,
+        name: str,
+        model: PGMM | None,
+        device: torch.device | str = "cpu",
+        skeleton_size: int = 256,
+    ) -> None:
+        self.name = name
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval() if model is not None else None
+        self.size = model.config.image_size if model is not None else skeleton_size
+
+    @classmethod
+    def load(
+        cls, name: str, spec: str | Path, device: str = "auto", skeleton_size: int = 256
+    ) -> RendererStage:
+        """``spec`` is ``skeleton`` or a PGMM checkpoint folder."""
+        if str(spec) == SKELETON:
+            return cls(name, None, "cpu", skeleton_size)
+        dev = resolve_device(device)
+        model = PGMM.from_pretrained(_require_folder(spec, f"renderer '{name}'"), map_location=dev)
+        return cls(name, model, dev)
+
+    @property
+    def heatmap_size(self) -> int | None:
+        """Side of the driving heatmaps this renderer wants; ``None`` for the skeleton."""
+        if self.model is None:
+            return None
+        return self.size // self.model.config.heatmap_stride
+
+    def _source_image(self, signer: Signer) -> np.ndarray:
+        if signer.image.shape[0] == self.size:
+            return signer.image
+        img = Image.fromarray(signer.image).resize((self.size, self.size), Image.Resampling.LANCZOS)
+        return np.asarray(img)
+
+    def encode_signer(self, signer: Signer, source_heatmaps: torch.Tensor | None) -> Any:
+        """Per-signer work done once and cached: PGMM's :class:`SourceState`, or the skeleton's
+        background."""
+        image = self._source_image(signer)
+        if self.model is None:
+            return (image.astype(np.float32) * 0.35).astype(np.uint8)
+        if source_heatmaps is None:
+            raise ValueError(f"renderer {self.name!r} needs the signer's source heatmaps")
+        x = torch.tensor(image).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        return self.model.encode_source(x, source_heatmaps.to(self.device))
+
+    def render(self, states: Sequence[Any], chunks: Sequence[DrivingChunk]) -> list[np.ndarray]:
+        """Frames for several (signer state, chunk) pairs -- possibly of different requests --
+        in one forward pass, which is what makes cross-request batching pay off."""
+        if self.model is None:
+            return [
+                draw_skeleton(c.pose.data, layout=c.pose.layout, background=bg)
+                for bg, c in zip(states, chunks, strict=True)
+            ]
+        lengths = [len(c.pose) for c in chunks]
+        state = states[0] if len(states) == 1 else _stack_states(states, lengths)
+        maps = torch.cat([c.heatmaps for c in chunks]).to(self.device)
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else nullcontext()
+        )
+        with autocast:
+            frames = _to_uint8(self.model.animate(state, maps))
+        return list(np.split(frames, np.cumsum(lengths)[:-1]))
+
+
+def _stack_states(states: Sequence[SourceState], lengths: Sequence[int]) -> SourceState:
+    """Concatenate per-signer states, each repeated once per frame of its chunk."""
+
+    def cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([t.expand(n, *t.shape[1:]) for t, n in zip(tensors, lengths, strict=True)])
+
+    return SourceState(
+        image=cat([s.image for s in states]),
+        features=[cat(level) for level in zip(*(s.features for s in states), strict=True)],
+        kp_source=cat([s.kp_source for s in states]),
+        heatmaps=cat([s.heatmaps for s in states]),
+    )
+
+
+# --------------------------------------------------------------------------- frames -> bytes
+class _Sink:
+    """Write-only, non-seekable byte sink: makes FFmpeg's mp4 muxer write sequentially, so
+    fragmented output can be handed to the client as it is produced."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+
+class Mp4Encoder:
+    """H.264 in an mp4 written to memory, one frame chunk at a time.
+
+    ``fragmented=True`` gives fragmented mp4 (an empty ``moov`` up front, then one
+    ``moof``/``mdat`` pair per second) that a browser can start playing while it downloads;
+    the encoder is set to zero latency so each chunk's bytes leave with that chunk.
+    ``fragmented=False`` gives a regular ``faststart`` mp4, available only at :meth:`close`.
+    """
+
+    def __init__(
+        self, fps: float, fragmented: bool, crf: int = 20, preset: str = "veryfast"
+    ) -> None:
+        self.sink = _Sink()
+        self.tmpdir: tempfile.TemporaryDirectory | None = None
+        if fragmented:
+            target: _Sink | str = self.sink
+            flags = "frag_keyframe+empty_moov+default_base_moof"
+        else:
+            # faststart rewrites the file in a second pass, which needs a real, seekable file.
+            self.tmpdir = tempfile.TemporaryDirectory(prefix="slp-mp4-")
+            target, flags = str(Path(self.tmpdir.name) / "video.mp4"), "+faststart"
+        self.container = av.open(target, "w", format="mp4", options={"movflags": flags})
+        rate = Fraction(fps).limit_denominator(1001)
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"crf": str(crf), "preset": preset, "tune": "zerolatency"}
+        self.stream.codec_context.gop_size = max(1, round(fps))
+        self.opened = False
+        self.frames = 0
+
+    def write(self, frames: np.ndarray) -> bytes:
+        """Encode ``(T, H, W, 3)`` uint8 frames; returns the bytes that became final."""
+        if not self.opened:
+            h, w = frames.shape[1:3]
+            self.stream.width, self.stream.height = w + w % 2, h + h % 2
+            self.opened = True
+        h, w = frames.shape[1:3]
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        for frame in frames:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf.pts = self.frames
+            self.frames += 1
+            self.container.mux(self.stream.encode(vf))
+        return self.sink.take()
+
+    def close(self) -> bytes:
+        """Flush and finalise; returns the remaining bytes (the whole file if not fragmented)."""
+        if not self.opened:
+            self.abort()
+            raise ValueError("no frames to encode")
+        self.container.mux(self.stream.encode(None))
+        self.container.close()
+        if self.tmpdir is None:
+            return self.sink.take()
+        with self.tmpdir as folder:
+            return (Path(folder) / "video.mp4").read_bytes()
+
+    def abort(self) -> None:
+        """Release the encoder and its temporary file after a failed request."""
+        with suppress(Exception):  # a half-written container may fail to close; moot here
+            self.container.close()
+        if self.tmpdir is not None:
+            self.tmpdir.cleanup()
+
+
+class EncodeStage:
+    """Frames or poses -> the bytes of one of the formats of :data:`MEDIA_TYPES`."""
+
+    def __init__(self, crf: int = 20, preset: str = "veryfast") -> None:
+        self.crf = crf
+        self.preset = preset
+
+    def mp4(self, fps: float, fragmented: bool = False) -> Mp4Encoder:
+        return Mp4Encoder(fps, fragmented, self.crf, self.preset)
+
+    @staticmethod
+    def frames_zip(chunks: Iterator[np.ndarray]) -> bytes:
+        """A zip of numbered PNG frames (PNG is already compressed, so the zip only stores)."""
+        buf = io.BytesIO()
+        index = 0
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+            for chunk in chunks:
+                for frame in chunk:
+                    png = io.BytesIO()
+                    Image.fromarray(frame).save(png, format="PNG")
+                    zf.writestr(f"frame_{index:05d}.png", png.getvalue())
+                    index += 1
+        if index == 0:
+            raise ValueError("no frames to encode")
+        return buf.getvalue()
+
+    @staticmethod
+    def pose_json(chunks: Iterator[PoseSequence], signer: str) -> bytes:
+        """The retargeted whole-body poses: normalised x, y, confidence per keypoint."""
+        data: list[np.ndarray] = []
+        last: PoseSequence | None = None
+        for last in chunks:
+            data.append(last.data)
+        if last is None:
+            raise ValueError("no poses to encode")
+        payload = {
+            "fps": last.fps,
+            "layout": last.layout,
+            "width": last.width,
+            "height": last.height,
+            "signer": signer,
+            "frames": np.round(np.concatenate(data), 4).tolist(),
+        }
+        return json.dumps(payload).encode()

@@ -1,0 +1,101 @@
+"""``slp synthesize`` and ``slp signers`` in-process, with tiny models and the text2pose double."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from t2p_double import MAX_FRAMES, FakeTextToPose
+from tiny import TINY_PGMM
+
+from pgmm.models.config import PGMMConfig
+from pgmm.models.pgmm import PGMM
+from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig
+from pgmm.video import read_video
+from slp_pipeline import stages
+from slp_pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """configs/serve/cpu.yaml with its model paths pointed at tiny models in ``tmp_path``."""
+    torch.manual_seed(0)
+    PGMM(PGMMConfig(variant="pfm", image_size=64, **TINY_PGMM)).save_pretrained(tmp_path / "full")
+    HRNetLite(HRNetLiteConfig(widths=(8, 16), stem_width=8)).save_pretrained(tmp_path / "pe")
+    (tmp_path / "t2p" / "de").mkdir(parents=True)
+    monkeypatch.setattr(stages, "load_text_to_pose", FakeTextToPose.from_pretrained)
+    serve_config = yaml.safe_load((REPO / "configs/serve/cpu.yaml").read_text())
+    args = serve_config["applications"][0]["args"]
+    args.update(
+        text2pose={"de": str(tmp_path / "t2p/de")},
+        renderers={"full": str(tmp_path / "full"), "skeleton": "skeleton"},
+        pose_estimator=str(tmp_path / "pe"),
+        signers_dir=str(tmp_path / "signers"),
+    )
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(serve_config))
+    return path
+
+
+def test_synthesize_writes_a_playable_mp4(config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "hallo.mp4"
+    argv = ["synthesize", "am tag regnet es im norden", "--lang", "de", "--signer", "synth-11"]
+    assert main([*argv, "-o", str(out), "--config", str(config), "--quiet"]) == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (MAX_FRAMES, 64, 64, 3) and fps == 25
+    skeleton = tmp_path / "skeleton.mp4"
+    argv = ["synthesize", "hallo", "--renderer", "skeleton", "--fps", "12.5", "--quiet"]
+    assert main([*argv, "-o", str(skeleton), "--config", str(config)]) == 0
+    frames, fps = read_video(skeleton)
+    assert frames.shape == (4, 256, 256, 3) and fps == 12.5  # 8 frames at 25 fps -> 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["synthesize", "hallo", "--lang", "fr"], "unsupported language"),
+        (["synthesize", "hallo", "--signer", "nobody"], "unknown signer"),
+        (["synthesize", "", "--lang", "de"], "text is empty"),
+        (["synthesize", "hallo", "--renderer", "vae"], "unknown renderer"),
+        (["signers", "remove", "default"], "built in"),
+        (["signers", "add", "missing.png", "--name", "x"], "missing.png"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str], message: str
+) -> None:
+    if argv[0] == "synthesize":
+        argv = [*argv, "-o", str(tmp_path / "x.mp4"), "--quiet"]
+    assert main([*argv, "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_missing_model_folders_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the shipped config's relative models/ paths resolve here
+    cfg = str(REPO / "configs/serve/cpu.yaml")
+    assert main(["synthesize", "hallo", "-o", "x.mp4", "--config", cfg, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "model folder not found" in err and "models/text2pose/de" in err
+
+
+def test_signers_list_add_remove(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    image = tmp_path / "me.jpg"
+    Image.new("RGB", (120, 100), (180, 140, 120)).save(image)
+    assert main(["signers", "add", str(image), "--name", "me", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["signers", "list", "--config", str(config)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"] for r in rows] == ["default", "me", "synth-11"]
+    assert main(["signers", "remove", "me", "--config", str(config)]) == 0
+    assert not (tmp_path / "signers" / "me").exists()
