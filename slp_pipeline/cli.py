@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from integrations import cli as cli_caption
 from slp_pipeline import cli_data, cli_demo, cli_eval, cli_serve, cli_train
 
 USER_ERRORS = (FileNotFoundError, ValueError, PermissionError, IsADirectoryError)
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slp", description="Sign language production: text -> pose -> PGMM -> video."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    cli_caption.register(sub)
     cli_data.register(sub)
     cli_demo.register(sub)
     cli_eval.register(sub)

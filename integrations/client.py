@@ -1,0 +1,324 @@
+"""Small client for the sign-language HTTP service (``slp serve``): sync and async.
+
+Endpoints: ``POST /v1/sign`` (JSON ``{text, language, signer, renderer?, fps?, format,
+stream?}`` -> mp4 / zip / JSON bytes), ``GET /v1/signers``, ``GET /healthz``.
+
+Why a client at all, when it is "just HTTP":
+
+* the service answers ``503`` with ``Retry-After`` when its renderers are saturated (it never
+  queues unboundedly), so every caller needs the same polite retry loop;
+* errors arrive as JSON (``{"error": ...}`` from our service, ``{"detail": ...}`` from plain
+  FastAPI); :class:`SignAPIError` carries the status and that message instead of a bare
+  ``HTTPStatusError``;
+* videos can be long, so :meth:`SignClient.sign_to_file` streams the body to disk (asking the
+  server to stream fragmented mp4 as it renders) and writes atomically, like the rest of the
+  project.
+
+Only ``httpx`` is needed (``pip install 'pgmm-slp[client]'``); nothing else of the project is
+imported, so the module can be copied into other code bases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("integrations.client needs httpx: pip install 'pgmm-slp[client]'") from exc
+
+__all__ = ["AsyncSignClient", "SignAPIError", "SignClient", "retry_delay"]
+
+RETRY_STATUSES = frozenset({429, 503})
+"""Statuses that mean "busy, come back later": retried, honouring ``Retry-After``."""
+
+_CHUNK = 1 << 16
+
+
+class SignAPIError(RuntimeError):
+    """The service answered with an error status; ``detail`` is its explanation."""
+
+    def __init__(self, status: int, detail: str, url: str = "") -> None:
+        super().__init__(f"HTTP {status}{f' from {url}' if url else ''}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def retry_delay(response: httpx.Response, attempt: int, backoff: float, max_delay: float) -> float:
+    """Seconds to wait before retry number ``attempt`` (0-based).
+
+    ``Retry-After`` (seconds or an HTTP date) wins when present; otherwise exponential backoff
+    ``backoff * 2**attempt``.  Capped at ``max_delay`` so a confused server cannot park the
+    caller for hours.
+    """
+    header = response.headers.get("Retry-After")
+    delay = backoff * 2**attempt
+    if header is not None:
+        try:
+            delay = float(header)
+        except ValueError:
+            with suppress(TypeError, ValueError):  # unparsable: keep the backoff
+                delay = email.utils.parsedate_to_datetime(header).timestamp() - time.time()
+    return min(max(delay, 0.0), max_delay)
+
+
+def _payload(
+    text: str,
+    language: str,
+    signer: str,
+    fmt: str,
+    renderer: str | None,
+    fps: float | None,
+    stream: bool,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"text": text, "language": language, "signer": signer, "format": fmt}
+    if renderer is not None:
+        body["renderer"] = renderer
+    if fps is not None:
+        body["fps"] = fps
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def _error(response: httpx.Response) -> SignAPIError:
+    """Build the exception from an error response whose body has been read."""
+    detail: Any = None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        detail = body.get("detail", body.get("error"))
+    if detail is None:
+        detail = response.text.strip() or response.reason_phrase
+    if not isinstance(detail, str):
+        detail = str(detail)  # FastAPI validation errors are a list of dicts
+    return SignAPIError(response.status_code, detail, str(response.request.url))
+
+
+def _temp_for(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+
+
+class _Base:
+    """Settings shared by the sync and async clients."""
+
+    def __init__(self, base_url: str, retries: int, backoff: float, max_delay: float) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.max_delay = max_delay
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+
+class SignClient(_Base):
+    """Blocking client.  Pass ``http_client`` to reuse a configured ``httpx.Client`` (auth,
+    proxies, a test transport); otherwise one is created and closed with this client."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        timeout: float = 300.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        max_delay: float = 30.0,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(base_url, retries, backoff, max_delay)
+        self._owns = http_client is None
+        self._http = http_client or httpx.Client(timeout=timeout)
+
+    def __enter__(self) -> SignClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns:
+            self._http.close()
+
+    @contextmanager
+    def _request(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A successful streamed response, after retrying busy answers; errors raise."""
+        for attempt in range(self.retries + 1):
+            with self._http.stream(method, self._url(path), **kwargs) as response:
+                if response.status_code < 400:
+                    yield response
+                    return
+                response.read()
+                if response.status_code not in RETRY_STATUSES or attempt == self.retries:
+                    raise _error(response)
+                delay = retry_delay(response, attempt, self.backoff, self.max_delay)
+            time.sleep(delay)
+
+    def health(self) -> dict[str, Any]:
+        """The service's ``/healthz`` answer (``{"status": "ok"}``)."""
+        with self._request("GET", "/healthz") as response:
+            response.read()
+            return response.json()
+
+    def signers(self) -> list[dict[str, Any]]:
+        """Registered signers: ``[{"name": ..., **metadata}, ...]``."""
+        with self._request("GET", "/v1/signers") as response:
+            response.read()
+            return response.json()["signers"]
+
+    def sign(
+        self,
+        text: str,
+        language: str = "de",
+        signer: str = "default",
+        format: str = "mp4",
+        renderer: str | None = None,
+        fps: float | None = None,
+    ) -> bytes:
+        """Sign ``text``; the whole video (or zip / pose JSON) in memory."""
+        body = _payload(text, language, signer, format, renderer, fps, stream=False)
+        with self._request("POST", "/v1/sign", json=body) as response:
+            return response.read()
+
+    def sign_to_file(
+        self,
+        text: str,
+        path: str | os.PathLike[str],
+        language: str = "de",
+        signer: str = "default",
+        format: str = "mp4",
+        renderer: str | None = None,
+        fps: float | None = None,
+        stream: bool = True,
+    ) -> Path:
+        """Sign ``text`` into ``path``, downloading in chunks (constant memory).
+
+        ``stream`` asks the server to send fragmented mp4 while it renders (mp4 only), so the
+        download overlaps rendering.  ``path`` appears only once the download is complete.
+        """
+        path = Path(path)
+        body = _payload(text, language, signer, format, renderer, fps, stream and format == "mp4")
+        tmp = _temp_for(path)
+        try:
+            with self._request("POST", "/v1/sign", json=body) as response, tmp.open("wb") as f:
+                for chunk in response.iter_bytes(_CHUNK):
+                    f.write(chunk)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+
+class AsyncSignClient(_Base):
+    """The same API as :class:`SignClient`, for asyncio code (e.g. a web backend)."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        timeout: float = 300.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        max_delay: float = 30.0,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(base_url, retries, backoff, max_delay)
+        self._owns = http_client is None
+        self._http = http_client or httpx.AsyncClient(timeout=timeout)
+
+    async def __aenter__(self) -> AsyncSignClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns:
+            await self._http.aclose()
+
+    @asynccontextmanager
+    async def _request(
+        self, method: str, path: str, **kwargs: Any
+    ) -> AsyncIterator[httpx.Response]:
+        for attempt in range(self.retries + 1):
+            async with self._http.stream(method, self._url(path), **kwargs) as response:
+                if response.status_code < 400:
+                    yield response
+                    return
+                await response.aread()
+                if response.status_code not in RETRY_STATUSES or attempt == self.retries:
+                    raise _error(response)
+                delay = retry_delay(response, attempt, self.backoff, self.max_delay)
+            await asyncio.sleep(delay)
+
+    async def health(self) -> dict[str, Any]:
+        async with self._request("GET", "/healthz") as response:
+            await response.aread()
+            return response.json()
+
+    async def signers(self) -> list[dict[str, Any]]:
+        async with self._request("GET", "/v1/signers") as response:
+            await response.aread()
+            return response.json()["signers"]
+
+    async def sign(
+        self,
+        text: str,
+        language: str = "de",
+        signer: str = "default",
+        format: str = "mp4",
+        renderer: str | None = None,
+        fps: float | None = None,
+    ) -> bytes:
+        body = _payload(text, language, signer, format, renderer, fps, stream=False)
+        async with self._request("POST", "/v1/sign", json=body) as response:
+            return await response.aread()
+
+    async def sign_to_file(
+        self,
+        text: str,
+        path: str | os.PathLike[str],
+        language: str = "de",
+        signer: str = "default",
+        format: str = "mp4",
+        renderer: str | None = None,
+        fps: float | None = None,
+        stream: bool = True,
+    ) -> Path:
+        path = Path(path)
+        body = _payload(text, language, signer, format, renderer, fps, stream and format == "mp4")
+        tmp = _temp_for(path)
+        try:
+            # Blocking writes of 64 KiB chunks to a local file are short enough for the loop.
+            async with self._request("POST", "/v1/sign", json=body) as response:
+                with tmp.open("wb") as f:
+                    async for chunk in response.aiter_bytes(_CHUNK):
+                        f.write(chunk)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
