@@ -9,14 +9,24 @@ command that renders with the skeleton never needs a PGMM checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import yaml
 from tqdm import tqdm
 
+from pgmm.pose.sequence import PoseSequence
 from pgmm.video import VideoWriter
-from slp_pipeline.config import PipelineConfig
+from slp_pipeline.config import PipelineConfig, pipeline_config
 from slp_pipeline.signers import InputError, SignerRegistry
-from slp_pipeline.stages import FrameRateConverter, HeatmapStage, RendererStage, Text2PoseStage
+from slp_pipeline.stages import (
+    DrivingChunk,
+    FrameRateConverter,
+    HeatmapStage,
+    RendererStage,
+    Text2PoseStage,
+)
 from text2pose.canonical import FPS
 
 
@@ -91,3 +101,58 @@ class Synthesizer:
                 writer.write(frames)
                 bar.update(len(frames))
         return writer.path
+
+
+class CaptionRenderer:
+    """The in-process stages as the captioning track's ``SignRenderer`` (see
+    :mod:`integrations.track`): sign clips at natural speed, and the signer at rest for gaps."""
+
+    def __init__(
+        self, synthesizer: Synthesizer, signer: str = "default", renderer: str | None = None
+    ) -> None:
+        self.synth = synthesizer
+        self.person = synthesizer.registry.get(signer)
+        self.stage = synthesizer.renderer(renderer)
+        size = self.stage.heatmap_size
+        self.heatmap_size = size
+        self.state = self.stage.encode_signer(
+            self.person, synthesizer.heatmaps.source_heatmaps(self.person, size) if size else None
+        )
+        self.fps = FPS
+        rest = self._draw(self._rest_pose())
+        self.size = (int(rest.shape[1]), int(rest.shape[2]))
+        self._rest = rest[0]
+
+    def _rest_pose(self) -> PoseSequence:
+        """The signer's own pose, already in the signer's frame (no retargeting needed)."""
+        data = self.person.pose[None].astype(np.float32)
+        side = int(self.person.image.shape[0])
+        return PoseSequence(data, FPS, "wholebody133", side, side)
+
+    def _draw(self, pose: PoseSequence) -> np.ndarray:
+        maps = self.synth.heatmaps.heatmaps(pose, self.heatmap_size) if self.heatmap_size else None
+        return self.stage.render([self.state], [DrivingChunk(pose, maps)])[0]
+
+    def render(self, text: str, language: str) -> Iterator[np.ndarray]:
+        for chunk in self.synth.text2pose(language).stream(text, language):
+            yield self.stage.render(
+                [self.state], [self.synth.heatmaps.drive(chunk, self.person, self.heatmap_size)]
+            )[0]
+
+    def idle(self, num_frames: int) -> np.ndarray:
+        # One rendered rest frame, repeated: continuous across calls by construction.
+        return np.repeat(self._rest[None], num_frames, axis=0)
+
+
+def caption_renderer(
+    signer: str = "default",
+    models_dir: str | Path = "models",
+    config: str | Path = "configs/serve/cpu.yaml",
+    renderer: str | None = None,
+) -> CaptionRenderer:
+    """``slp caption``'s renderer: the serve config's models, looked up under ``models_dir``'s
+    parent (the config names them as ``models/...`` relative to the repository root)."""
+    serve_config = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    cfg = pipeline_config(serve_config).resolved(Path(models_dir).resolve().parent)
+    cfg.check_models()
+    return CaptionRenderer(Synthesizer(cfg), signer, renderer)

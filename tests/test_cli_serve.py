@@ -99,3 +99,33 @@ def test_signers_list_add_remove(
     assert [r["name"] for r in rows] == ["default", "me", "synth-11"]
     assert main(["signers", "remove", "me", "--config", str(config)]) == 0
     assert not (tmp_path / "signers" / "me").exists()
+
+
+def test_slp_caption_with_the_in_process_renderer(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``slp caption --captions-only``: cues signed by the real stages, aligned to the cues."""
+    import numpy as np
+
+    from pgmm.video import write_video
+
+    source = tmp_path / "talk.mp4"
+    write_video(source, np.zeros((75, 48, 64, 3), np.uint8), fps=25)  # 3 s
+    subs = tmp_path / "talk.srt"
+    subs.write_text("1\n00:00:00,400 --> 00:00:01,600\nMorgen regnet es\n", encoding="utf-8")
+    out, log = tmp_path / "track.mp4", tmp_path / "timing.json"
+    argv = ["caption", str(source), "--captions", str(subs), "-o", str(out), "--captions-only"]
+    argv += ["--models-dir", str(tmp_path / "models"), "--timing-log", str(log), "--quiet"]
+    from slp_pipeline import synthesize
+
+    real = synthesize.caption_renderer
+
+    def tiny(signer: str, models_dir: Path) -> synthesize.CaptionRenderer:
+        return real(signer, models_dir, config=config)
+
+    monkeypatch.setattr(synthesize, "caption_renderer", tiny)
+    assert main(argv) == 0
+    frames, fps = read_video(out)
+    assert fps == 25 and abs(len(frames) - 75) <= 1 and frames.shape[1:] == (64, 64, 3)
+    (entry,) = json.loads(log.read_text())
+    assert entry["start_frame"] == 10  # 0.4 s at 25 fps
