@@ -1,0 +1,95 @@
+"""``TextToPose``: text → glosses (T2G) → pose frames (G2P), one object per language.
+
+The serving graph only needs this object: ``generate`` for a whole sentence and
+``generate_stream`` for chunks that can be rendered while later sentences are still being
+decoded. Text longer than one sentence is split on sentence boundaries (see
+:mod:`text2pose.normalize`), each sentence is signed in turn, and consecutive sentences are
+joined by a short linear blend so the signer never jumps.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from pgmm.pose.sequence import PoseSequence
+from text2pose import canonical
+from text2pose.g2p import GlossToPose
+from text2pose.normalize import TextInputError, split_sentences
+from text2pose.t2g import TextToGloss
+
+PIPELINE_NAME = "text2pose.json"
+BLEND_FRAMES = 6
+
+
+class TextToPose:
+    def __init__(self, t2g: TextToGloss, g2p: GlossToPose) -> None:
+        self.t2g, self.g2p = t2g, g2p
+        self.language = t2g.config.language
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> TextToPose:
+        """A folder with ``t2g/`` and ``g2p/`` model folders (what ``save_pretrained`` writes)."""
+        directory = Path(directory)
+        if not (directory / PIPELINE_NAME).is_file():
+            raise FileNotFoundError(
+                f"not a text2pose model folder (no {PIPELINE_NAME}): {directory}"
+            )
+        return cls(
+            TextToGloss.from_pretrained(directory / "t2g"),
+            GlossToPose.from_pretrained(directory / "g2p"),
+        )
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        self.t2g.save_pretrained(directory / "t2g")
+        self.g2p.save_pretrained(directory / "g2p")
+        (directory / PIPELINE_NAME).write_text(json.dumps({"language": self.language}))
+        return directory
+
+    def glosses(self, text: str) -> list[list[str]]:
+        """Gloss sequence of every sentence of ``text`` (TextInputError on unusable text)."""
+        sentences = split_sentences(text, self.language)
+        glosses = self.t2g.translate_normalized(sentences)
+        for sentence, g in zip(sentences, glosses, strict=True):
+            if not g:
+                raise TextInputError(f"no signs could be produced for {sentence!r}")
+        return glosses
+
+    def generate(self, text: str) -> PoseSequence:
+        """The whole text as one canonical whole-body sequence (25 fps)."""
+        chunks = list(self.generate_stream(text, chunk_frames=1 << 30))
+        data = np.concatenate([c.data for c in chunks])
+        return PoseSequence(data, canonical.FPS, "wholebody133", canonical.CANVAS, canonical.CANVAS)
+
+    def generate_stream(self, text: str, chunk_frames: int = 16) -> Iterator[PoseSequence]:
+        """Chunks of at most ``chunk_frames`` frames, yielded as soon as they are decoded.
+
+        Concatenated, the chunks equal :meth:`generate`'s output frame for frame.
+        """
+        if chunk_frames < 1:
+            raise ValueError("chunk_frames must be >= 1")
+        previous: np.ndarray | None = None  # last frame of the previous sentence
+        for glosses in self.glosses(text):
+            index = 0  # frame index within this sentence: blending must not depend on chunking
+            last = previous
+            for frames in self.g2p.generate_stream(glosses, chunk_frames):
+                frames = np.array(frames, np.float32)  # (n, 133, 3): xy + confidence
+                if previous is not None and index < BLEND_FRAMES:
+                    i = np.arange(index, index + len(frames))
+                    near = i < BLEND_FRAMES
+                    w = ((i[near] + 1) / (BLEND_FRAMES + 1))[:, None, None].astype(np.float32)
+                    frames[near, :, :2] = (1 - w) * previous[None, :, :2] + w * frames[near, :, :2]
+                index += len(frames)
+                for j in range(0, len(frames), chunk_frames):
+                    yield _sequence(frames[j : j + chunk_frames])
+                if len(frames):
+                    last = frames[-1]
+            previous = last
+
+
+def _sequence(data: np.ndarray) -> PoseSequence:
+    return PoseSequence(data, canonical.FPS, "wholebody133", canonical.CANVAS, canonical.CANVAS)
