@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from integrations import cli as cli_caption
-from slp_pipeline import cli_data, cli_demo, cli_eval, cli_serve, cli_train
+from slp_pipeline import cli_data, cli_demo, cli_eval, cli_serve, cli_text2pose, cli_train
 
 USER_ERRORS = (FileNotFoundError, ValueError, PermissionError, IsADirectoryError)
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_eval.register(sub)
     cli_serve.register(sub)
     cli_train.register(sub)
+    cli_text2pose.register_tools(sub)
     return parser
 
 

@@ -53,3 +53,60 @@ def run_text2pose(args: argparse.Namespace) -> int:
 
         run_g2p(G2PTrainConfig.from_yaml(args.config, overrides), args.out)
     return 0
+
+
+def register_tools(sub: argparse._SubParsersAction) -> None:
+    """``slp text2pose pack|eval|glosses``: assemble, score and inspect text2pose models."""
+    t2p = sub.add_parser("text2pose", help="assemble, evaluate or try text2pose models")
+    cmd = t2p.add_subparsers(dest="text2pose_command", required=True)
+    pack = cmd.add_parser("pack", help="join a trained T2G and G2P into one TextToPose folder")
+    pack.add_argument("--t2g", type=Path, required=True, help="T2G model folder (run/model)")
+    pack.add_argument("--g2p", type=Path, required=True, help="G2P model folder (run/model)")
+    pack.add_argument("--out", type=Path, required=True)
+    pack.set_defaults(func=run_pack)
+    ev = cmd.add_parser("eval", help="T2G BLEU, G2P/T2G2P DTW-MJE vs lexicon and mean pose")
+    ev.add_argument("--model", type=Path, required=True, help="TextToPose folder")
+    ev.add_argument("--split", choices=("dev", "test"), default="test")
+    ev.add_argument("--max-sentences", type=int)
+    ev.add_argument("--out", type=Path, required=True)
+    ev.set_defaults(func=run_eval)
+    gl = cmd.add_parser("glosses", help="print the glosses and frame count of a text")
+    gl.add_argument("text")
+    gl.add_argument("--model", type=Path, required=True, help="TextToPose folder")
+    gl.set_defaults(func=run_glosses)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from text2pose.g2p import GlossToPose
+    from text2pose.pipeline import TextToPose
+    from text2pose.t2g import TextToGloss
+
+    t2g, g2p = TextToGloss.from_pretrained(args.t2g), GlossToPose.from_pretrained(args.g2p)
+    if g2p.config.language and g2p.config.language != t2g.config.language:
+        raise ValueError(
+            f"T2G is {t2g.config.language!r} but G2P is {g2p.config.language!r}: "
+            "pack models of the same language"
+        )
+    TextToPose(t2g, g2p).save_pretrained(args.out)
+    size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+    print(f"{args.out}: {t2g.config.language} text2pose, {size / 2**20:.1f} MiB")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from text2pose.evaluate import evaluate_text2pose, markdown, write
+
+    result = evaluate_text2pose(args.model, args.split, args.max_sentences)
+    write(result, args.out)
+    print(markdown(result))
+    return 0
+
+
+def run_glosses(args: argparse.Namespace) -> int:
+    from text2pose.pipeline import TextToPose
+
+    model = TextToPose.from_pretrained(args.model)
+    for glosses in model.glosses(args.text):
+        print(" ".join(glosses))
+    print(f"{len(model.generate(args.text))} frames at 25 fps")
+    return 0

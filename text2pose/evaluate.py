@@ -1,0 +1,107 @@
+"""Side-by-side evaluation of text2pose on one split (``slp text2pose eval``).
+
+One table row per system, all on the same sentences and the same SynthSigner targets:
+
+* ``T2G`` — BLEU-1..4 / chrF of the predicted glosses (sacrebleu, gloss tokens);
+* ``G2P (gold glosses)`` vs the **lexicon** and **mean-pose** baselines — DTW-MJE over all
+  joints and hands only (canonical units: fraction of the canvas, shoulder width = 0.37),
+  length error, decode speed;
+* ``T2G2P`` — the full text → pose path (predicted glosses into G2P), and the lexicon baseline
+  fed the same predicted glosses (what a lexicon pipeline such as sign.mt would produce).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pgmm.data.synth.signer import SynthSigner
+from text2pose.baselines import LexiconBaseline, MeanPoseBaseline
+from text2pose.data import build_g2p_data
+from text2pose.metrics import evaluate_g2p
+from text2pose.pipeline import TextToPose
+from text2pose.t2g import gloss_scores
+from text2pose.train_t2g import corpus_pairs
+
+
+class _Fixed:
+    """A pose generator that ignores its input glosses and uses ``glosses`` instead, so the
+    metric code scores T2G2P (predicted glosses) against the gold-gloss targets."""
+
+    def __init__(self, generator: Any, glosses: list[list[str]]) -> None:
+        self.generator, self.glosses, self.cursor = generator, glosses, 0
+
+    def generate(self, gloss_lists: list[list[str]]) -> list:
+        part = self.glosses[self.cursor : self.cursor + len(gloss_lists)]
+        self.cursor += len(gloss_lists)
+        return self.generator.generate(part)
+
+
+def evaluate_text2pose(
+    model_dir: str | Path,
+    split: str = "test",
+    max_sentences: int | None = None,
+    cache_dir: str | Path = "outputs/cache/g2p",
+) -> dict[str, Any]:
+    model = TextToPose.from_pretrained(model_dir)
+    language = model.language
+    signer = SynthSigner(languages=[language])
+    pairs = corpus_pairs(language, split)[:max_sentences]
+    data = build_g2p_data(signer, split, language, cache_dir)
+    data = data.subset(range(len(pairs)))
+    train = build_g2p_data(signer, "train", language, cache_dir)
+
+    tic = time.perf_counter()
+    predicted: list[list[str]] = []
+    for i in range(0, len(pairs), 32):
+        predicted += model.t2g.translate_normalized([t for t, _ in pairs[i : i + 32]])
+    t2g_seconds = time.perf_counter() - tic
+    gold = [list(g) for g in data.glosses]
+    targets = data.poses
+    rows: dict[str, Any] = {
+        "T2G": {**gloss_scores(predicted, gold), "sentences_per_second": len(pairs) / t2g_seconds}
+    }
+    lexicon, mean = LexiconBaseline(signer, train), MeanPoseBaseline(train)
+    systems = {
+        "G2P (gold glosses)": model.g2p,
+        "lexicon (gold glosses)": lexicon,
+        "mean pose": mean,
+    }
+    for name, system in systems.items():
+        rows[name] = evaluate_g2p(system, gold, targets)
+    rows["T2G2P (text -> pose)"] = evaluate_g2p(_Fixed(model.g2p, predicted), gold, targets)
+    rows["lexicon (T2G glosses)"] = evaluate_g2p(_Fixed(lexicon, predicted), gold, targets)
+    return {"language": language, "split": split, "sentences": len(pairs), "rows": rows}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    t2g = rows["T2G"]
+    lines = [
+        f"**{result['language']} {result['split']}** ({result['sentences']} sentences)",
+        "",
+        "| T2G | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | chrF |",
+        "|---|---|---|---|---|---|",
+        f"| ours | {t2g['bleu1']} | {t2g['bleu2']} | {t2g['bleu3']} | {t2g['bleu4']} "
+        f"| {t2g['chrf']} |",
+        "",
+        "| pose system | DTW-MJE ↓ | hands DTW-MJE ↓ | length error (frames) ↓ | frames/s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        if name == "T2G":
+            continue
+        lines.append(
+            f"| {name} | {row['dtw_mje']:.4f} | {row['dtw_mje_hands']:.4f} "
+            f"| {row['duration_error_frames']:.1f} | {row['frames_per_second']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def write(result: dict[str, Any], out: str | Path) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "text2pose_eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    (out / "text2pose_eval.md").write_text(markdown(result) + "\n", encoding="utf-8")
