@@ -1,0 +1,66 @@
+"""Copy trained model folders into ``models/`` (what the package and `make demo` use).
+
+Large weight files are stored as float16: the shipped models must fit in the repository
+(< 60 MB in all), and every loader copies weights into its float32 parameters
+(``load_state_dict`` casts), so inference is unchanged apart from the rounding of the weights
+themselves (relative 5e-4). Small files stay float32. Folders are replaced, never piled up.
+
+Example (the commands behind models/ are in each MODEL_CARD.md)::
+
+    python scripts/ship_models.py pgmm/full-small=outputs/ablation800/full/model \\
+        pose_estimator=outputs/runs/pose_estimator_aug/model text2pose/de=outputs/t2p/de
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+HALF_ABOVE_BYTES = 4 * 2**20
+KEEP = ("MODEL_CARD.md",)  # hand-written files that survive a re-ship
+
+
+def ship(name: str, source: Path, models: Path) -> int:
+    if not source.is_dir():
+        raise SystemExit(f"not a model folder: {source}")
+    target = models / name
+    kept = {k: (target / k).read_text() for k in KEEP if (target / k).is_file()}
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.tmp", ".*"))
+    for path in tmp.rglob("*.safetensors"):
+        if path.stat().st_size > HALF_ABOVE_BYTES:
+            state = load_file(str(path))
+            half = {
+                k: v.half() if v.is_floating_point() and v.dtype == torch.float32 else v
+                for k, v in state.items()
+            }
+            save_file(half, str(path), metadata={"format": "pt", "stored_as": "float16"})
+    for k, text in kept.items():
+        (tmp / k).write_text(text)
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(target)
+    return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("items", nargs="+", help="NAME=SOURCE_FOLDER, e.g. pgmm/full-small=DIR")
+    parser.add_argument("--models", type=Path, default=ROOT / "models")
+    args = parser.parse_args()
+    for item in args.items:
+        name, _, source = item.partition("=")
+        size = ship(name, Path(source), args.models)
+        print(f"models/{name}: {size / 2**20:.1f} MiB")
+    total = sum(p.stat().st_size for p in args.models.rglob("*") if p.is_file())
+    print(f"models/ total: {total / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
