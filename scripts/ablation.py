@@ -59,8 +59,14 @@ def train_variant(variant: str, args, signer: SynthSigner, estimator: HRNetLite)
     start = time.perf_counter()
     PGMMTrainer(mcfg, tcfg, data, run, estimator=estimator).run()
     seconds = time.perf_counter() - start
-    (run / "done.json").write_text(json.dumps({"seconds": seconds, "steps": args.steps}))
+    (run / "done.json").write_text(json.dumps({"seconds": seconds, "steps": _last_step(run)}))
     return seconds
+
+
+def _last_step(run: Path) -> int:
+    """Steps actually trained: ``--steps`` is a cap, the epochs may end the run first."""
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    return int(rows[-1]["step"]) if rows else 0
 
 
 def curves_png(out: Path, runs: Path, variants: list[str]) -> None:
@@ -126,6 +132,7 @@ def main() -> None:
     signer = SynthSigner()
     estimator = HRNetLite.from_pretrained(args.pose_estimator).freeze()
     seconds = {v: train_variant(v, args, signer, estimator) for v in args.variants}
+    steps = "/".join(sorted({str(_last_step(args.out / v)) for v in args.variants}))
     tables: dict[str, list[dict]] = {"reconstruction": [], "cross-person": []}
     for task in tables:
         data = RenderedSynthSigner("dev", 128, max_videos=args.eval_videos, signer=signer)
@@ -149,7 +156,7 @@ def main() -> None:
     lines = [
         "## PGMM ablation on SynthSigner (Tables 1 and 4, our version)",
         "",
-        f"Budget: every variant trained for **{args.steps} steps** (batch 4, 128², `*-small` "
+        f"Budget: every variant trained for **{steps} steps** (batch 4, 128², `*-small` "
         f"configs, the first {args.videos} SynthSigner train videos rendered on the fly, same "
         "seeded pair order for all) on the 2-core CPU machine; P_e = our HRNetLite trained by "
         "`slp train pose-estimator`. Training wall time per variant: "
