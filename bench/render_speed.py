@@ -1,11 +1,24 @@
 """Benchmark: PGMM ``full`` vs the ``tpsmm`` baseline renderer, side by side in one run.
 
-Measures pose-driven rendering (``PGMM.animate`` with a cached source, the serving path) in
-frames/s at 128^2 and 256^2, and the ratio of their per-frame times (goal: full/tpsmm <= 1.3).
-On CUDA it also runs fp16/bf16 autocast and ``torch.compile``.
+Measures the serving path -- :meth:`PGMM.animate` on a cached :meth:`PGMM.encode_source`
+state -- in frames/s at 128^2 and 256^2, batch 1 and 16, for the paper-size configs
+(``configs/pgmm/{full,tpsmm}.yaml``) and the CPU ones (``*-small.yaml``), with the ratio of
+per-frame times full/tpsmm (the issue's goal: <= 1.3) and peak memory.
 
-Run: ``python bench/render_speed.py [--configs full tpsmm] [--size 128 256] [--batch 1]
-[--small]``. Prints a table and writes ``bench/results/render_speed.json``.
+The two variants are timed *interleaved* (A B A B ...) in one process, so load from other jobs
+on a shared machine hits both alike and the ratio stays meaningful when the absolute numbers do
+not. Peak memory on CPU is the peak RSS (``VmHWM``, reset before each step) of a fresh
+subprocess per (config, size) -- PyTorch's allocations bypass tracemalloc, and inside the timing
+process the other variant's pages would count. On CUDA it is ``torch.cuda.max_memory_allocated``
+per variant.
+
+CUDA (``--device cuda``): fp32, fp16 and bf16 autocast by default, plus ``--compile``
+(``torch.compile``) and ``--cuda-graphs`` (one captured graph per batch shape). Each setting
+that fails is recorded with its error instead of aborting the run. Without a GPU,
+``--device cuda`` prints that it measured nothing and exits 0.
+
+Run: ``python bench/render_speed.py [--device cpu|cuda] [--sets paper small] [--size 128 256]
+[--batch 1 16] [--iters 2]``. Writes ``bench/results/render_speed.json`` (``_gpu`` on CUDA).
 """
 
 from __future__ import annotations
@@ -15,7 +28,10 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -24,138 +40,269 @@ import torch
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pgmm"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "pgmm"
+RESULTS = Path(__file__).parent / "results"
+SETS = {"paper": "", "small": "-small"}
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: Combinations too slow for the CPU budget (~16 s per step per variant on 2 cores).
+CPU_SKIP = {("paper", 256, 16)}
 
 
-def _build(
-    variant: str, size: int, batch: int, device: str, dtype: str, compiled: bool, small: bool
-):
-    """A timed closure rendering ``batch`` frames from a cached source, plus the model."""
-    cfg = PGMMConfig.from_yaml(CONFIGS / f"{variant}{'-small' if small else ''}.yaml")
+def build(variant: str, config_set: str, size: int, device: str) -> PGMM:
+    """A randomly initialised model: speed does not depend on the weights."""
+    cfg = PGMMConfig.from_yaml(CONFIGS / f"{variant}{SETS[config_set]}.yaml")
     cfg = PGMMConfig.from_dict({**cfg.to_dict(), "image_size": size})
-    model = PGMM(cfg).to(device).eval()
-    src = torch.rand(1, 3, size, size, device=device)
-    heat = torch.rand(batch, 36, size // 4, size // 4, device=device)
-    state = model.encode_source(src, heat[:1])
+    return PGMM(cfg).to(device).eval()
+
+
+def inputs(model: PGMM, batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(source image, driving heatmaps)``; the source pose is the first driving frame."""
+    size = model.config.image_size
+    maps = size // model.config.heatmap_stride
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, size, size, generator=gen)
+    heat = torch.rand(batch, model.config.num_keypoints, maps, maps, generator=gen)
+    return image.to(device), heat.to(device)
+
+
+def make_step(
+    model: PGMM, batch: int, device: str, dtype: str, compiled: bool, graphs: bool
+) -> Callable[[], None]:
+    """One serving step: ``batch`` frames from a cached source state."""
+    image, heat = inputs(model, batch, device)
+    state = model.encode_source(image, heat[:1])
     animate = torch.compile(model.animate) if compiled else model.animate
-    amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype)
+    amp = DTYPES[dtype]
+
+    def autocast() -> torch.autocast | nullcontext:
+        # Cached weight casts would be captured into the graph and go stale: no cache there.
+        return (
+            torch.autocast(device_type=device, dtype=amp, cache_enabled=not graphs)
+            if amp
+            else nullcontext()
+        )
 
     def step() -> None:
-        ctx = torch.autocast(device_type=device, dtype=amp) if amp else nullcontext()
-        with torch.no_grad(), ctx:
+        with torch.no_grad(), autocast():
             animate(state, heat)
 
-    return step, model
+    if not graphs:
+        return step
+    static = heat.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm up kernels and the allocator outside the capture
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad(), autocast():
+        animate(state, static)
+
+    def replay() -> None:
+        static.copy_(heat)  # a real step copies the new chunk into the graph's input
+        graph.replay()
+
+    return replay
 
 
-def measure_pair(
-    variants: list[str],
-    size: int,
-    batch: int,
-    device: str,
-    dtype: str,
-    compiled: bool,
-    small: bool,
-    warmup: int,
-    iters: int,
-) -> list[dict]:
-    """Time the variants *interleaved* (A B A B ...), so machine load hits both alike."""
-    built = [_build(v, size, batch, device, dtype, compiled, small) for v in variants]
+def time_pair(steps: list[Callable[[], None]], device: str, warmup: int, iters: int) -> list[float]:
+    """Median seconds per step of each step, timed interleaved."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for step, _ in built:
+    for step in steps:
         for _ in range(warmup):
             step()
-    times: list[list[float]] = [[] for _ in built]
+    times: list[list[float]] = [[] for _ in steps]
     for _ in range(iters):
-        for k, (step, _) in enumerate(built):
+        for k, step in enumerate(steps):
             sync()
             start = time.perf_counter()
             step()
             sync()
             times[k].append(time.perf_counter() - start)
-    rows = []
-    for variant, (_, model), ts in zip(variants, built, times, strict=True):
-        seconds = statistics.median(ts)
-        rows.append(
-            {
-                "variant": variant,
-                "size": size,
-                "batch": batch,
-                "device": device,
-                "dtype": dtype,
-                "compiled": compiled,
-                "small": small,
-                "fps": round(batch / seconds, 2),
-                "ms_per_frame": round(1000 * seconds / batch, 2),
-                "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-            }
-        )
+    return [statistics.median(t) for t in times]
+
+
+def rss_mib(field: str = "VmRSS") -> float:
+    """This process's resident set size (``VmRSS``) or its peak since the last reset
+    (``VmHWM``). Not ``ru_maxrss``: Linux carries that over from the parent's RSS at fork."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024  # kB
+
+
+def reset_peak_rss() -> None:
+    """Start a new ``VmHWM`` peak (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def probe_memory(variant: str, config_set: str, size: int, batches: list[int]) -> dict:
+    """Run in a fresh subprocess: peak RSS of one step per batch size, for one model."""
+    torch.set_num_threads(1)
+    model = build(variant, config_set, size, "cpu")
+    steps = {b: make_step(model, b, "cpu", "fp32", False, False) for b in sorted(batches)}
+    base = rss_mib()
+    out = {"model_rss_MiB": round(base)}
+    for batch, step in steps.items():
+        reset_peak_rss()
+        step()
+        peak = rss_mib("VmHWM")
+        out[str(batch)] = {"peak_MiB": round(peak), "over_model_MiB": round(peak - base)}
+    return out
+
+
+def cpu_memory(variant: str, config_set: str, size: int, batches: list[int]) -> dict:
+    """:func:`probe_memory` in a fresh interpreter, so no other model's pages count."""
+    cmd = [sys.executable, __file__, "--probe", variant, config_set, str(size)]
+    cmd += [str(b) for b in batches]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cuda_memory(model: PGMM, batch: int, dtype: str) -> dict:
+    """Peak allocated memory of one step, and how much of it the step itself added."""
+    step = make_step(model, batch, "cuda", dtype, False, False)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    return {"peak_MiB": round(peak / 2**20), "over_model_MiB": round((peak - base) / 2**20)}
+
+
+def settings(args: argparse.Namespace) -> list[tuple[str, bool, bool]]:
+    """``(dtype, compiled, cuda graphs)`` to measure."""
+    if args.device == "cpu":
+        return [("fp32", False, False)] + ([("fp32", True, False)] if args.compile else [])
+    out = [(d, False, False) for d in args.dtype]
+    fast = "bf16" if "bf16" in args.dtype else args.dtype[-1]
+    if args.compile:
+        out.append((fast, True, False))
+    if args.cuda_graphs:
+        out.append((fast, False, True))
+    return out
+
+
+def device_name(device: str, threads: int) -> str:
     if device == "cuda":
-        rows[-1]["peak_MiB"] = round(torch.cuda.max_memory_allocated() / 2**20)
-    return rows
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return f"CPU {names[0] if names else cpu} ({os.cpu_count()} cores, {threads} torch threads)"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--configs", nargs=2, default=["full", "tpsmm"])
-    parser.add_argument("--size", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--batch", type=int, nargs="+", default=[1])
-    parser.add_argument("--small", action="store_true", help="use the *-small CPU configs")
-    parser.add_argument("--iters", type=int, default=5)
-    args = parser.parse_args()
-    cuda = torch.cuda.is_available()
-    settings = (
-        [("cpu", "fp32", False)]
-        if not cuda
-        else [
-            ("cuda", "fp32", False),
-            ("cuda", "fp16", False),
-            ("cuda", "bf16", False),
-            ("cuda", "bf16", True),
-        ]
-    )
-    rows = []
-    for device, dtype, compiled in settings:
+def run(args: argparse.Namespace) -> dict:
+    rows, skipped = [], []
+    a, b = args.variants
+    for config_set in args.sets:
         for size in args.size:
-            for batch in args.batch:
-                warmup = 3 if compiled else 2
-                pair = measure_pair(
-                    args.configs,
-                    size,
-                    batch,
-                    device,
-                    dtype,
-                    compiled,
-                    args.small,
-                    warmup,
-                    args.iters,
-                )
-                ratio = pair[0]["ms_per_frame"] / pair[1]["ms_per_frame"]
-                for r in pair:
-                    r["ratio_vs_" + args.configs[1]] = round(ratio, 3)
-                rows += pair
-                print(
-                    f"{device:<5}{dtype:<6}{'compiled' if compiled else '':<9}{size:>4}px "
-                    f"batch {batch:<3} {args.configs[0]} {pair[0]['fps']:>8.2f} fps  "
-                    f"{args.configs[1]} {pair[1]['fps']:>8.2f} fps  "
-                    f"time ratio {ratio:.2f}",
-                    flush=True,
-                )
-    device = (
-        torch.cuda.get_device_name()
-        if cuda
-        else f"CPU ({os.cpu_count()} cores, "
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    )
-    out = (
-        Path(__file__).parent
-        / "results"
-        / ("render_speed_gpu.json" if cuda else "render_speed.json")
-    )
+            batches = [
+                n
+                for n in args.batch
+                if args.device == "cuda" or args.no_skip or (config_set, size, n) not in CPU_SKIP
+            ]
+            skipped += [
+                {"set": config_set, "size": size, "batch": n, "why": "too slow for the CPU budget"}
+                for n in sorted(set(args.batch) - set(batches))
+            ]
+            if not batches:
+                continue
+            models = [build(v, config_set, size, args.device) for v in (a, b)]
+            memory = (
+                {v: cpu_memory(v, config_set, size, batches) for v in (a, b)}
+                if args.device == "cpu"
+                else {}
+            )
+            for batch in batches:
+                for dtype, compiled, graphs in settings(args):
+                    label = f"{config_set:<6}{size:>4}px batch {batch:<3}{dtype} " + (
+                        "compiled " if compiled else "cuda-graphs " if graphs else ""
+                    )
+                    row = {"set": config_set, "size": size, "batch": batch, "dtype": dtype}
+                    row |= {"compiled": compiled, "cuda_graphs": graphs}
+                    try:
+                        steps = [
+                            make_step(m, batch, args.device, dtype, compiled, graphs)
+                            for m in models
+                        ]
+                        warmup = args.warmup + (2 if compiled else 0)
+                        seconds = time_pair(steps, args.device, warmup, args.iters)
+                    except Exception as e:  # a CUDA setting may be unsupported: record, go on
+                        rows.append({**row, "error": f"{type(e).__name__}: {e}"[:500]})
+                        print(f"{label}FAILED: {rows[-1]['error']}", flush=True)
+                        continue
+                    for variant, model, sec in zip((a, b), models, seconds, strict=True):
+                        row[variant] = {
+                            "fps": round(batch / sec, 2),
+                            "ms_per_frame": round(1000 * sec / batch, 2),
+                            "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                            "memory": memory[variant][str(batch)]
+                            if memory
+                            else cuda_memory(model, batch, dtype),
+                        }
+                    row[f"time_ratio_{a}_over_{b}"] = round(seconds[0] / seconds[1], 3)
+                    rows.append(row)
+                    print(
+                        f"{label}{a} {row[a]['fps']:>8.2f} fps {row[a]['memory']['peak_MiB']:>6} "
+                        f"MiB | {b} {row[b]['fps']:>8.2f} fps {row[b]['memory']['peak_MiB']:>6} "
+                        f"MiB | time ratio {seconds[0] / seconds[1]:.2f}",
+                        flush=True,
+                    )
+            del models
+    return {"rows": rows, "skipped": skipped}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--variants", nargs=2, default=["full", "tpsmm"])
+    parser.add_argument("--sets", nargs="+", choices=tuple(SETS), default=list(SETS))
+    parser.add_argument("--size", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--dtype", nargs="+", choices=tuple(DTYPES), default=list(DTYPES))
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--cuda-graphs", action="store_true", help="also time CUDA graphs")
+    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--no-skip", action="store_true", help="run the slow CPU combinations")
+    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/...)")
+    parser.add_argument("--probe", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        variant, config_set, size, *batches = args.probe
+        print(json.dumps(probe_memory(variant, config_set, int(size), [int(n) for n in batches])))
+        return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device here; nothing measured")
+        return 0
+    if args.device == "cpu" and (args.cuda_graphs or args.dtype != list(DTYPES)):
+        print("note: --dtype and --cuda-graphs apply to --device cuda; CPU runs fp32")
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    result = run(args)
+    for s in result["skipped"]:
+        print(f"skipped {s['set']} {s['size']}px batch {s['batch']}: {s['why']} (--no-skip)")
+    report = {
+        "device": device_name(args.device, args.threads),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "iters": args.iters,
+        "seconds": round(time.perf_counter() - start, 1),
+        **result,
+    }
+    suffix = "_gpu" if args.device == "cuda" else ""
+    out = args.out or RESULTS / f"render_speed{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device, "results": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out} ({report['seconds']} s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,7 +10,15 @@ import argparse
 import sys
 
 from integrations import cli as cli_caption
-from slp_pipeline import cli_data, cli_demo, cli_eval, cli_serve, cli_text2pose, cli_train
+from slp_pipeline import (
+    cli_data,
+    cli_demo,
+    cli_eval,
+    cli_export,
+    cli_serve,
+    cli_text2pose,
+    cli_train,
+)
 
 USER_ERRORS = (FileNotFoundError, ValueError, PermissionError, IsADirectoryError)
 
@@ -24,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_data.register(sub)
     cli_demo.register(sub)
     cli_eval.register(sub)
+    cli_export.register(sub)
     cli_serve.register(sub)
     cli_train.register(sub)
     cli_text2pose.register_tools(sub)

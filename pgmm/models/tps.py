@@ -24,7 +24,51 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TPS", "apply_affine", "make_coordinate_grid", "random_tps"]
+__all__ = ["TPS", "apply_affine", "make_coordinate_grid", "random_tps", "solve_unrolled"]
+
+
+def solve_unrolled(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.solve(a, b)`` as Gauss-Jordan elimination with partial pivoting, written
+    with elementwise ops, ``argmax`` and ``gather`` only, unrolled over the (static) size.
+
+    ONNX has no solve or inverse operator, so this is what ``TPS.fit`` runs while a model is
+    exported or captured in a CUDA graph (the TPS systems are ``(P + 3) x (P + 3)``, 8 x 8 for
+    TPSMM's 5 points). Pivoting is needed: the kernel block's diagonal is the tiny ridge, so
+    elimination in the given row order would divide by ~1e-6.
+
+    Args:
+        a: ``(..., n, n)`` non-singular systems.
+        b: ``(..., n, k)`` right-hand sides.
+    """
+    n = a.shape[-1]
+    rows = torch.arange(n, device=a.device)
+    augmented = torch.cat([a, b], dim=-1)  # (..., n, n + k)
+    for col in range(n):
+        # The largest remaining entry of this column becomes the pivot; swap its row into place.
+        magnitude = augmented[..., :, col].abs().masked_fill(rows < col, -1.0)
+        best = magnitude.argmax(dim=-1, keepdim=True)  # (..., 1)
+        pivot_row = augmented.gather(
+            -2, best[..., None].expand(*best.shape, augmented.shape[-1])
+        )  # (..., 1, n + k)
+        current = augmented[..., col : col + 1, :]
+        is_best = (rows == best).to(a.dtype)[..., None]  # (..., n, 1)
+        is_col = (rows == col).to(a.dtype)[:, None]  # (n, 1)
+        augmented = augmented + is_col * (pivot_row - current) + is_best * (current - pivot_row)
+        # Normalise the pivot row and clear the column everywhere else.
+        pivot_row = pivot_row / pivot_row[..., col : col + 1]
+        factors = augmented[..., :, col : col + 1] * (1 - is_col)  # (..., n, 1)
+        augmented = augmented - factors * pivot_row
+        augmented = augmented * (1 - is_col) + is_col * pivot_row
+    return augmented[..., n:]
+
+
+def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.solve``, except where it cannot run: ONNX has no solve operator, and
+    inside a CUDA-graph capture its singularity check would synchronise with the host."""
+    capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+    if torch.onnx.is_in_onnx_export() or capturing:
+        return solve_unrolled(a, b)
+    return torch.linalg.solve(a, b)
 
 
 def make_coordinate_grid(
@@ -61,9 +105,11 @@ def _radial_basis(squared_distance: torch.Tensor) -> torch.Tensor:
     """``U(r) = r^2 log r^2`` from ``r^2``, with ``U(0) = 0``.
 
     The clamp inside the log keeps both value and gradient finite at ``r = 0`` (a control
-    point evaluated at itself), where ``xlogy`` would give a NaN gradient.
+    point evaluated at itself), where ``xlogy`` would give a NaN gradient. The clamp is never
+    below float32's smallest normal, even for the float64 TPS systems: ONNX export stores the
+    scalar as float32, where float64's ``tiny`` (2e-308) is 0 and the log of 0 gives NaN.
     """
-    tiny = torch.finfo(squared_distance.dtype).tiny
+    tiny = max(torch.finfo(squared_distance.dtype).tiny, torch.finfo(torch.float32).tiny)
     return squared_distance * torch.log(squared_distance.clamp_min(tiny))
 
 
@@ -135,7 +181,7 @@ class TPS:
             ],
             dim=-2,
         )
-        solution = torch.linalg.solve(system, F.pad(targets, (0, 0, 0, 3)))
+        solution = _solve(system, F.pad(targets, (0, 0, 0, 3)))
         solution = solution.to(kp_driving.dtype)
         return cls(kp_driving, solution[..., :num_points, :], solution[..., num_points:, :])
 
