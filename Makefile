@@ -27,9 +27,13 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q -m "not slow"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
+# CPU budget: < 15 min on 2 cores. export_speed.py skips itself without the export extra.
 bench: $(STAMP)
 	$(PY) bench/bench_synth.py
-	$(PY) bench/render_speed.py
+	OMP_NUM_THREADS=1 $(PY) bench/render_speed.py
+	OMP_NUM_THREADS=1 $(PY) bench/pipeline.py
+	OMP_NUM_THREADS=1 $(PY) bench/export_speed.py
+	OMP_NUM_THREADS=1 $(PY) bench/serve_latency.py
 
 clean:
 	rm -rf $(VENV) outputs

@@ -15,7 +15,10 @@ Why it is cut this way:
   (``@serve.batch``) and multiplexes on the signer (``@serve.multiplexed``) so each replica
   keeps the encoded source image of its recent signers instead of re-encoding it per chunk.
 * ``max_queued_requests`` bounds every queue: when the renderers are saturated a request gets
-  ``503`` with ``Retry-After`` at once instead of waiting unboundedly.
+  ``503`` with ``Retry-After`` at once instead of waiting unboundedly; once admitted (its first
+  chunk rendered), its later chunks wait for room rather than fail. A replica that dies
+  mid-request (OOM, crash) gives that request the same 503 -- Serve starts a new replica, so a
+  retry succeeds -- except for a stream already under way, which can only be cut off.
 * Encoding stays in the ingress because an mp4 muxer is per-request state; it runs in a thread
   so the event loop keeps serving other requests.
 """
@@ -25,8 +28,10 @@ Why it is cut this way:
 import asyncio
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,9 +43,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from ray import serve
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from pgmm.pose.sequence import PoseSequence
 from slp_pipeline.config import PipelineConfig, pipeline_config
@@ -59,12 +64,15 @@ from slp_pipeline.stages import (
 
 RENDER_WINDOW = 3  # chunks of one request in flight at once: overlaps rendering with encoding
 RETRY_AFTER_S = 2
+ADMITTED_WAIT_S = 60  # how long a later chunk of an admitted request waits for queue room
+RESUBMIT_AFTER_S = 0.05
 logger = logging.getLogger("ray.serve")
 
 # Defined before the ingress class: @serve.ingress serialises the FastAPI app (and the globals
 # its routes use) when the class is decorated.
 INDEX_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pgmm-slp</title>
+<link rel="icon" href="data:,">
 <style>body{font-family:sans-serif;max-width:42rem;margin:2rem auto}textarea{width:100%}
 video{width:100%;background:#222;margin-top:1rem}</style></head>
 <body><h1>Text to sign language</h1>
@@ -109,15 +117,35 @@ class SignRequest(BaseModel):
     stream: bool = Field(False, description="mp4 only: stream fragmented mp4 as it renders")
 
 
+class Unavailable(Exception):
+    """A deployment behind the ingress shed the request or lost its replica: retry shortly."""
+
+
+@contextmanager
+def _retryable_as_unavailable() -> Iterator[None]:
+    """Wrap every wait on another deployment.
+
+    Serve installs its own handlers for ``BackPressureError`` and ``DeploymentUnavailableError``
+    in the ingress app, replacing ours, and answers plain-text 503s without ``Retry-After``; a
+    replica killed mid-request raises ``RayActorError``, which would be a plain-text 500. As
+    :class:`Unavailable` all three get our JSON 503 with ``Retry-After``.
+    """
+    try:
+        yield
+    except (BackPressureError, DeploymentUnavailableError, RayActorError) as e:
+        raise Unavailable(str(e)) from e
+
+
 def _error(exc: BaseException) -> JSONResponse:
     """One JSON error shape for everything; errors raised in another replica arrive wrapped in
     a ``RayTaskError`` whose text holds a traceback, so the original message is unwrapped."""
     cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
     if isinstance(cause, InputError):
         return JSONResponse({"error": str(cause)}, status_code=cause.status)
-    if isinstance(cause, (BackPressureError, DeploymentUnavailableError)):
+    if isinstance(cause, Unavailable):
+        logger.warning("request shed: %s", cause)
         return JSONResponse(
-            {"error": "the renderers are busy; retry shortly"},
+            {"error": "the service is busy or restarting a replica; retry shortly"},
             status_code=503,
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
@@ -127,8 +155,7 @@ def _error(exc: BaseException) -> JSONResponse:
 
 @api.exception_handler(InputError)
 @api.exception_handler(RayTaskError)
-@api.exception_handler(BackPressureError)
-@api.exception_handler(DeploymentUnavailableError)
+@api.exception_handler(Unavailable)
 async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(exc)
 
@@ -319,29 +346,64 @@ class SignAPI:
     async def _poses(self, text: str, language: str, fps: float | None) -> AsyncIterator:
         """Canonical pose chunks from Text2Pose, resampled to ``fps`` if asked."""
         converter = None
-        async for chunk in self.text2pose.options(stream=True).generate.remote(text, language):
-            if fps is not None and fps != chunk.fps:
-                converter = converter or FrameRateConverter(chunk.fps, fps)
-                chunk = converter.push(chunk)
-            if chunk is not None:
-                yield chunk
+        with _retryable_as_unavailable():
+            async for chunk in self.text2pose.options(stream=True).generate.remote(text, language):
+                if fps is not None and fps != chunk.fps:
+                    converter = converter or FrameRateConverter(chunk.fps, fps)
+                    chunk = converter.push(chunk)
+                if chunk is not None:
+                    yield chunk
 
     async def _frames(
         self, first: PoseSequence, rest: AsyncIterator, person: Signer, renderer: str
     ) -> AsyncIterator[np.ndarray]:
-        """Rendered frame chunks in order, with up to ``RENDER_WINDOW`` chunks in flight."""
+        """Rendered frame chunks in order, with up to ``RENDER_WINDOW`` chunks in flight.
+
+        The Renderer's queue limit admits or sheds a request at its first chunk. A later chunk
+        of an admitted request that meets a full queue is resubmitted instead of failing the
+        request, which under load would cut streams off mid-video and waste the chunks
+        already rendered.
+        """
         handle = self.renderer.options(multiplexed_model_id=person.key)
-        pending: deque = deque([handle.render.remote(renderer, first)])
+        pending: deque[tuple[PoseSequence, DeploymentResponse]] = deque()
+        pending.append((first, handle.render.remote(renderer, first)))
+        admitted = False
         try:
-            async for chunk in rest:
-                pending.append(handle.render.remote(renderer, chunk))
-                if len(pending) >= RENDER_WINDOW:
-                    yield await pending.popleft()
-            while pending:
-                yield await pending.popleft()
+            with _retryable_as_unavailable():
+                async for chunk in rest:
+                    pending.append((chunk, handle.render.remote(renderer, chunk)))
+                    if len(pending) >= RENDER_WINDOW:
+                        yield await self._rendered(handle, renderer, *pending.popleft(), admitted)
+                        admitted = True
+                while pending:
+                    yield await self._rendered(handle, renderer, *pending.popleft(), admitted)
+                    admitted = True
         finally:
-            for response in pending:  # client gone or an error: stop the leftover work
-                response.cancel()
+            for _, response in pending:  # client gone or an error: stop the leftover work
+                # cancel() re-raises the error of a chunk that already failed (e.g. shed with
+                # the one that ends this request), which would replace the error in flight.
+                with suppress(Exception):
+                    response.cancel()
+
+    @staticmethod
+    async def _rendered(
+        handle: DeploymentHandle,
+        renderer: str,
+        chunk: PoseSequence,
+        response: DeploymentResponse,
+        admitted: bool,
+    ) -> np.ndarray:
+        """The frames of one chunk; for an ``admitted`` request, waits out a full queue (up to
+        ``ADMITTED_WAIT_S``) by resubmitting the chunk."""
+        deadline = time.monotonic() + ADMITTED_WAIT_S
+        while True:
+            try:
+                return await response
+            except BackPressureError:
+                if not admitted or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(RESUBMIT_AFTER_S)
+            response = handle.render.remote(renderer, chunk)
 
     async def _mp4_stream(
         self, head: np.ndarray, frames: AsyncIterator[np.ndarray], fps: float

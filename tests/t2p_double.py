@@ -4,11 +4,13 @@ The real text2pose models are trained separately; serving tests only need *some*
 whole-body poses that move like signing. Each word of the text becomes one SynthSigner sign
 (a lexicon built on the fly from the words, so no corpus files are needed), signed by the
 identity-free canonical body, ``FRAMES_PER_WORD`` frames per word, capped at ``MAX_FRAMES``
-to keep the tests fast.
+to keep the tests fast. A model folder may hold a ``double.json`` raising the cap (e.g.
+``{"max_frames": 1500}``), which is how the streaming tests get minute-long outputs.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,15 +24,20 @@ from text2pose.canonical import to_canonical
 FRAMES_PER_WORD = 8
 MAX_FRAMES = 40
 REJECTED = "@@"  # texts containing this are "unsupported", like TextInputError in TextToPose
+SETTINGS_FILE = "double.json"
 
 
 class FakeTextToPose:
-    def __init__(self, language: str) -> None:
+    def __init__(self, language: str, max_frames: int = MAX_FRAMES) -> None:
         self.language = language
+        self.max_frames = max_frames
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> FakeTextToPose:
-        return cls(Path(directory).name)
+        directory = Path(directory)
+        settings = directory / SETTINGS_FILE
+        overrides = json.loads(settings.read_text()) if settings.is_file() else {}
+        return cls(directory.name, **overrides)
 
     def generate(self, text: str) -> PoseSequence:
         words = [w.upper() for w in text.split()]
@@ -38,7 +45,7 @@ class FakeTextToPose:
             raise ValueError(f"unsupported text {text!r}")
         lexicon = build_lexicon({self.language: sorted(set(words))})
         signs = [lexicon[(self.language, w)] for w in words]
-        frames = min(MAX_FRAMES, FRAMES_PER_WORD * len(words))
+        frames = min(self.max_frames, FRAMES_PER_WORD * len(words))
         pose = sentence_pose(signs, frames, make_identity(0), sentence_rng(0, text))
         return to_canonical(to_pose_sequence(pose))
 

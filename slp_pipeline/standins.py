@@ -1,0 +1,89 @@
+"""Stand-ins for the trained models, so the serving graph can run before any model is trained.
+
+``bench/serve_latency.py`` and ``scripts/check_web_page.py`` measure and check the serving
+machinery -- HTTP, queues, batching, streaming, the web page -- which does not depend on what
+the models have learnt. They run it with tiny random PGMMs and :class:`SynthTextToPose`, which
+signs each word of a text as one SynthSigner sign. Nothing here is used in production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pgmm.data.synth.identity import make_identity
+from pgmm.data.synth.lexicon import build_lexicon
+from pgmm.data.synth.motion import sentence_pose, sentence_rng
+from pgmm.data.synth.signer import to_pose_sequence
+from pgmm.models.config import PGMMConfig
+from pgmm.models.pgmm import PGMM
+from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig
+from pgmm.pose.sequence import PoseSequence
+from slp_pipeline.config import PipelineConfig, pipeline_config
+from text2pose.canonical import to_canonical
+
+#: Widths of the unit tests' tiny PGMM (tests/tiny.py): every module runs, in milliseconds.
+TINY_PGMM = dict(
+    num_tps=4,
+    backbone_width=0.125,
+    dense_block_expansion=8,
+    dense_num_blocks=3,
+    dense_max_features=32,
+    block_expansion=8,
+    max_features=32,
+    pose_block_expansion=4,
+    driving_head_channels=32,
+)
+TINY_SIZE = 64
+
+
+class SynthTextToPose:
+    """text2pose stand-in: each word one SynthSigner sign of ``FRAMES_PER_WORD`` frames."""
+
+    FRAMES_PER_WORD = 12  # ~2 signs/s at 25 fps, about PHOENIX-2014T's pace
+
+    def __init__(self, language: str) -> None:
+        self.language = language
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> SynthTextToPose:
+        """The folder's name is the language; the folder itself holds nothing."""
+        return cls(Path(directory).name)
+
+    def generate_stream(self, text: str, chunk_frames: int = 16) -> Iterator[PoseSequence]:
+        words = [w.upper() for w in text.split()]
+        if not words:
+            raise ValueError("empty text")
+        lexicon = build_lexicon({self.language: words})
+        signs = [lexicon[(self.language, w)] for w in words]
+        frames = self.FRAMES_PER_WORD * len(words)
+        pose = sentence_pose(signs, frames, make_identity(0), sentence_rng(0, text))
+        seq = to_canonical(to_pose_sequence(pose))
+        for start in range(0, len(seq), chunk_frames):
+            yield seq[start : start + chunk_frames]
+
+
+def tiny_pipeline(root: Path, serve_config: Mapping[str, Any]) -> PipelineConfig:
+    """Write tiny random models under ``root``; the serve config's pipeline settings with its
+    model paths pointing at them and text2pose replaced by :class:`SynthTextToPose`."""
+    torch.manual_seed(0)
+    for variant in ("full", "tpsmm"):
+        cfg = PGMMConfig(variant=variant, image_size=TINY_SIZE, **TINY_PGMM)
+        PGMM(cfg).save_pretrained(root / "pgmm" / variant)
+    HRNetLite(HRNetLiteConfig(widths=(8, 16), stem_width=8)).save_pretrained(root / "pe")
+    for lang in ("de", "zh"):
+        (root / "t2p" / lang).mkdir(parents=True)
+    config = pipeline_config(serve_config)
+    config.text2pose = {lang: str(root / "t2p" / lang) for lang in ("de", "zh")}
+    config.renderers = {
+        "full": str(root / "pgmm/full"),
+        "tpsmm": str(root / "pgmm/tpsmm"),
+        "skeleton": "skeleton",
+    }
+    config.pose_estimator = str(root / "pe")
+    config.signers_dir = str(root / "signers")
+    config.text2pose_loader = SynthTextToPose.from_pretrained
+    return config
