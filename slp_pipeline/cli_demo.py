@@ -1,45 +1,94 @@
-"""``slp demo``: the main job.
+"""``slp demo``: the main job, end to end through the Ray Serve graph.
 
-Until the Ray Serve graph lands, the demo renders one German (PHOENIX-2014T) and one Chinese
-(CSL-Daily) test sentence with SynthSigner -- the corpus every model of the project trains on --
-and writes an mp4, the pose file and a skeleton-overlay preview for each.
+Starts the graph of ``configs/serve/cpu.yaml`` on a private local Ray (127.0.0.1, no
+dashboard), sends one German and one Chinese sentence over HTTP exactly as a client would, writes
+the returned mp4s and shuts everything down again -- so a fresh machine proves in one command that
+text → text2pose → heatmaps → PGMM → mp4 works on the shipped models.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-import numpy as np
+import yaml
 
-from pgmm.data.synth.signer import SynthSigner, to_pose_sequence
-from pgmm.pose.skeleton import draw_skeleton
-from pgmm.video import write_video
+SENTENCES = {
+    "de": "Morgen regnet es im Norden, im Süden scheint die Sonne.",
+    "zh": "你好，今天天气很好。",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    demo = sub.add_parser("demo", help="render a German and a Chinese sentence to mp4")
+    demo = sub.add_parser(
+        "demo", help="start the Ray Serve graph and sign a German and a Chinese sentence"
+    )
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    demo.add_argument("--size", type=int, default=256)
-    demo.add_argument("--data-dir", type=Path, help="shared data folder (holds corpora/)")
+    demo.add_argument("--config", type=Path, default=Path("configs/serve/cpu.yaml"))
+    demo.add_argument("--signer", default="default")
+    demo.add_argument("--de", default=SENTENCES["de"], help="the German sentence")
+    demo.add_argument("--zh", default=SENTENCES["zh"], help="the Chinese sentence")
     demo.set_defaults(func=run_demo)
 
 
+def _post(url: str, body: dict, timeout: float = 300) -> bytes:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+    except urllib.error.HTTPError as e:
+        raise ValueError(f"{url} answered {e.code}: {e.read().decode(errors='replace')}") from e
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    signer = SynthSigner(data_dir=args.data_dir)
-    for language in ("de", "zh"):
-        sentence = signer.sentences("test", language)[0]
-        pose = signer.pose(sentence)
-        identity = signer.identity_for(sentence)
-        frames = np.stack(list(signer.render(pose, identity, args.size)))
-        video = write_video(args.out / f"{sentence.id}.mp4", frames)
-        seq = to_pose_sequence(pose, args.size)
-        seq.save(args.out / f"{sentence.id}.pose")
-        overlay = np.stack(
-            [draw_skeleton(seq.data[t], args.size, background=frames[t]) for t in range(len(seq))]
+    if not args.config.is_file():
+        raise FileNotFoundError(f"serve config not found: {args.config}")
+    import ray
+    from ray import serve
+
+    from slp_pipeline.serve_app import run_from_config
+
+    serve_config = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+    http = serve_config.get("http_options") or {}
+    base = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+    start = time.perf_counter()
+    print(f"starting the Ray Serve graph from {args.config} ...", flush=True)
+    try:
+        # Started here (not in run_from_config) only to keep the replicas' logs off the
+        # terminal: the demo prints its own summary; `slp serve` shows the full logs.
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            logging_level=logging.WARNING,
         )
-        write_video(args.out / f"{sentence.id}.skeleton.mp4", overlay)
-        print(f"[{language}] {sentence.text}")
-        print(f"     glosses: {' '.join(sentence.glosses)}")
-        print(f"     video:   {video}  ({len(frames)} frames, {len(frames) / 25:.1f} s)")
+        run_from_config(serve_config)
+        print(f"graph up in {time.perf_counter() - start:.0f} s at {base}", flush=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for language in ("de", "zh"):
+            text = getattr(args, language)
+            t0 = time.perf_counter()
+            video = _post(
+                f"{base}/v1/sign",
+                {"text": text, "language": language, "signer": args.signer, "format": "mp4"},
+            )
+            path = args.out / f"{language}.mp4"
+            path.write_bytes(video)
+            print(f"[{language}] {text}")
+            print(f"     video:   {path}  ({len(video) / 1024:.0f} KiB, "
+                  f"{time.perf_counter() - t0:.1f} s)", flush=True)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    print(f"done in {time.perf_counter() - start:.0f} s")
     return 0

@@ -202,11 +202,22 @@ def finalize(
     dev: list[tuple[str, list[str]]],
     test: list[tuple[str, list[str]]],
 ) -> dict:
-    """Average the best epochs, decode dev/test with beam search, save ``model/``."""
+    """Average the best epochs, decode dev/test with beam search, save ``model/``.
+
+    Averaging only helps once the kept epochs are near a plateau (a short run keeps early,
+    much worse epochs), so the average is used only if its greedy dev BLEU-4 beats the single
+    best epoch's -- a choice made on dev, never on test.
+    """
     best = _best(history, cfg.average_best)
     states = [load_file(str(out / "epochs" / f"e{e}.safetensors")) for e in best]
     averaged = {k: sum(s[k].float() for s in states) / len(states) for k in states[0]}
     model.model.load_state_dict(averaged)
+    if len(best) > 1:
+        averaged_bleu = evaluate(model, dev, num_beams=1)[0]["bleu4"]
+        single_bleu = max(r["dev_bleu4_greedy"] for r in history)
+        if single_bleu > averaged_bleu:
+            best = best[:1]
+            model.model.load_state_dict(states[0])
     results: dict = {"averaged_epochs": best, "config": asdict(cfg)}
     for name, pairs in (("dev", dev), ("test", test)):
         scores, hyps = evaluate(model, pairs, num_beams=cfg.model.num_beams)
