@@ -99,3 +99,13 @@ def test_pack_cli(model: TextToPose, tmp_path: Path) -> None:
     assert main([*argv, "--out", str(tmp_path / "packed")]) == 0
     assert TextToPose.from_pretrained(tmp_path / "packed").language == "de"
     assert main([*argv[:-1], str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_runaway_gloss_sequence_is_cut_not_fatal(
+    model: TextToPose, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = model.g2p.config.max_glosses - 2
+    monkeypatch.setattr(model.t2g, "translate_normalized", lambda s, n=None: [["REGEN"] * 500])
+    (glosses,) = model.glosses("Regen.")
+    assert len(glosses) == limit
+    assert len(model.generate("Regen.")) > 0

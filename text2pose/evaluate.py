@@ -57,6 +57,7 @@ def evaluate_text2pose(
     predicted: list[list[str]] = []
     for i in range(0, len(pairs), 32):
         predicted += model.t2g.translate_normalized([t for t, _ in pairs[i : i + 32]])
+    posed = [model.fit(g) for g in predicted]  # what TextToPose hands to G2P
     t2g_seconds = time.perf_counter() - tic
     gold = [list(g) for g in data.glosses]
     targets = data.poses
@@ -71,8 +72,8 @@ def evaluate_text2pose(
     }
     for name, system in systems.items():
         rows[name] = evaluate_g2p(system, gold, targets)
-    rows["T2G2P (text -> pose)"] = evaluate_g2p(_Fixed(model.g2p, predicted), gold, targets)
-    rows["lexicon (T2G glosses)"] = evaluate_g2p(_Fixed(lexicon, predicted), gold, targets)
+    rows["T2G2P (text -> pose)"] = evaluate_g2p(_Fixed(model.g2p, posed), gold, targets)
+    rows["lexicon (T2G glosses)"] = evaluate_g2p(_Fixed(lexicon, posed), gold, targets)
     return {"language": language, "split": split, "sentences": len(pairs), "rows": rows}
 
 

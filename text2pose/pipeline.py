@@ -10,6 +10,7 @@ joined by a short linear blend so the signer never jumps.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from text2pose.g2p import GlossToPose
 from text2pose.normalize import TextInputError, split_sentences
 from text2pose.t2g import TextToGloss
 
+log = logging.getLogger(__name__)
 PIPELINE_NAME = "text2pose.json"
 BLEND_FRAMES = 6
 
@@ -57,7 +59,16 @@ class TextToPose:
         for sentence, g in zip(sentences, glosses, strict=True):
             if not g:
                 raise TextInputError(f"no signs could be produced for {sentence!r}")
-        return glosses
+        return [self.fit(g) for g in glosses]
+
+    def fit(self, glosses: list[str]) -> list[str]:
+        """Cut a gloss sequence to what G2P accepts. Only a degenerate T2G output (a repetition
+        loop) is that long -- a sentence within the length limit has far fewer signs -- so the
+        cut is logged rather than failing the request."""
+        limit = self.g2p.config.max_glosses - 2
+        if len(glosses) > limit:
+            log.warning("T2G produced %d glosses; keeping the first %d", len(glosses), limit)
+        return glosses[:limit]
 
     def generate(self, text: str) -> PoseSequence:
         """The whole text as one canonical whole-body sequence (25 fps)."""
