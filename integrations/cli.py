@@ -9,7 +9,6 @@ Register with ``integrations.cli.register(sub)`` in :mod:`slp_pipeline.cli`.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import warnings
 from pathlib import Path
@@ -48,15 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_renderer(signer: str, models_dir: Path) -> SignRenderer:
-    """The project's in-process renderer for captions, imported only when it is needed."""
-    try:
-        factory = importlib.import_module("slp_pipeline.synthesize").caption_renderer
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(
-            f"the sign renderer is not available (slp_pipeline.synthesize.caption_renderer: "
-            f"{exc}); use the HTTP service via integrations/watch_folder.py --server instead"
-        ) from exc
-    return factory(signer, models_dir)
+    """The project's in-process renderer for captions, imported only when it is needed (it
+    loads torch and the models)."""
+    from slp_pipeline.synthesize import caption_renderer
+
+    return caption_renderer(signer, models_dir)
 
 
 def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -> None:

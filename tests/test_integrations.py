@@ -431,7 +431,7 @@ def cli_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def test_cli_without_renderer_says_so(media: Path, tmp_path: Path) -> None:
+def test_cli_with_missing_models_says_which(media: Path, tmp_path: Path) -> None:
     args = cli_parser().parse_args(
         [
             "caption",
@@ -440,16 +440,13 @@ def test_cli_without_renderer_says_so(media: Path, tmp_path: Path) -> None:
             str(media / "talk.vtt"),
             "-o",
             str(tmp_path / "o.mp4"),
+            "--models-dir",
+            str(tmp_path / "nowhere" / "models"),
         ]
     )
-    try:
-        import slp_pipeline.synthesize as synthesize
-    except ImportError:
-        synthesize = None
-    if synthesize is not None and hasattr(synthesize, "caption_renderer"):
-        pytest.skip("the real caption renderer exists now")
-    with pytest.raises(ValueError, match="renderer is not available"):
+    with pytest.raises(FileNotFoundError, match="model folders not found"):
         args.func(args)
+    assert not (tmp_path / "o.mp4").exists()
 
 
 @pytest.mark.parametrize("extra", [[], ["--captions-only"]])
