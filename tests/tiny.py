@@ -4,17 +4,9 @@ Every width is cut so a forward + backward pass at 128^2 takes well under a seco
 while every module of the paper (and every variant switch) is still exercised.
 """
 
-TINY_PGMM = dict(
-    num_tps=4,
-    backbone_width=0.125,
-    dense_block_expansion=8,
-    dense_num_blocks=3,
-    dense_max_features=32,
-    block_expansion=8,
-    max_features=32,
-    pose_block_expansion=4,
-    driving_head_channels=32,
-)
+from slp_pipeline.standins import TINY_PGMM  # one definition, shared with the serving stand-ins
+
+__all__ = ["TINY_PGMM", "TINY_TRAIN"]
 
 #: Training settings of the tiny runs: 2 videos x 3 pairs = 3 batches of 2 per epoch.
 TINY_TRAIN = dict(

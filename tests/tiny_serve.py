@@ -17,18 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import t2p_double
-import torch
 from ray import cloudpickle
 from t2p_double import SETTINGS_FILE, FakeTextToPose
-from tiny import TINY_PGMM
 
-from pgmm.models.config import PGMMConfig
-from pgmm.models.pgmm import PGMM
-from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig
-from slp_pipeline.config import PipelineConfig, load_serve_config, pipeline_config
+from slp_pipeline.config import PipelineConfig, load_serve_config
+from slp_pipeline.standins import tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE_SIZE = 64
 
 
 def free_port() -> int:
@@ -43,32 +38,17 @@ def tiny_serve_config(
     """Write the tiny models under ``root``; return the serve config dict and its pipeline
     settings. ``max_frames`` raises the text2pose double's cap on frames per sentence.
     The Renderer runs one replica: a second would only compete for a 2-core machine's CPUs."""
-    torch.manual_seed(0)
-    for variant in ("full", "tpsmm"):
-        cfg = PGMMConfig(variant=variant, image_size=IMAGE_SIZE, **TINY_PGMM)
-        PGMM(cfg).save_pretrained(root / "pgmm" / variant)
-    HRNetLite(HRNetLiteConfig(widths=(8, 16), stem_width=8)).save_pretrained(root / "pe")
-    for lang in ("de", "zh"):
-        (root / "t2p" / lang).mkdir(parents=True)
-        if max_frames:
-            settings = {"max_frames": max_frames}
-            (root / "t2p" / lang / SETTINGS_FILE).write_text(json.dumps(settings))
-
     serve_config = copy.deepcopy(load_serve_config(REPO / "configs/serve/cpu.yaml"))
     serve_config["http_options"] = {"host": "127.0.0.1", "port": free_port()}
     for d in serve_config["applications"][0]["deployments"]:
         if d["name"] == "Renderer":
             d["autoscaling_config"]["max_replicas"] = 1
-    config = pipeline_config(serve_config)
-    config.text2pose = {lang: str(root / "t2p" / lang) for lang in ("de", "zh")}
-    config.renderers = {
-        "full": str(root / "pgmm/full"),
-        "tpsmm": str(root / "pgmm/tpsmm"),
-        "skeleton": "skeleton",
-    }
-    config.pose_estimator = str(root / "pe")
-    config.signers_dir = str(root / "signers")
+    config = tiny_pipeline(root, serve_config)
     config.text2pose_loader = FakeTextToPose.from_pretrained
+    if max_frames:
+        for lang in config.text2pose:
+            settings = {"max_frames": max_frames}
+            (root / "t2p" / lang / SETTINGS_FILE).write_text(json.dumps(settings))
     return serve_config, config
 
 
