@@ -184,12 +184,14 @@ def test_killed_renderer_replica_is_replaced(server: str) -> None:
     [victim] = replica_pids("Renderer")
     first_bytes = threading.Event()
     with ThreadPoolExecutor(CLIENTS + 1) as pool:
-        stream = pool.submit(
-            _stream, server, LONG_TEXT, "skeleton", lambda chunk: first_bytes.set()
-        )
+        # The tiny PGMM, not the skeleton: its 1500 frames take tens of seconds, so the stream
+        # is certainly still being rendered when the replica dies (on a fast machine the
+        # skeleton's finished within the half second below).
+        stream = pool.submit(_stream, server, LONG_TEXT, "full", lambda chunk: first_bytes.set())
         assert first_bytes.wait(REQUEST_TIMEOUT_S)
         pending = [pool.submit(_request, server, i) for i in range(CLIENTS)]
         time.sleep(0.5)  # let them reach the renderer
+        assert not stream.done(), "the stream ended before the kill: the test's premise failed"
         os.kill(victim, signal.SIGKILL)
         outcomes = [f.result() for f in pending]
         _, cut = stream.result()
