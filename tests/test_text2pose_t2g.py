@@ -88,8 +88,16 @@ def test_gloss_scores_against_sacrebleu_identity() -> None:
     assert gloss_scores([["X", "Y", "Z", "W"]] * 2, refs)["bleu1"] == 0.0
 
 
-TINY = T2GConfig(d_model=64, layers=2, heads=2, ffn_dim=128, dropout=0.0, attention_dropout=0.0,
-                 text_vocab_size=300, num_beams=2)
+TINY = T2GConfig(
+    d_model=64,
+    layers=2,
+    heads=2,
+    ffn_dim=128,
+    dropout=0.0,
+    attention_dropout=0.0,
+    text_vocab_size=300,
+    num_beams=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +105,17 @@ def overfit(tmp_path_factory, shared_data):
     """Train on 8 German sentences until they are memorised, in two resumed halves."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("t2g")
-    cfg = T2GTrainConfig(model=TINY, epochs=40, batch_tokens=400, lr=3e-3, warmup_steps=10,
-                         label_smoothing=0.0, average_best=1, max_train=8, max_eval=8)
+    cfg = T2GTrainConfig(
+        model=TINY,
+        epochs=40,
+        batch_tokens=400,
+        lr=3e-3,
+        warmup_steps=10,
+        label_smoothing=0.0,
+        average_best=1,
+        max_train=8,
+        max_eval=8,
+    )
     train_t2g(cfg, out, shared_data)
     cfg.epochs = 80
     results = train_t2g(cfg, out, shared_data)  # resumes from epoch 40
