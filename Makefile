@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# Pin first: an unpinned resolve would pull a multi-GB CUDA build of torch.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,real]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -14,7 +14,6 @@ Writes ``bench/results/export_speed.json``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pgmm.export import export_extra_problem
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 
@@ -55,9 +55,9 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
-    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if not importlib.util.find_spec(m)]
-    if missing:
-        print(f"skipped: {', '.join(missing)} not installed (pip install -e '.[export]')")
+    problem = export_extra_problem()
+    if problem:
+        print(f"skipped: {problem}")
         return 0
     import onnxruntime
 

@@ -109,6 +109,27 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
+EXPORT_MODULES = ("onnx", "onnxscript", "onnxruntime")
+
+
+def export_extra_problem() -> str | None:
+    """Why ONNX export cannot run here, or ``None`` when it can.
+
+    Importing is the only honest check: the modules can be installed yet broken, e.g. onnx
+    needs protobuf >= 6 while mediapipe 0.10.21 (the ``real`` extra) pins protobuf < 5, so the
+    two extras need separate environments.
+    """
+    for name in EXPORT_MODULES:
+        try:
+            __import__(name)
+        except ImportError as e:
+            return (
+                f"the export extra is unusable ({name}: {e}); install it with "
+                "pip install -e '.[export]' in an environment without the 'real' extra"
+            )
+    return None
+
+
 def export_onnx(
     model: PGMM, out: str | Path, batch: int | None = None, opset: int = MIN_OPSET
 ) -> tuple[Path, Path]:
@@ -125,6 +146,9 @@ def export_onnx(
         )
     if batch is not None and batch < 1:
         raise ValueError(f"--batch must be >= 1, got {batch}")
+    problem = export_extra_problem()
+    if problem:
+        raise ImportError(problem)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()

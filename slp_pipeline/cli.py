@@ -15,12 +15,15 @@ from slp_pipeline import (
     cli_demo,
     cli_eval,
     cli_export,
+    cli_pose,
     cli_serve,
     cli_text2pose,
     cli_train,
 )
 
-USER_ERRORS = (FileNotFoundError, ValueError, PermissionError, IsADirectoryError)
+# ImportError: an optional extra that is missing or broken (its message says which, and how
+# to install it).
+USER_ERRORS = (FileNotFoundError, ValueError, PermissionError, IsADirectoryError, ImportError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_demo.register(sub)
     cli_eval.register(sub)
     cli_export.register(sub)
+    cli_pose.register(sub)
     cli_serve.register(sub)
     cli_train.register(sub)
     cli_text2pose.register_tools(sub)

@@ -7,22 +7,20 @@ without it; the solver test always runs, because training never exercises that c
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
 import numpy as np
 import pytest
 import torch
 from tiny import TINY_PGMM
 
+from pgmm.export import export_extra_problem
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from pgmm.models.tps import TPS, solve_unrolled
 from slp_pipeline import cli_export
 
-needs_ort = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")),
-    reason="the export extra (onnx, onnxscript, onnxruntime) is not installed",
-)
+EXPORT_PROBLEM = export_extra_problem()
+needs_ort = pytest.mark.skipif(EXPORT_PROBLEM is not None, reason=str(EXPORT_PROBLEM))
 
 
 def _run_cli(argv: list[str]) -> int:

@@ -1,0 +1,95 @@
+"""Which perceptual network should the default (no VGG19 weights) be? Train and compare.
+
+Without ImageNet weights the perceptual loss runs on a frozen, fixed-seed random VGG19
+(:mod:`pgmm.losses.perceptual`). Its width is a free choice: full width is the real VGG19's
+shape, 1/4 width costs ~1/16 of the FLOPs. This script trains the same model (the TPSMM
+baseline config, so only L_r differs) with each choice for the same steps, pairs and seed,
+then scores reconstruction on held-out SynthSigner videos. Resumable like
+``scripts/ablation.py``; the numbers in ``docs/results.md`` came from::
+
+    python scripts/perceptual_default.py --out outputs/perceptual --steps 300 \\
+        --pose-estimator models/pose_estimator
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from pgmm.data.synth.dataset import RenderedSynthSigner
+from pgmm.data.synth.signer import SynthSigner
+from pgmm.evaluation import evaluate, markdown_table
+from pgmm.models.config import PGMMConfig
+from pgmm.models.pgmm import PGMM
+from pgmm.models.pose_estimator import HRNetLite
+from pgmm.training.config import TrainConfig
+from pgmm.training.trainer import PGMMTrainer
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "pgmm" / "tpsmm-small.yaml"
+
+
+def train(
+    width: float, args: argparse.Namespace, signer: SynthSigner, estimator: HRNetLite
+) -> float:
+    """Train one run (or return the wall time of a finished one)."""
+    run = args.out / f"width-{width:g}"
+    if (run / "done.json").exists():
+        return json.loads((run / "done.json").read_text())["seconds"]
+    mcfg = dataclasses.replace(PGMMConfig.from_yaml(CONFIG), perceptual_width=width)
+    tcfg = TrainConfig.from_yaml(
+        CONFIG,
+        {
+            "epochs": args.epochs,
+            "max_steps": args.steps,
+            "pairs_per_video": args.pairs_per_video,
+            "log_every": 5,
+            "sample_every": 100,
+            "checkpoint_every": 50,
+        },
+    )
+    data = RenderedSynthSigner("train", mcfg.image_size, max_videos=args.videos, signer=signer)
+    start = time.perf_counter()
+    PGMMTrainer(mcfg, tcfg, data, run, estimator=estimator).run()
+    seconds = time.perf_counter() - start
+    (run / "done.json").write_text(json.dumps({"seconds": seconds}))
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("outputs/perceptual"))
+    parser.add_argument("--widths", type=float, nargs="+", default=[0.25, 1.0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--pairs-per-video", type=int, default=6)
+    parser.add_argument("--videos", type=int, default=40)
+    parser.add_argument("--eval-videos", type=int, default=4)
+    parser.add_argument("--eval-frames", type=int, default=48)
+    parser.add_argument("--pose-estimator", type=Path, required=True)
+    args = parser.parse_args()
+    signer = SynthSigner()
+    estimator = HRNetLite.from_pretrained(args.pose_estimator).freeze()
+    seconds = {w: train(w, args, signer, estimator) for w in args.widths}
+    data = RenderedSynthSigner("dev", 128, max_videos=args.eval_videos, signer=signer)
+    rows = []
+    for w in args.widths:
+        model = PGMM.from_pretrained(args.out / f"width-{w:g}" / "model").eval()
+        row = evaluate(
+            model,
+            data,
+            "reconstruction",
+            estimator=estimator,
+            max_frames=args.eval_frames,
+            name=f"random VGG19 x{w:g} ({seconds[w] / 60:.0f} min)",
+        )
+        rows.append(row)
+    (args.out / "table.json").write_text(json.dumps(rows, indent=2, default=str))
+    print(markdown_table(rows))
+
+
+if __name__ == "__main__":
+    main()
