@@ -10,9 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
+from pgmm.pose.sequence import PoseSequence
+from pgmm.training.adapt import AdaptConfig
 from slp_pipeline.config import DEFAULT_CONFIG, PipelineConfig, load_serve_config, pipeline_config
-from slp_pipeline.signers import SignerRegistry
-from slp_pipeline.stages import PoseEstimatorStage
+from slp_pipeline.signers import BUILTIN_SIGNERS, STORED_SIZE, SignerRegistry, check_name
+from slp_pipeline.stages import SKELETON, PoseEstimatorStage, resolve_device
 from slp_pipeline.synthesize import Synthesizer
 
 
@@ -40,6 +42,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     add = actions.add_parser("add", parents=[common], help="register a signer from an image")
     add.add_argument("image", type=Path)
     add.add_argument("--name", required=True)
+    adapt = actions.add_parser(
+        "adapt",
+        parents=[common],
+        help="fine-tune the renderer on a short clip of a real person and register them",
+        description="Label the clip with MediaPipe, fine-tune the config's default PGMM on its "
+        "frames (the last 20%% held out for validation and early stopping) and register the "
+        "signer with its own weights. Resumable: run the same command again to continue.",
+    )
+    adapt.add_argument("clip", type=Path, help="video of the signer (a few seconds or more)")
+    adapt.add_argument("--name", required=True)
+    adapt.add_argument("--steps", type=int, default=AdaptConfig.steps)
+    adapt.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    adapt.add_argument(
+        "--work", type=Path, help="resumable work folder (default outputs/adapt/NAME)"
+    )
     remove = actions.add_parser("remove", parents=[common], help="delete a signer")
     remove.add_argument("name")
     signers.set_defaults(func=run_signers)
@@ -87,7 +104,49 @@ def run_signers(args: argparse.Namespace) -> int:
         data = args.image.read_bytes()
         person = registry.add(args.name, data, PoseEstimatorStage.load(config.pose_estimator))
         print(f"added signer {person.name!r} ({config.signers_dir}/{person.name})")
+    elif args.action == "adapt":
+        _adapt(args, config, registry)
     else:
         registry.delete(args.name)
         print(f"removed signer {args.name!r}")
     return 0
+
+
+def _adapt(args: argparse.Namespace, config: PipelineConfig, registry: SignerRegistry) -> None:
+    from pgmm.models.pgmm import PGMM
+    from pgmm.models.pose_estimator import HRNetLite
+    from pgmm.training.adapt import adapt_signer, source_signer
+    from pgmm.video import probe
+
+    check_name(args.name)
+    if args.name in BUILTIN_SIGNERS:
+        raise ValueError(f"signer {args.name!r} is built in; choose another name")
+    probe(args.clip)  # an unreadable clip fails here, before any model is loaded
+    base_dir = config.renderers[config.default_renderer]
+    if base_dir == SKELETON:
+        raise ValueError(f"the default renderer of {args.config} is the skeleton: no PGMM to adapt")
+    device = str(resolve_device(args.device))
+    work = args.work or Path("outputs") / "adapt" / args.name
+    estimator = HRNetLite.from_pretrained(config.pose_estimator) if config.pose_estimator else None
+    report = adapt_signer(
+        args.clip,
+        PGMM.from_pretrained(base_dir, map_location=device),
+        work,
+        config=AdaptConfig(steps=args.steps),
+        estimator=estimator,
+        device=device,
+    )
+    labels = PoseSequence.load(work / "labels.npz")
+    image, pose = source_signer(args.clip, labels, STORED_SIZE)
+    meta = {
+        "source": f"adapted on {args.clip.name}",
+        "renderer": config.default_renderer,
+        "report": f"{work / 'report.json'}",
+    }
+    registry.add_adapted(args.name, image, pose, work / "train" / "model", meta)
+    b, a = report["before"], report["after"]
+    print(
+        f"adapted signer {args.name!r} in {report['train_seconds'] / 60:.1f} min "
+        f"({report['steps']} steps): held-out L1 {b['l1']:.4f} -> {a['l1']:.4f}, "
+        f"SSIM {b['ssim']:.3f} -> {a['ssim']:.3f}; contact sheet {work / 'contact_sheet.png'}"
+    )

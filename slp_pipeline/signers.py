@@ -3,7 +3,9 @@
 A signer is one source image plus its whole-body reference pose -- all PGMM needs to animate
 someone, and all retargeting needs to fit text2pose's canonical poses to that person's body.
 Each signer is a sub-folder ``<root>/<name>/`` holding ``image.png`` (square RGB), ``pose.npz``
-(``(133, 3)`` normalised COCO-WholeBody points, confidence 0 where unknown) and ``meta.json``.
+(``(133, 3)`` normalised COCO-WholeBody points, confidence 0 where unknown) and ``meta.json``;
+an *adapted* signer (``slp signers adapt``) also has ``model/``, a PGMM fine-tuned on a clip of
+that person, which the renderer of the same variant uses instead of its own weights.
 Folders are written under a temporary name and renamed into place, so a crash never leaves a
 half-written signer that a renderer replica could pick up.
 
@@ -87,6 +89,7 @@ class Signer:
     image: np.ndarray  # (S, S, 3) uint8
     pose: np.ndarray  # (133, 3) normalised xy + confidence
     meta: dict[str, Any] = field(default_factory=dict)
+    model_dir: Path | None = None  # the signer's own PGMM weights (adapted signers only)
 
     @property
     def key(self) -> str:
@@ -135,9 +138,12 @@ def decode_upload(data: bytes) -> np.ndarray:
     return np.asarray(square, dtype=np.uint8)
 
 
-def _digest(image: np.ndarray, pose: np.ndarray) -> str:
+def _digest(image: np.ndarray, pose: np.ndarray, *extra: bytes) -> str:
+    """Content key of a signer; ``extra``: its own model files, so new weights are a new key."""
     h = hashlib.sha256(np.ascontiguousarray(image).tobytes())
     h.update(np.ascontiguousarray(pose, dtype=np.float32).tobytes())
+    for part in extra:
+        h.update(part)
     return h.hexdigest()[:16]
 
 
@@ -183,7 +189,8 @@ class SignerRegistry:
             image = np.asarray(img.convert("RGB"), dtype=np.uint8)
         with np.load(folder / "pose.npz") as npz:
             pose = npz["pose"].astype(np.float32)
-        return Signer(name, image, pose, meta)
+        model = folder / "model"
+        return Signer(name, image, pose, meta, model if (model / "config.json").is_file() else None)
 
     def add(self, name: str, data: bytes, estimate_pose: PoseEstimate | None) -> Signer:
         """Validate an uploaded image, find the signer's pose in it and store it."""
@@ -199,18 +206,46 @@ class SignerRegistry:
         meta = {"source": "upload", "builtin": False}
         return self._write(name, image, pose, meta)
 
+    def add_adapted(
+        self, name: str, image: np.ndarray, pose: np.ndarray, model_dir: Path, meta: dict
+    ) -> Signer:
+        """Register a signer with its own PGMM weights (``model_dir``: a PGMM folder), replacing
+        an earlier adapted signer of that name -- re-running an adaptation updates it."""
+        check_name(name)
+        if (self.root / name / "meta.json").is_file():
+            if self._meta(name).get("builtin"):
+                raise SignerProtected(f"signer {name!r} is built in and cannot be replaced")
+            if not self._meta(name).get("adapted"):
+                raise SignerExists(f"signer {name!r} already exists; delete it first")
+            self.delete(name)
+        if image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[2] != 3:
+            raise ValueError(f"signer image must be square RGB, got {image.shape}")
+        meta = {**meta, "adapted": True, "builtin": False}
+        return self._write(name, image, np.asarray(pose, np.float32), meta, Path(model_dir))
+
     def delete(self, name: str) -> None:
         if self._meta(name).get("builtin"):
             raise SignerProtected(f"signer {name!r} is built in and cannot be deleted")
         shutil.rmtree(self.root / name)
 
-    def _write(self, name: str, image: np.ndarray, pose: np.ndarray, meta: dict) -> Signer:
-        meta = {**meta, "digest": _digest(image, pose), "size": int(image.shape[0])}
+    def _write(
+        self,
+        name: str,
+        image: np.ndarray,
+        pose: np.ndarray,
+        meta: dict,
+        model_dir: Path | None = None,
+    ) -> Signer:
+        files = sorted(p for p in model_dir.iterdir() if p.is_file()) if model_dir else []
+        weights = [p.read_bytes() for p in files]
+        meta = {**meta, "digest": _digest(image, pose, *weights), "size": int(image.shape[0])}
         tmp = self.root / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.mkdir()
         try:
             Image.fromarray(image).save(tmp / "image.png")
             np.savez(tmp / "pose.npz", pose=pose)
+            if model_dir is not None:
+                shutil.copytree(model_dir, tmp / "model")
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
             tmp.rename(self.root / name)
         except OSError as e:
@@ -221,4 +256,5 @@ class SignerRegistry:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return Signer(name, image, pose, meta)
+        own = self.root / name / "model" if model_dir is not None else None
+        return Signer(name, image, pose, meta, own)

@@ -245,6 +245,14 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     return out.permute(0, 2, 3, 1).cpu().numpy()
 
 
+@dataclass
+class SignerState:
+    """An adapted signer's cached state: its own PGMM and the source encoded by it."""
+
+    model: PGMM
+    state: SourceState
+
+
 class RendererStage:
     """One renderer: a PGMM checkpoint (any variant, ``tpsmm`` included) or the ``skeleton``
     preview, which draws the pose over the faded signer image and needs no model at all."""
@@ -294,7 +302,22 @@ class RendererStage:
         if source_heatmaps is None:
             raise ValueError(f"renderer {self.name!r} needs the signer's source heatmaps")
         x = torch.tensor(image).permute(2, 0, 1)[None].float().div(255).to(self.device)
-        return self.model.encode_source(x, source_heatmaps.to(self.device))
+        model = self.signer_model(signer)
+        state = model.encode_source(x, source_heatmaps.to(self.device))
+        return state if model is self.model else SignerState(model, state)
+
+    def signer_model(self, signer: Signer) -> PGMM:
+        """The weights to render ``signer`` with: the signer's own (adapted) PGMM when it has
+        one of this renderer's variant and size, else this renderer's. Loaded per signer and
+        kept only in the signer's cached state, so the serving layer's multiplexed LRU bounds
+        how many adapted models a replica holds."""
+        if signer.model_dir is None or self.model is None:
+            return self.model
+        own = PGMM.from_pretrained(signer.model_dir, map_location=self.device)
+        base = self.model.config
+        if (own.config.variant, own.config.image_size) != (base.variant, base.image_size):
+            return self.model
+        return own.eval()
 
     def render(self, states: Sequence[Any], chunks: Sequence[DrivingChunk]) -> list[np.ndarray]:
         """Frames for several (signer state, chunk) pairs -- possibly of different requests --
@@ -304,6 +327,25 @@ class RendererStage:
                 draw_skeleton(c.pose.data, layout=c.pose.layout, background=bg)
                 for bg, c in zip(states, chunks, strict=True)
             ]
+        # One forward pass per model: adapted signers bring their own weights.
+        out: list[np.ndarray] = [np.empty(0)] * len(chunks)
+        groups: dict[int, list[int]] = {}
+        for i, s in enumerate(states):
+            groups.setdefault(id(s.model) if isinstance(s, SignerState) else 0, []).append(i)
+        for idx in groups.values():
+            first = states[idx[0]]
+            model = first.model if isinstance(first, SignerState) else self.model
+            group = [
+                s.state if isinstance(s, SignerState) else s for s in (states[i] for i in idx)
+            ]
+            frames = self._animate(model, group, [chunks[i] for i in idx])
+            for i, f in zip(idx, frames, strict=True):
+                out[i] = f
+        return out
+
+    def _animate(
+        self, model: PGMM, states: Sequence[SourceState], chunks: Sequence[DrivingChunk]
+    ) -> list[np.ndarray]:
         lengths = [len(c.pose) for c in chunks]
         state = states[0] if len(states) == 1 else _stack_states(states, lengths)
         maps = torch.cat([c.heatmaps for c in chunks]).to(self.device)
@@ -313,7 +355,7 @@ class RendererStage:
             else nullcontext()
         )
         with autocast:
-            frames = _to_uint8(self.model.animate(state, maps))
+            frames = _to_uint8(model.animate(state, maps))
         return list(np.split(frames, np.cumsum(lengths)[:-1]))
 
 

@@ -22,6 +22,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,12 @@ class TrainState:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
+    # Early stopping (only with a validator): best held-out score so far, and how many
+    # validations in a row have not beaten it. Saved with the checkpoint, so a resumed run
+    # keeps its patience.
+    best_score: float | None = None
+    bad_checks: int = 0
+    stopped_early: bool = False
 
 
 def pose_heatmaps(points: torch.Tensor, image_size: int, stride: int, sigma: float) -> torch.Tensor:
@@ -69,7 +76,18 @@ class PGMMTrainer:
         estimator: PoseEstimator | None = None,
         vgg_weights: str | Path | None = None,
         progress: bool = True,
+        init_from: PGMM | None = None,
+        validator: Callable[[PGMM], float] | None = None,
+        validate_every: int = 50,
+        patience: int = 3,
     ) -> None:
+        """``init_from``: start from these weights (fine-tuning; its architecture must match
+        ``model_config``). ``validator``: a held-out score, lower is better, computed every
+        ``validate_every`` steps; the best model is kept in ``RUN/best`` and becomes
+        ``RUN/model``, and training stops after ``patience`` validations without a new best.
+        """
+        if validate_every < 1 or patience < 1:
+            raise ValueError("validate_every and patience must be >= 1")
         self.mcfg, self.cfg = model_config, train_config
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
@@ -83,6 +101,10 @@ class PGMMTrainer:
             self.estimator.freeze()
         torch.manual_seed(train_config.seed)
         self.model = PGMM(model_config).to(self.device)
+        if init_from is not None:
+            # Only the weights: the loss weights of model_config may differ from the base's.
+            self.model.load_state_dict(init_from.state_dict())
+        self.validator, self.validate_every, self.patience = validator, validate_every, patience
         self.loss = PGMMLoss(model_config, vgg_weights=vgg_weights, estimator=self.estimator)
         self.loss.to(self.device)
         self.optimizer = torch.optim.Adam(
@@ -150,8 +172,29 @@ class PGMMTrainer:
         self.scheduler.last_epoch = state["scheduler_last_epoch"]
         self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         self.scaler.load_state_dict(state["scaler"])
-        self.state = TrainState(state["epoch"], state["step_in_epoch"], state["global_step"])
+        known = TrainState.__dataclass_fields__
+        self.state = TrainState(**{k: v for k, v in state.items() if k in known})
         return True
+
+    def _validate(self) -> None:
+        """Score the model on held-out data; keep the best; count toward early stopping."""
+        self.model.eval()
+        with torch.no_grad():
+            score = float(self.validator(self.model))
+        state = self.state
+        if state.best_score is None or score < state.best_score:
+            state.best_score, state.bad_checks = score, 0
+            self.model.save_pretrained(self.run_dir / "best")
+        else:
+            state.bad_checks += 1
+            state.stopped_early = state.bad_checks >= self.patience
+        path = self.run_dir / "validation.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", "score", "best"])
+            writer.writerow([state.global_step, f"{score:.6f}", f"{state.best_score:.6f}"])
 
     # ------------------------------------------------------------------ logging
     def _log(self, terms: dict[str, float], seconds: float) -> None:
@@ -264,7 +307,11 @@ class PGMMTrainer:
             disable=not self.progress,
         )
         try:
-            while self.state.epoch < cfg.epochs and self.state.global_step < total:
+            while (
+                self.state.epoch < cfg.epochs
+                and self.state.global_step < total
+                and not self.state.stopped_early
+            ):
                 start = time.perf_counter()
                 for batch in self._batches(self.state.epoch, self.state.step_in_epoch):
                     terms, pred = self.train_step(batch)
@@ -277,10 +324,14 @@ class PGMMTrainer:
                         self._log(terms, time.perf_counter() - start)
                     if step % cfg.sample_every == 0:
                         self._save_samples(batch, pred)
+                    if self.validator is not None and (
+                        step % self.validate_every == 0 or step == total
+                    ):
+                        self._validate()
                     if step % cfg.checkpoint_every == 0:
                         self.save_checkpoint()
                     start = time.perf_counter()
-                    if step >= total:
+                    if step >= total or self.state.stopped_early:
                         break
                 if self.state.step_in_epoch >= self.steps_per_epoch:
                     self.state.epoch += 1
@@ -292,6 +343,9 @@ class PGMMTrainer:
             raise
         bar.close()
         self.save_checkpoint()
+        best = self.run_dir / "best"
+        if self.validator is not None and (best / "config.json").exists():
+            self.model.load_state_dict(PGMM.from_pretrained(best).state_dict())
         self.model.save_pretrained(self.run_dir / "model")
         if self._writer:
             self._writer.close()
