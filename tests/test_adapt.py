@@ -1,0 +1,165 @@
+"""Signer adaptation: the fine-tuning loop on a real clip (a few steps of a tiny PGMM), early
+stopping, bad clips, the registry's adapted signers and the renderer using their weights."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny import TINY_PGMM
+
+from pgmm.models.config import PGMMConfig
+from pgmm.models.pgmm import PGMM
+from pgmm.pose.sequence import PoseSequence
+from pgmm.training.adapt import AdaptConfig, adapt_signer, person_box, source_signer
+from pgmm.video import VideoError, write_video
+from slp_pipeline.cli import main as slp
+from slp_pipeline.signers import SignerExists, SignerProtected, SignerRegistry
+from slp_pipeline.stages import DrivingChunk, HeatmapStage, RendererStage, SignerState
+
+STEPS = 4
+
+
+def _tiny(seed: int) -> PGMM:
+    torch.manual_seed(seed)
+    return PGMM(PGMMConfig(variant="full", image_size=128, **TINY_PGMM)).eval()
+
+
+@pytest.fixture(scope="module")
+def clip(shared_data: Path) -> tuple[Path, PoseSequence]:
+    """The ASL clip (107 frames) and its shipped MediaPipe labels: no labelling run needed."""
+    folder = shared_data / "video" / "asl-what-is-your-name"
+    return folder / "what-is-your-name.mp4", PoseSequence.load_pose(
+        folder / "what-is-your-name.pose"
+    )
+
+
+@pytest.fixture(scope="module")
+def adapted(clip, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, PGMM]:
+    pytest.importorskip("mediapipe")  # the report scores generated frames with MediaPipe
+    video, labels = clip
+    run = tmp_path_factory.mktemp("adapt")
+    base = _tiny(0)
+    config = AdaptConfig(steps=STEPS, validate_every=2, batch_size=2)
+    report = adapt_signer(video, base, run, labels=labels, config=config, progress=False)
+    return run, report, base
+
+
+def test_adaptation_keeps_the_best_held_out_step(adapted) -> None:
+    run, report, base = adapted
+    assert report["steps"] == STEPS and report["frames"] == {
+        "train": 86,
+        "holdout": 21,
+        "fps": 25.0,
+    }
+    rows = list(csv.DictReader((run / "train" / "validation.csv").open()))
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    best = min(float(r["score"]) for r in rows)
+    assert report["best_validation_l1"] == pytest.approx(best, abs=1e-6)
+    # The registered model is the best step, re-scored from disk: the same held-out L1.
+    assert report["after"]["l1"] == pytest.approx(best, abs=1e-5)
+    for key in ("l1", "ssim", "ke_upper_body", "left_hand_found"):
+        assert key in report["before"] and key in report["after"]
+    tuned = PGMM.from_pretrained(run / "train" / "model")
+    assert any(not torch.equal(v, base.state_dict()[k]) for k, v in tuned.state_dict().items())
+    assert json.loads((run / "report.json").read_text())["steps"] == STEPS
+    assert (run / "contact_sheet.png").is_file()
+
+
+def test_early_stopping_stops_after_patience(clip, tmp_path: Path) -> None:
+    """A validator that never improves after its first score stops the run after `patience`
+    further validations, and a re-run of the finished folder does not train again."""
+    from pgmm.training.adapt import LabelledClip
+    from pgmm.training.config import TrainConfig
+    from pgmm.training.trainer import PGMMTrainer
+
+    video, labels = clip
+    labels.save(tmp_path / "labels.npz")
+    data = LabelledClip(video, tmp_path / "labels.npz", "train", 128, 80, 107)
+    scores = iter([1.0, 2.0, 3.0, 4.0, 5.0])
+    cfg = PGMMConfig(variant="full", image_size=128, **TINY_PGMM)
+    cfg.loss_weights["pose_distance"] = 0.0
+    tcfg = TrainConfig(epochs=10, pairs_per_video=2, batch_size=2, max_steps=10, log_every=1)
+
+    def trainer(validator) -> PGMMTrainer:
+        return PGMMTrainer(cfg, tcfg, data, tmp_path / "run", progress=False,
+                           validator=validator, validate_every=1, patience=2)  # fmt: skip
+
+    state = trainer(lambda m: next(scores)).run()
+    assert state.stopped_early and state.global_step == 3 and state.best_score == 1.0
+    assert trainer(lambda m: 0.0).run().global_step == 3
+
+
+def test_too_short_and_unreadable_clips_are_clear_errors(clip, tmp_path: Path) -> None:
+    video, labels = clip
+    with pytest.raises(ValueError, match="too short to adapt to.*at least 40 frames"):
+        adapt_signer(video, _tiny(0), tmp_path / "a", labels=labels[:20], progress=False)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(VideoError, match="bad.mp4"):
+        adapt_signer(bad, _tiny(0), tmp_path / "b", labels=labels, progress=False)
+
+
+def test_clip_without_a_person_is_a_clear_error(tmp_path: Path) -> None:
+    pytest.importorskip("mediapipe")
+    from pgmm.pose.mediapipe_labels import NoPersonError
+
+    video = write_video(tmp_path / "wall.mp4", np.full((8, 96, 96, 3), 90, np.uint8))
+    with pytest.raises(NoPersonError, match="found a person in only 0 of 8"):
+        adapt_signer(video, _tiny(0), tmp_path / "run", progress=False)
+
+
+def test_cli_adapt_rejects_bad_input(tmp_path: Path, capsys) -> None:
+    assert slp(["signers", "adapt", str(tmp_path / "none.mp4"), "--name", "x"]) == 2
+    assert slp(["signers", "adapt", str(tmp_path / "none.mp4"), "--name", "default"]) == 2
+    assert slp(["signers", "adapt", str(tmp_path / "none.mp4"), "--name", "Bad Name"]) == 2
+    err = capsys.readouterr().err
+    assert "none.mp4" in err and "built in" in err and "invalid signer name" in err
+
+
+def test_person_box_and_source_crop(clip) -> None:
+    video, labels = clip
+    x0, y0, x1, y1 = person_box(labels)
+    assert 0 <= x0 < x1 <= 1.2 and y0 < y1
+    image, pose = source_signer(video, labels, 256)
+    assert image.shape == (256, 256, 3)
+    shoulders = pose[[5, 6], :2]
+    assert ((shoulders > 0) & (shoulders < 1)).all()  # the crop keeps the body in frame
+
+
+def test_registry_and_renderer_use_the_signers_own_weights(adapted, tmp_path: Path) -> None:
+    run, _, base = adapted
+    registry = SignerRegistry(tmp_path / "signers")
+    default = registry.get("default")
+    person = registry.add_adapted("real", default.image, default.pose, run / "train" / "model", {})
+    assert person.model_dir is not None and registry.get("real").key == person.key
+    with pytest.raises(SignerProtected):
+        registry.add_adapted("default", default.image, default.pose, run / "train" / "model", {})
+    png = io.BytesIO()
+    Image.fromarray(default.image).save(png, format="PNG")
+    registry.add("photo", png.getvalue(), lambda image: default.pose)
+    with pytest.raises(SignerExists):  # an uploaded signer is never silently replaced
+        registry.add_adapted("photo", default.image, default.pose, run / "train" / "model", {})
+    again = registry.add_adapted("real", default.image, default.pose, run / "train" / "model", {})
+    assert again.key == person.key  # same content, same cache key
+
+    stage = RendererStage("full", base)
+    heat = HeatmapStage()
+    size = stage.heatmap_size
+    own = stage.encode_signer(registry.get("real"), heat.source_heatmaps(person, size))
+    plain = stage.encode_signer(default, heat.source_heatmaps(default, size))
+    assert isinstance(own, SignerState) and not isinstance(plain, SignerState)
+    pose = PoseSequence(np.repeat(default.pose[None], 3, 0))
+    chunk = heat.drive(pose, default, size)
+    mixed = stage.render([own, plain], [chunk, DrivingChunk(chunk.pose, chunk.heatmaps)])
+    alone_own = stage.render([own], [chunk])[0]
+    alone_plain = stage.render([plain], [chunk])[0]
+    np.testing.assert_array_equal(mixed[0], alone_own)
+    np.testing.assert_array_equal(mixed[1], alone_plain)
+    assert np.abs(alone_own.astype(int) - alone_plain.astype(int)).mean() > 0.5
