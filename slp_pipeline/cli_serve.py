@@ -14,7 +14,7 @@ from pgmm.pose.sequence import PoseSequence
 from pgmm.training.adapt import AdaptConfig
 from slp_pipeline.config import DEFAULT_CONFIG, PipelineConfig, load_serve_config, pipeline_config
 from slp_pipeline.signers import BUILTIN_SIGNERS, STORED_SIZE, SignerRegistry, check_name
-from slp_pipeline.stages import SKELETON, PoseEstimatorStage, resolve_device
+from slp_pipeline.stages import SKELETON, resolve_device, upload_pose_estimator
 from slp_pipeline.synthesize import Synthesizer
 
 
@@ -99,10 +99,10 @@ def run_signers(args: argparse.Namespace) -> int:
         for row in registry.list():
             print(json.dumps(row))
     elif args.action == "add":
-        if not config.pose_estimator:
+        estimator = upload_pose_estimator(config.upload_poses, config.pose_estimator)
+        if estimator is None:
             raise ValueError(f"{args.config} configures no pose_estimator, needed to add signers")
-        data = args.image.read_bytes()
-        person = registry.add(args.name, data, PoseEstimatorStage.load(config.pose_estimator))
+        person = registry.add(args.name, args.image.read_bytes(), estimator)
         print(f"added signer {person.name!r} ({config.signers_dir}/{person.name})")
     elif args.action == "adapt":
         _adapt(args, config, registry)

@@ -22,6 +22,9 @@ from slp_pipeline.stages import SKELETON, TextToPoseLoader
 DEFAULT_CONFIG = Path("configs/serve/cpu.yaml")
 
 
+UPLOAD_POSES = ("mediapipe", "pe")
+
+
 @dataclass
 class PipelineConfig:
     """Model locations and per-request limits. Relative paths are taken from the directory
@@ -31,6 +34,10 @@ class PipelineConfig:
     renderers: dict[str, str]  # name -> PGMM checkpoint folder, or "skeleton"
     default_renderer: str
     pose_estimator: str | None = None  # P_e folder; without it, uploads are refused
+    # How an uploaded photo's pose is found: "mediapipe" (real people; needs the `real`
+    # extra) or "pe" (our P_e, trained on SynthSigner: right for synthetic images only --
+    # on real frames its hand PCK@0.05 is 0, see docs/results.md).
+    upload_poses: str = "mediapipe"
     signers_dir: str = "data/signers"
     device: str = "auto"  # auto | cpu | cuda
     chunk_frames: int = 16
@@ -50,6 +57,10 @@ class PipelineConfig:
             raise ValueError(
                 f"default_renderer {self.default_renderer!r} is not one of the configured "
                 f"renderers {sorted(self.renderers)}"
+            )
+        if self.upload_poses not in UPLOAD_POSES:
+            raise ValueError(
+                f"upload_poses must be one of {UPLOAD_POSES}, got {self.upload_poses!r}"
             )
         if self.chunk_frames < 1 or self.max_text_chars < 1 or self.max_batch_size < 1:
             raise ValueError("chunk_frames, max_text_chars and max_batch_size must be >= 1")

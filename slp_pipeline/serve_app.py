@@ -56,10 +56,10 @@ from slp_pipeline.stages import (
     EncodeStage,
     FrameRateConverter,
     HeatmapStage,
-    PoseEstimatorStage,
     RendererStage,
     Text2PoseStage,
     check_request_text,
+    upload_pose_estimator,
 )
 
 RENDER_WINDOW = 3  # chunks of one request in flight at once: overlaps rendering with encoding
@@ -265,9 +265,7 @@ class SignAPI:
         self.renderer = renderer
         self.config = config
         self.registry = SignerRegistry(config.signers_dir, seed_builtins=False)
-        self.estimator = (
-            PoseEstimatorStage.load(config.pose_estimator) if config.pose_estimator else None
-        )
+        self.estimator = upload_pose_estimator(config.upload_poses, config.pose_estimator)
         self.heatmaps = HeatmapStage(config.heatmap_sigma)
         self.encode = EncodeStage()
 

@@ -238,6 +238,33 @@ class PoseEstimatorStage:
         return pose
 
 
+class MediaPipeEstimatorStage:
+    """MediaPipe Holistic on one photo: the whole 133-point body of a *real* person, which
+    our SynthSigner-trained P_e cannot find (see :mod:`pgmm.pose.mediapipe_labels`)."""
+
+    def __init__(self) -> None:
+        from pgmm.pose.mediapipe_labels import _import_mediapipe
+
+        _import_mediapipe()  # a missing extra fails at startup, not on the first upload
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        from pgmm.pose.mediapipe_labels import NoPersonError, label_image
+
+        try:
+            return label_image(image, "the uploaded image")
+        except NoPersonError as e:
+            raise InputError(str(e)) from e
+
+
+def upload_pose_estimator(
+    upload_poses: str, pose_estimator: str | None
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """What finds an uploaded signer's pose (``None``: uploads are refused)."""
+    if upload_poses == "mediapipe":
+        return MediaPipeEstimatorStage()
+    return PoseEstimatorStage.load(pose_estimator) if pose_estimator else None
+
+
 # --------------------------------------------------------------------------- heatmaps -> frames
 def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     """``(T, 3, H, W)`` in [0, 1] -> ``(T, H, W, 3)`` uint8, rounded rather than truncated."""

@@ -84,6 +84,7 @@ def tiny_pipeline(root: Path, serve_config: Mapping[str, Any]) -> PipelineConfig
         "skeleton": "skeleton",
     }
     config.pose_estimator = str(root / "pe")
+    config.upload_poses = "pe"  # the tiny P_e: no MediaPipe needed by the serving tests
     config.signers_dir = str(root / "signers")
     config.text2pose_loader = SynthTextToPose.from_pretrained
     return config

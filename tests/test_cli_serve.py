@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -36,6 +37,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         text2pose={"de": str(tmp_path / "t2p/de")},
         renderers={"full": str(tmp_path / "full"), "skeleton": "skeleton"},
         pose_estimator=str(tmp_path / "pe"),
+        upload_poses="pe",  # the tiny P_e "finds" a body anywhere: CLI mechanics only
         signers_dir=str(tmp_path / "signers"),
     )
     path = tmp_path / "serve.yaml"
@@ -99,6 +101,25 @@ def test_signers_list_add_remove(
     assert [r["name"] for r in rows] == ["default", "me", "synth-11"]
     assert main(["signers", "remove", "me", "--config", str(config)]) == 0
     assert not (tmp_path / "signers" / "me").exists()
+
+
+def test_signers_add_a_real_photo_with_mediapipe(
+    config: Path, tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The shipped configs find an uploaded person with MediaPipe: a real photo is added
+    with its whole body (hands and face too), an image of no one is refused in one line."""
+    pytest.importorskip("mediapipe")
+    data = yaml.safe_load(config.read_text())
+    data["applications"][0]["args"]["upload_poses"] = "mediapipe"
+    config.write_text(yaml.safe_dump(data))
+    photo = shared_data / "video" / "asl-what-is-your-name" / "example-img.png"
+    assert main(["signers", "add", str(photo), "--name", "real", "--config", str(config)]) == 0
+    pose = np.load(tmp_path / "signers" / "real" / "pose.npz")["pose"]
+    assert (pose[:11, 2] > 0).sum() >= 7 and (pose[23:91, 2] > 0).all()  # body and face
+    blank = tmp_path / "wall.png"
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(blank)
+    assert main(["signers", "add", str(blank), "--name", "wall", "--config", str(config)]) == 2
+    assert "found no person" in capsys.readouterr().err
 
 
 def test_slp_caption_with_the_in_process_renderer(
