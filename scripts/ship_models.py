@@ -8,7 +8,8 @@ themselves (relative 5e-4). Small files stay float32. Folders are replaced, neve
 Example (the commands behind models/ are in each MODEL_CARD.md)::
 
     python scripts/ship_models.py pgmm/full-small=outputs/ablation800/full/model \\
-        pose_estimator=outputs/runs/pose_estimator_aug/model text2pose/de=outputs/t2p/de
+        pose_estimator=outputs/runs/pose_estimator_aug/model text2pose/de=outputs/t2p/de \\
+        recognizer/de=outputs/runs/recognizer_de/model
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
-HALF_ABOVE_BYTES = 4 * 2**20
+HALF_ABOVE_BYTES = 2**20  # only P_e (0.7 MB) stays float32
 KEEP = ("MODEL_CARD.md",)  # hand-written files that survive a re-ship
 
 

@@ -50,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--lpips-linear", type=Path, help="LPIPS v0.1 linear-head weights")
     ev.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
     ev.add_argument("--i3d", type=Path, help="I3D (Kinetics-400) weights for FVD")
+    ev.add_argument(
+        "--recognizer",
+        type=Path,
+        help="PoseCTCRecognizer folder for WER (e.g. models/recognizer/de); needs --pose-estimator",
+    )
     ev.add_argument("--max-videos", type=int)
     ev.add_argument("--max-frames", type=int, help="evaluate only the first N frames per video")
     ev.add_argument("--drive", choices=DRIVES, default="image")
@@ -122,6 +127,16 @@ def run_eval(args: argparse.Namespace) -> int:
     estimator = None
     if args.pose_estimator is not None:
         estimator = HRNetLite.from_pretrained(args.pose_estimator).to(args.device)
+    recognizer = None
+    if args.recognizer is not None:
+        from pgmm.metrics.recognizer import PoseCTCRecognizer, VideoGlossRecognizer
+
+        if estimator is None:
+            raise ValueError("--recognizer reads P_e's keypoints: give --pose-estimator too")
+        if not args.recognizer.is_dir():
+            raise FileNotFoundError(f"recognizer folder not found: {args.recognizer}")
+        ctc = PoseCTCRecognizer.from_pretrained(args.recognizer, args.device)
+        recognizer = VideoGlossRecognizer(ctc, estimator)
     lpips, i3d = _metric_weights(args)
 
     datasets: dict[int, SignVideoDataset] = {}
@@ -138,6 +153,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 datasets[size],
                 args.task,
                 estimator=estimator,
+                recognizer=recognizer,
                 lpips=lpips,
                 i3d=i3d,
                 max_videos=args.max_videos,

@@ -1,0 +1,62 @@
+"""Collect ``slp signers adapt`` reports into the before/after table of docs/results.md and
+copy each contact sheet to ``docs/images/adapt_<signer>.png``.
+
+    python scripts/adapt_report.py how2sign asl     # reads outputs/adapt/<name>/report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = (
+    ("l1", "L1 ↓", "{:.4f}"),
+    ("ssim", "SSIM ↑", "{:.3f}"),
+    ("ke_upper_body", "KE body ↓", "{:.3f}"),
+    ("ke_left_hand", "KE left hand ↓", "{:.3f}"),
+    ("ke_right_hand", "KE right hand ↓", "{:.3f}"),
+    ("left_hand_found", "left hand found", "{:.0%}"),
+    ("right_hand_found", "right hand found", "{:.0%}"),
+)
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="+")
+    parser.add_argument("--runs", type=Path, default=ROOT / "outputs" / "adapt")
+    args = parser.parse_args()
+    head = "| signer | model | " + " | ".join(c[1] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    notes = []
+    for name in args.names:
+        run = args.runs / name
+        report = json.loads((run / "report.json").read_text())
+        for when, label in (("before", "SynthSigner PGMM (photo only)"), ("after", "adapted")):
+            row = report[when]
+            cells = [_cell(row.get(key), fmt) for key, _, fmt in COLUMNS]
+            lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+        frames = report["frames"]
+        pe = {k: f"{v:.2f}" for k, v in report.get("pe_pck", {}).items()}
+        notes.append(
+            f"- **{name}**: {Path(report['video']).name}, {frames['train']} training + "
+            f"{frames['holdout']} held-out frames at {frames['fps']:g} fps; "
+            f"{report['steps']} steps in {report['train_seconds'] / 60:.1f} min on "
+            f"{report['device']}{' (stopped early)' if report['stopped_early'] else ''}; "
+            f"our P_e on the held-out frames vs MediaPipe: PCK@0.05 hands "
+            f"{pe.get('hands', 'n/a')}, whole body {pe.get('whole_body', 'n/a')}"
+        )
+        images = ROOT / "docs" / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run / "contact_sheet.png", images / f"adapt_{name}.png")
+    print("\n".join(lines + [""] + notes))
+
+
+if __name__ == "__main__":
+    main()
