@@ -68,6 +68,11 @@ def register_tools(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--model", type=Path, required=True, help="TextToPose folder")
     ev.add_argument("--split", choices=("dev", "test"), default="test")
     ev.add_argument("--max-sentences", type=int)
+    ev.add_argument(
+        "--recognizer",
+        type=Path,
+        help="gloss recognizer folder (e.g. models/recognizer/de): adds back-translation WER/BLEU",
+    )
     ev.add_argument("--out", type=Path, required=True)
     ev.set_defaults(func=run_eval)
     gl = cmd.add_parser("glosses", help="print the glosses and frame count of a text")
@@ -96,7 +101,9 @@ def run_pack(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from text2pose.evaluate import evaluate_text2pose, markdown, write
 
-    result = evaluate_text2pose(args.model, args.split, args.max_sentences)
+    result = evaluate_text2pose(
+        args.model, args.split, args.max_sentences, recognizer_dir=args.recognizer
+    )
     write(result, args.out)
     print(markdown(result))
     return 0

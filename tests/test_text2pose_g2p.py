@@ -23,6 +23,8 @@ from text2pose.metrics import dtw, dtw_mje, evaluate_g2p
 # ~0.06); length error AR 15 %, NAR 0 %.
 AR_MAX_MJE, NAR_MAX_MJE = 0.035, 0.02
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def signer(shared_data: Path):
@@ -224,3 +226,18 @@ def test_baselines_generate_canonical_sequences(signer, short_data) -> None:
     lengths = [len(s) for s in lexicon.generate(short_data.glosses)]
     assert np.abs(np.array(lengths) - short_data.num_frames).max() <= 4
     assert evaluate_g2p(lexicon, short_data.glosses, short_data.poses)["dtw_mje"] < 0.05
+
+
+def test_back_translation_reads_the_lexicon_but_not_the_mean_pose(signer, short_data) -> None:
+    """The shipped German recognizer reads glosses back from lexicon poses (SynthSigner's own
+    signs) far better than from the mean pose, which carries no sign at all."""
+    from pgmm.metrics.recognizer import PoseCTCRecognizer
+
+    recognizer = PoseCTCRecognizer.from_pretrained(REPO / "models" / "recognizer" / "de")
+    glosses, poses = short_data.glosses, short_data.poses
+    lexicon = evaluate_g2p(
+        LexiconBaseline(signer, short_data), glosses, poses, recognizer=recognizer
+    )
+    mean = evaluate_g2p(MeanPoseBaseline(short_data), glosses, poses, recognizer=recognizer)
+    assert mean["bt_wer"] >= 0.9 and mean["bt_bleu4"] == 0.0
+    assert lexicon["bt_wer"] < 0.5 < mean["bt_wer"], (lexicon, mean)

@@ -26,7 +26,8 @@ from text2pose.data import G2PData
 TRANSITION_UNITS = 0.35  # SynthSigner's transition length in sign units (motion.timeline)
 
 
-def _sequence(xy: np.ndarray, labelled: np.ndarray) -> PoseSequence:
+def canonical_sequence(xy: np.ndarray, labelled: np.ndarray) -> PoseSequence:
+    """Canonical xy ``(T, 133, 2)`` as a sequence; confidence 1 where SynthSigner labels."""
     conf = np.broadcast_to(labelled.astype(np.float32), xy.shape[:2])[..., None]
     data = np.concatenate([xy.astype(np.float32), conf], -1)
     return PoseSequence(data, FPS, "wholebody133", CANVAS, CANVAS)
@@ -44,7 +45,7 @@ class MeanPoseBaseline:
 
     def generate(self, gloss_lists: Sequence[Sequence[str]]) -> list[PoseSequence]:
         return [
-            _sequence(
+            canonical_sequence(
                 np.repeat(self.mean_pose[None], max(1, round(len(g) * self.frames_per_gloss)), 0),
                 self.labelled,
             )
@@ -120,4 +121,4 @@ class LexiconBaseline:
             u = (np.arange(1, steps + 1) / (steps + 1))[:, None, None]
             parts += [(1 - u) * current + u * clip[0], clip]
             current = clip[-1]
-        return _sequence(np.concatenate(parts), self.labelled)
+        return canonical_sequence(np.concatenate(parts), self.labelled)

@@ -7,7 +7,9 @@ One table row per system, all on the same sentences and the same SynthSigner tar
   joints and hands only (canonical units: fraction of the canvas, shoulder width = 0.37),
   length error, decode speed;
 * ``T2G2P`` — the full text → pose path (predicted glosses into G2P), and the lexicon baseline
-  fed the same predicted glosses (what a lexicon pipeline such as sign.mt would produce).
+  fed the same predicted glosses (what a lexicon pipeline such as sign.mt would produce);
+* with a gloss recognizer: **back-translation** WER / BLEU-4 of every pose system, and of the
+  ground-truth SynthSigner poses (the recognizer's own ceiling).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from pgmm.data.synth.signer import SynthSigner
-from text2pose.baselines import LexiconBaseline, MeanPoseBaseline
+from text2pose.baselines import LexiconBaseline, MeanPoseBaseline, canonical_sequence
 from text2pose.data import build_g2p_data
-from text2pose.metrics import evaluate_g2p
+from text2pose.metrics import back_translation, evaluate_g2p
 from text2pose.pipeline import TextToPose
 from text2pose.t2g import gloss_scores
 from text2pose.train_t2g import corpus_pairs
@@ -44,8 +46,19 @@ def evaluate_text2pose(
     split: str = "test",
     max_sentences: int | None = None,
     cache_dir: str | Path = "outputs/cache/g2p",
+    recognizer_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     model = TextToPose.from_pretrained(model_dir)
+    recognizer = None
+    if recognizer_dir is not None:
+        from pgmm.metrics.recognizer import PoseCTCRecognizer
+
+        recognizer = PoseCTCRecognizer.from_pretrained(recognizer_dir)
+        if recognizer.config.language != model.language:
+            raise ValueError(
+                f"the recognizer reads {recognizer.config.language!r} glosses but the model "
+                f"signs {model.language!r}"
+            )
     language = model.language
     signer = SynthSigner(languages=[language])
     pairs = corpus_pairs(language, split)[:max_sentences]
@@ -71,9 +84,16 @@ def evaluate_text2pose(
         "mean pose": mean,
     }
     for name, system in systems.items():
-        rows[name] = evaluate_g2p(system, gold, targets)
-    rows["T2G2P (text -> pose)"] = evaluate_g2p(_Fixed(model.g2p, posed), gold, targets)
-    rows["lexicon (T2G glosses)"] = evaluate_g2p(_Fixed(lexicon, posed), gold, targets)
+        rows[name] = evaluate_g2p(system, gold, targets, recognizer=recognizer)
+    rows["T2G2P (text -> pose)"] = evaluate_g2p(
+        _Fixed(model.g2p, posed), gold, targets, recognizer=recognizer
+    )
+    rows["lexicon (T2G glosses)"] = evaluate_g2p(
+        _Fixed(lexicon, posed), gold, targets, recognizer=recognizer
+    )
+    if recognizer is not None:
+        truth = [canonical_sequence(t, data.labelled) for t in targets]
+        rows["ground-truth poses"] = back_translation(recognizer, truth, gold)
     return {"language": language, "split": split, "sentences": len(pairs), "rows": rows}
 
 
@@ -88,15 +108,20 @@ def markdown(result: dict[str, Any]) -> str:
         f"| ours | {t2g['bleu1']} | {t2g['bleu2']} | {t2g['bleu3']} | {t2g['bleu4']} "
         f"| {t2g['chrf']} |",
         "",
-        "| pose system | DTW-MJE ↓ | hands DTW-MJE ↓ | length error (frames) ↓ | frames/s |",
-        "|---|---|---|---|---|",
+        "| pose system | DTW-MJE ↓ | hands DTW-MJE ↓ | length error (frames) ↓ | frames/s "
+        "| back-transl. WER ↓ | back-transl. BLEU-4 ↑ |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         if name == "T2G":
             continue
+        bt = f"| {row['bt_wer']:.3f} | {row['bt_bleu4']:.2f} |" if "bt_wer" in row else "| – | – |"
+        if "dtw_mje" not in row:  # ground truth: back-translation only
+            lines.append(f"| {name} | – | – | – | – {bt}")
+            continue
         lines.append(
             f"| {name} | {row['dtw_mje']:.4f} | {row['dtw_mje_hands']:.4f} "
-            f"| {row['duration_error_frames']:.1f} | {row['frames_per_second']:.0f} |"
+            f"| {row['duration_error_frames']:.1f} | {row['frames_per_second']:.0f} {bt}"
         )
     return "\n".join(lines)
 

@@ -105,16 +105,41 @@ class PoseGenerator(Protocol):
     def generate(self, gloss_lists: Sequence[Sequence[str]]) -> list[PoseSequence]: ...
 
 
+def back_translation(
+    recognizer: Any, poses: Sequence[PoseSequence], glosses: Sequence[Sequence[str]]
+) -> dict[str, float]:
+    """Read glosses back from generated poses with a gloss recognizer (the SLP literature's
+    back-translation): WER and BLEU-4 against the glosses that were to be signed.
+
+    DTW-MJE asks "is it the same motion?"; this asks "can the signing be read?" -- a pose
+    sequence can be far from the target frame by frame yet still carry the right signs.
+    ``recognizer``: a :class:`pgmm.metrics.recognizer.PoseCTCRecognizer` (shoulder-normalised
+    input, so canonical poses need no conversion).
+    """
+    from pgmm.metrics.wer import word_error_rate
+    from text2pose.t2g import gloss_scores
+
+    samples = [p.to_layout("pgmm36").data for p in poses]
+    hypotheses = recognizer.recognize_batch(samples)
+    references = [list(g) for g in glosses]
+    return {
+        "bt_wer": float(word_error_rate(references, hypotheses)),
+        "bt_bleu4": gloss_scores(hypotheses, references)["bleu4"],
+    }
+
+
 def evaluate_g2p(
     model: PoseGenerator,
     glosses: Sequence[Sequence[str]],
     targets: Sequence[np.ndarray],
     batch_size: int = 16,
+    recognizer: Any = None,
 ) -> dict[str, Any]:
     """Score ``model`` on sentences with canonical xy ``targets`` ``(T, 133, 2)``.
 
     Returns DTW-MJE over all joints and the hands only (means over sentences), the length
-    error, and decode speed (generated frames per second of wall time, generation only).
+    error, and decode speed (generated frames per second of wall time, generation only);
+    with a ``recognizer``, also the back-translation scores (:func:`back_translation`).
     """
     if len(glosses) != len(targets) or not glosses:
         raise ValueError("need equally many (>= 1) gloss sequences and targets")
@@ -126,7 +151,9 @@ def evaluate_g2p(
     targets = [np.asarray(t, np.float32) for t in targets]
     frames = sum(len(p) for p in preds)
     lengths = duration_error([len(p) for p in preds], [len(t) for t in targets])
+    scores = back_translation(recognizer, preds, glosses) if recognizer is not None else {}
     return {
+        **scores,
         "sentences": len(glosses),
         "dtw_mje": float(np.mean([dtw_mje(p, t) for p, t in zip(preds, targets, strict=True)])),
         "dtw_mje_hands": float(
