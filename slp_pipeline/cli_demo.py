@@ -85,8 +85,11 @@ def run_demo(args: argparse.Namespace) -> int:
             path = args.out / f"{language}.mp4"
             path.write_bytes(video)
             print(f"[{language}] {text}")
-            print(f"     video:   {path}  ({len(video) / 1024:.0f} KiB, "
-                  f"{time.perf_counter() - t0:.1f} s)", flush=True)
+            print(
+                f"     video:   {path}  ({len(video) / 1024:.0f} KiB, "
+                f"{time.perf_counter() - t0:.1f} s)",
+                flush=True,
+            )
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -15,7 +15,12 @@ def register(train: argparse._SubParsersAction) -> None:
     tok.set_defaults(func=run_tokenizer)
 
     t2p = train.add_parser("text2pose", help="train text->gloss (t2g) or gloss->pose (g2p)")
-    t2p.add_argument("--stage", choices=("t2g", "g2p"), required=True)
+    t2p.add_argument(
+        "--stage",
+        choices=("t2g", "g2p", "t2p"),
+        required=True,
+        help="t2g: text -> glosses; g2p: glosses -> pose; t2p: direct text -> pose (comparison)",
+    )
     t2p.add_argument(
         "--config", type=Path, required=True, help="configs/text2pose/<stage>-<lang>.yaml"
     )
@@ -51,7 +56,13 @@ def run_text2pose(args: argparse.Namespace) -> int:
     else:
         from text2pose.train_g2p import G2PTrainConfig, run_g2p
 
-        run_g2p(G2PTrainConfig.from_yaml(args.config, overrides), args.out)
+        config = G2PTrainConfig.from_yaml(args.config, overrides)
+        if (args.stage == "t2p") != (config.inputs == "text"):
+            raise ValueError(
+                f"--stage {args.stage} needs a config with inputs: "
+                f"{'text' if args.stage == 't2p' else 'glosses'} ({args.config})"
+            )
+        run_g2p(config, args.out)
     return 0
 
 
@@ -72,6 +83,9 @@ def register_tools(sub: argparse._SubParsersAction) -> None:
         "--recognizer",
         type=Path,
         help="gloss recognizer folder (e.g. models/recognizer/de): adds back-translation WER/BLEU",
+    )
+    ev.add_argument(
+        "--t2p", type=Path, help="a direct text -> pose model (run/model of --stage t2p) to compare"
     )
     ev.add_argument("--out", type=Path, required=True)
     ev.set_defaults(func=run_eval)
@@ -102,7 +116,11 @@ def run_eval(args: argparse.Namespace) -> int:
     from text2pose.evaluate import evaluate_text2pose, markdown, write
 
     result = evaluate_text2pose(
-        args.model, args.split, args.max_sentences, recognizer_dir=args.recognizer
+        args.model,
+        args.split,
+        args.max_sentences,
+        recognizer_dir=args.recognizer,
+        t2p_dir=args.t2p,
     )
     write(result, args.out)
     print(markdown(result))

@@ -362,9 +362,7 @@ class RendererStage:
         for idx in groups.values():
             first = states[idx[0]]
             model = first.model if isinstance(first, SignerState) else self.model
-            group = [
-                s.state if isinstance(s, SignerState) else s for s in (states[i] for i in idx)
-            ]
+            group = [s.state if isinstance(s, SignerState) else s for s in (states[i] for i in idx)]
             frames = self._animate(model, group, [chunks[i] for i in idx])
             for i, f in zip(idx, frames, strict=True):
                 out[i] = f

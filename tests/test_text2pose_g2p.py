@@ -241,3 +241,19 @@ def test_back_translation_reads_the_lexicon_but_not_the_mean_pose(signer, short_
     mean = evaluate_g2p(MeanPoseBaseline(short_data), glosses, poses, recognizer=recognizer)
     assert mean["bt_wer"] >= 0.9 and mean["bt_bleu4"] == 0.0
     assert lexicon["bt_wer"] < 0.5 < mean["bt_wer"], (lexicon, mean)
+
+
+def test_direct_t2p_data_keys_the_same_poses_by_text(signer, short_data) -> None:
+    """The T2P variant's data: same poses, text tokens instead of glosses, frames shared
+    equally among the tokens (whole frames that add up to each sentence)."""
+    from text2pose.data import as_text_data, text_tokens
+
+    text = as_text_data(short_data, signer, "dev")
+    assert text.ids == short_data.ids and text.poses is not short_data.glosses
+    for tokens, poses, durations in zip(text.glosses, text.poses, text.durations, strict=True):
+        assert len(tokens) == len(durations) and durations.sum() == len(poses)
+        assert durations.max() - durations.min() <= 1
+        assert all(t == t.lower() for t in tokens)  # normalised like the T2G input
+    # Punctuation stays a token, as in the corpus text the models train on.
+    assert text_tokens("Am Montag: Regen!", "de") == ("am", "montag", ":", "regen", "!")
+    assert text_tokens("明天 下雨。", "zh") == ("明", "天", "下", "雨", "。")

@@ -216,6 +216,31 @@ def build_g2p_data(
     return data
 
 
+def text_tokens(text: str, language: str) -> tuple[str, ...]:
+    """The input tokens of direct text -> pose: the normalised text's words (German) or
+    characters (Chinese, which has no spaces), exactly as the T2G model sees the text."""
+    from text2pose.normalize import normalize_sentence
+
+    text = normalize_sentence(text, language)
+    return tuple(text.split()) if language == "de" else tuple(c for c in text if not c.isspace())
+
+
+def as_text_data(data: G2PData, signer: SynthSigner, split: str) -> G2PData:
+    """The same poses keyed by the sentences' *text* instead of their glosses: the data of the
+    direct T2P variant (Progressive Transformers' T2P), which skips glosses altogether.
+
+    Text tokens have no frame alignment, so each gets an equal share of the sentence's frames
+    (the NAR duration predictor then learns these shares; AR mode ignores durations).
+    """
+    text = {s.id: s.text for s in signer.sentences(split, data.language)}
+    tokens = [text_tokens(text[i], data.language) or ("<empty>",) for i in data.ids]
+    durations = [
+        np.diff(np.round(np.linspace(0, len(p), len(t) + 1))).astype(np.int64)
+        for p, t in zip(data.poses, tokens, strict=True)
+    ]
+    return G2PData(data.ids, data.language, tokens, data.poses, durations, data.labelled)
+
+
 def g2p_data_from_sentences(
     signer: SynthSigner, sentences: Sequence[CorpusSentence], progress: bool = False
 ) -> G2PData:

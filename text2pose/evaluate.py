@@ -6,6 +6,7 @@ One table row per system, all on the same sentences and the same SynthSigner tar
 * ``G2P (gold glosses)`` vs the **lexicon** and **mean-pose** baselines — DTW-MJE over all
   joints and hands only (canonical units: fraction of the canvas, shoulder width = 0.37),
   length error, decode speed;
+* ``T2P direct`` (optional) — text straight into a pose network, no glosses;
 * ``T2G2P`` — the full text → pose path (predicted glosses into G2P), and the lexicon baseline
   fed the same predicted glosses (what a lexicon pipeline such as sign.mt would produce);
 * with a gloss recognizer: **back-translation** WER / BLEU-4 of every pose system, and of the
@@ -21,7 +22,8 @@ from typing import Any
 
 from pgmm.data.synth.signer import SynthSigner
 from text2pose.baselines import LexiconBaseline, MeanPoseBaseline, canonical_sequence
-from text2pose.data import build_g2p_data
+from text2pose.data import build_g2p_data, text_tokens
+from text2pose.g2p import GlossToPose
 from text2pose.metrics import back_translation, evaluate_g2p
 from text2pose.pipeline import TextToPose
 from text2pose.t2g import gloss_scores
@@ -47,6 +49,7 @@ def evaluate_text2pose(
     max_sentences: int | None = None,
     cache_dir: str | Path = "outputs/cache/g2p",
     recognizer_dir: str | Path | None = None,
+    t2p_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     model = TextToPose.from_pretrained(model_dir)
     recognizer = None
@@ -91,6 +94,12 @@ def evaluate_text2pose(
     rows["lexicon (T2G glosses)"] = evaluate_g2p(
         _Fixed(lexicon, posed), gold, targets, recognizer=recognizer
     )
+    if t2p_dir is not None:  # direct text -> pose, fed the same test texts
+        t2p = GlossToPose.from_pretrained(t2p_dir)
+        tokens = [list(text_tokens(t, language)) for t, _ in pairs]
+        rows["T2P direct (text -> pose)"] = evaluate_g2p(
+            _Fixed(t2p, tokens), gold, targets, recognizer=recognizer
+        )
     if recognizer is not None:
         truth = [canonical_sequence(t, data.labelled) for t in targets]
         rows["ground-truth poses"] = back_translation(recognizer, truth, gold)

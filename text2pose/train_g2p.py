@@ -1,4 +1,8 @@
-"""``slp train text2pose --stage g2p``: the G2P recipe from a YAML file.
+"""``slp train text2pose --stage g2p|t2p``: the G2P recipe from a YAML file.
+
+``--stage t2p`` (``inputs: text``) trains the same network on the sentences' text instead of
+their glosses: the direct text -> pose variant that Progressive Transformers compares with
+text -> gloss -> pose.
 
 The targets are SynthSigner's poses of the corpus sentences in the canonical frame
 (:mod:`text2pose.data`); building them takes ~2 min for PHOENIX-2014T and is cached under
@@ -14,7 +18,7 @@ import yaml
 
 from pgmm.checkpoint import dataclass_from_dict
 from pgmm.data.synth.signer import SynthSigner
-from text2pose.data import build_g2p_data
+from text2pose.data import as_text_data, build_g2p_data
 from text2pose.g2p import G2PConfig, GlossToPose, train_g2p
 
 
@@ -29,6 +33,11 @@ class G2PTrainConfig:
     cache_dir: str = "outputs/cache/g2p"
     max_sentences: int | None = None  # first N training sentences (tests)
     seed: int = 0
+    inputs: str = "glosses"  # or "text": the direct T2P variant
+
+    def __post_init__(self) -> None:
+        if self.inputs not in ("glosses", "text"):
+            raise ValueError(f"inputs must be 'glosses' or 'text', got {self.inputs!r}")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> G2PTrainConfig:
@@ -46,6 +55,8 @@ def run_g2p(cfg: G2PTrainConfig, out_dir: str | Path) -> GlossToPose:
     signer = SynthSigner(languages=[language])
     train = build_g2p_data(signer, "train", language, cfg.cache_dir, cfg.max_sentences)
     dev = build_g2p_data(signer, "dev", language, cfg.cache_dir)
+    if cfg.inputs == "text":
+        train, dev = as_text_data(train, signer, "train"), as_text_data(dev, signer, "dev")
     return train_g2p(
         cfg.model,
         train,
