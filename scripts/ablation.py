@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -39,13 +40,24 @@ COLORS = {
 }
 
 
-def train_variant(variant: str, args, signer: SynthSigner, estimator: HRNetLite) -> float:
-    run = args.out / variant
+def train_variant(
+    variant: str,
+    args,
+    signer: SynthSigner,
+    estimator: HRNetLite,
+    run_name: str | None = None,
+    **model_overrides,
+) -> float:
+    """Train ``configs/pgmm/<variant>-small.yaml`` (with ``model_overrides``) into
+    ``args.out / run_name`` at the ablation's budget; returns the wall time (a finished run
+    is not trained again)."""
+    run = args.out / (run_name or variant)
     if (run / "model" / "config.json").exists() and (run / "done.json").exists():
         return json.loads((run / "done.json").read_text())["seconds"]
-    mcfg = PGMMConfig.from_yaml(ROOT / "configs" / "pgmm" / f"{variant}-small.yaml")
+    path = ROOT / "configs" / "pgmm" / f"{variant}-small.yaml"
+    mcfg = dataclasses.replace(PGMMConfig.from_yaml(path), **model_overrides)
     tcfg = TrainConfig.from_yaml(
-        ROOT / "configs" / "pgmm" / f"{variant}-small.yaml",
+        path,
         {
             "epochs": args.epochs,
             "max_steps": args.steps,

@@ -14,49 +14,18 @@ then scores reconstruction on held-out SynthSigner videos. Resumable like
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import time
 from pathlib import Path
+
+from ablation import train_variant  # scripts/ is on sys.path when run as a script
 
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.signer import SynthSigner
 from pgmm.evaluation import evaluate, markdown_table
-from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import HRNetLite
-from pgmm.training.config import TrainConfig
-from pgmm.training.trainer import PGMMTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "pgmm" / "tpsmm-small.yaml"
-
-
-def train(
-    width: float, args: argparse.Namespace, signer: SynthSigner, estimator: HRNetLite
-) -> float:
-    """Train one run (or return the wall time of a finished one)."""
-    run = args.out / f"width-{width:g}"
-    if (run / "done.json").exists():
-        return json.loads((run / "done.json").read_text())["seconds"]
-    mcfg = dataclasses.replace(PGMMConfig.from_yaml(CONFIG), perceptual_width=width)
-    tcfg = TrainConfig.from_yaml(
-        CONFIG,
-        {
-            "epochs": args.epochs,
-            "max_steps": args.steps,
-            "pairs_per_video": args.pairs_per_video,
-            "log_every": 5,
-            "sample_every": 100,
-            "checkpoint_every": 50,
-        },
-    )
-    data = RenderedSynthSigner("train", mcfg.image_size, max_videos=args.videos, signer=signer)
-    start = time.perf_counter()
-    PGMMTrainer(mcfg, tcfg, data, run, estimator=estimator).run()
-    seconds = time.perf_counter() - start
-    (run / "done.json").write_text(json.dumps({"seconds": seconds}))
-    return seconds
 
 
 def main() -> None:
@@ -73,7 +42,10 @@ def main() -> None:
     args = parser.parse_args()
     signer = SynthSigner()
     estimator = HRNetLite.from_pretrained(args.pose_estimator).freeze()
-    seconds = {w: train(w, args, signer, estimator) for w in args.widths}
+    seconds = {
+        w: train_variant("tpsmm", args, signer, estimator, f"width-{w:g}", perceptual_width=w)
+        for w in args.widths
+    }
     data = RenderedSynthSigner("dev", 128, max_videos=args.eval_videos, signer=signer)
     rows = []
     for w in args.widths:
