@@ -42,6 +42,9 @@ class T2GConfig:
     character_coverage: float = 1.0
     num_beams: int = 5
     length_penalty: float = 1.0
+    # > 0 forbids repeating any n-gram of this size in one output: a decode-time guard against
+    # the repetition loops of an undertrained model (measured per language in results.md).
+    no_repeat_ngram_size: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> T2GConfig:
@@ -103,6 +106,7 @@ class TextToGloss(torch.nn.Module):
             **batch,
             num_beams=num_beams or self.config.num_beams,
             length_penalty=self.config.length_penalty,
+            no_repeat_ngram_size=self.config.no_repeat_ngram_size,
             max_new_tokens=self.config.max_len,
             do_sample=False,
         )
