@@ -164,3 +164,21 @@ def test_corpus_text_is_already_in_training_form(shared_data) -> None:
     """Normalising PHOENIX text must be the identity, else training and inference disagree."""
     rows = load_corpus("de", "dev", shared_data)
     assert all(normalize_sentence(r.text, "de") == r.text for r in rows)
+
+
+def test_no_repeat_ngram_size_forbids_repeats(overfit, shared_data) -> None:
+    """The decode-time guard against repetition loops: with size 1 no gloss appears twice in
+    an output, and it is saved with the model's config."""
+    import dataclasses
+
+    out, _ = overfit
+    model = TextToGloss.from_pretrained(out / "model")
+    texts = [t for t, _ in corpus_pairs("de", "train", shared_data)[:8]]
+    # Five of these memorised sentences repeat a gloss (e.g. REGEN ... REGEN), so without the
+    # guard some outputs do too.
+    assert any(len(h) != len(set(h)) for h in model.translate_normalized(texts))
+    model.config = dataclasses.replace(model.config, no_repeat_ngram_size=1)
+    for hyp in model.translate_normalized(texts):
+        assert len(hyp) == len(set(hyp)), hyp
+    model.save_pretrained(out / "norepeat")
+    assert TextToGloss.from_pretrained(out / "norepeat").config.no_repeat_ngram_size == 1
