@@ -25,6 +25,7 @@ import io
 import json
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ ALLOWED_FORMATS = ("PNG", "JPEG")
 BUILTIN_SIGNERS = {"default": 10, "synth-11": 11}
 
 PoseEstimate = Callable[[np.ndarray], np.ndarray]
+CACHE_SIGNERS = 64  # decoded signers kept per registry object (256² image + pose: ~200 KB each)
+_LOAD_LOCK = threading.Lock()
 
 
 class InputError(ValueError):
@@ -161,6 +164,7 @@ class SignerRegistry:
 
     def __init__(self, root: str | Path, seed_builtins: bool = True) -> None:
         self.root = Path(root)
+        self._cache: dict[str, Signer] = {}
         self.root.mkdir(parents=True, exist_ok=True)
         if seed_builtins:
             for name, identity in BUILTIN_SIGNERS.items():
@@ -183,14 +187,28 @@ class SignerRegistry:
         return json.loads(path.read_text())
 
     def get(self, name: str) -> Signer:
+        """The signer as stored now. Files are read only when the signer's digest changed
+        since the last call: the ingress asks once per request, from worker threads."""
         meta = self._meta(name)
+        cached = self._cache.get(name)
+        if cached is not None and cached.meta.get("digest") == meta.get("digest"):
+            return cached
         folder = self.root / name
         with Image.open(folder / "image.png") as img:
             image = np.asarray(img.convert("RGB"), dtype=np.uint8)
-        with np.load(folder / "pose.npz") as npz:
+        # np.load parses the .npy header with ast.literal_eval; CPython 3.11.7 raised
+        # "SystemError: AST constructor recursion depth mismatch" under 20 concurrent
+        # requests (ast is not thread-safe there), so loads are serialised.
+        with _LOAD_LOCK, np.load(folder / "pose.npz") as npz:
             pose = npz["pose"].astype(np.float32)
         model = folder / "model"
-        return Signer(name, image, pose, meta, model if (model / "config.json").is_file() else None)
+        person = Signer(
+            name, image, pose, meta, model if (model / "config.json").is_file() else None
+        )
+        if len(self._cache) >= CACHE_SIGNERS:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[name] = person
+        return person
 
     def add(self, name: str, data: bytes, estimate_pose: PoseEstimate | None) -> Signer:
         """Validate an uploaded image, find the signer's pose in it and store it."""

@@ -234,11 +234,15 @@ def test_add_get_delete_an_uploaded_signer(tmp_path: Path) -> None:
     assert again.key == person.key and again.meta["builtin"] is False
     with pytest.raises(S.SignerExists):
         registry.add("alice_2", _png(wide), _fixed_pose)
+    assert registry.get("alice_2") is again  # unchanged on disk: served from the cache
     registry.delete("alice_2")
     assert registry.names() == []
     with pytest.raises(S.SignerNotFound):
         registry.get("alice_2")
     assert not list(tmp_path.iterdir())  # no temporary folders left behind
+    # Re-added under the same name with other content: the cache must not serve the old one.
+    dark = registry.add("alice_2", _png(np.full((100, 100, 3), 20, np.uint8)), _fixed_pose)
+    assert registry.get("alice_2").image.mean() < 50 and registry.get("alice_2").key == dark.key
 
 
 def _gif() -> bytes:
