@@ -94,11 +94,15 @@ def rss_mib(field: str = "VmRSS") -> float:
 
 
 def make_synthesizer(
-    work: Path, frames: int, renderer: str, device: str = "cpu"
+    work: Path, frames: int, renderer: str, device: str = "cpu", real_text2pose: bool = True
 ) -> tuple[Synthesizer, dict]:
-    """A :class:`Synthesizer` on the real models where present, else on stand-ins."""
+    """A :class:`Synthesizer` on the real models where present, else on stand-ins.
+
+    ``real_text2pose=False`` forces the stand-in, whose output has exactly ``frames`` frames:
+    the real model signs the sentence at its natural length, whatever length is asked for.
+    """
     models = {}
-    if REAL_TEXT2POSE.is_dir():
+    if real_text2pose and REAL_TEXT2POSE.is_dir():
         text2pose, loader = str(REAL_TEXT2POSE), None
         models["text2pose"] = f"real: {REAL_TEXT2POSE.relative_to(ROOT)}"
     else:
@@ -226,7 +230,7 @@ def probe_stream(seconds: float) -> dict:
     """Run in a fresh subprocess: RSS while streaming ``seconds`` of skeleton video."""
     frames = round(seconds * FPS)
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
-        synth, _ = make_synthesizer(Path(tmp), frames, SKELETON)
+        synth, _ = make_synthesizer(Path(tmp), frames, SKELETON, real_text2pose=False)
         samples: list[tuple[int, float]] = []
         result = stream(synth, SENTENCE, SKELETON, lambda n: samples.append((n, rss_mib())))
     # Growth is measured from the first second on: the first chunks allocate the encoder's and
