@@ -128,9 +128,11 @@ def write_section(path: Path, body: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("outputs/ablation"))
+def budget_parser(description: str, out: str) -> argparse.ArgumentParser:
+    """The arguments every training comparison here shares: output folder, training budget,
+    evaluation size and P_e."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--pairs-per-video", type=int, default=6)
@@ -138,6 +140,11 @@ def main() -> None:
     parser.add_argument("--eval-videos", type=int, default=4)
     parser.add_argument("--eval-frames", type=int, default=48)
     parser.add_argument("--pose-estimator", type=Path, required=True)
+    return parser
+
+
+def main() -> None:
+    parser = budget_parser(__doc__, "outputs/ablation")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()

@@ -13,11 +13,10 @@ then scores reconstruction on held-out SynthSigner videos. Resumable like
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from ablation import train_variant  # scripts/ is on sys.path when run as a script
+from ablation import budget_parser, train_variant  # scripts/ is on sys.path when run as a script
 
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.signer import SynthSigner
@@ -29,16 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("outputs/perceptual"))
+    parser = budget_parser(__doc__, "outputs/perceptual")
     parser.add_argument("--widths", type=float, nargs="+", default=[0.25, 1.0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--pairs-per-video", type=int, default=6)
-    parser.add_argument("--videos", type=int, default=40)
-    parser.add_argument("--eval-videos", type=int, default=4)
-    parser.add_argument("--eval-frames", type=int, default=48)
-    parser.add_argument("--pose-estimator", type=Path, required=True)
     args = parser.parse_args()
     signer = SynthSigner()
     estimator = HRNetLite.from_pretrained(args.pose_estimator).freeze()
