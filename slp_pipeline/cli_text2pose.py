@@ -21,12 +21,19 @@ def register(train: argparse._SubParsersAction) -> None:
         required=True,
         help="t2g: text -> glosses; g2p: glosses -> pose; t2p: direct text -> pose (comparison)",
     )
-    t2p.add_argument(
-        "--config", type=Path, required=True, help="configs/text2pose/<stage>-<lang>.yaml"
+    source = t2p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="configs/text2pose/<stage>-<lang>.yaml")
+    source.add_argument(
+        "--lang",
+        choices=("de", "zh"),
+        help="use the shipped recipe configs/text2pose/<stage>-<lang>.yaml",
     )
     t2p.add_argument("--out", type=Path, required=True, help="run folder (resumes if present)")
     t2p.add_argument("--epochs", type=int, help="override the config's epochs")
     t2p.set_defaults(func=run_text2pose)
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "text2pose"
 
 
 def run_tokenizer(args: argparse.Namespace) -> int:
@@ -46,6 +53,8 @@ def run_tokenizer(args: argparse.Namespace) -> int:
 
 
 def run_text2pose(args: argparse.Namespace) -> int:
+    if args.config is None:
+        args.config = CONFIGS / f"{args.stage}-{args.lang}.yaml"
     if not args.config.is_file():
         raise FileNotFoundError(f"config not found: {args.config}")
     overrides = {"epochs": args.epochs} if args.epochs else None
