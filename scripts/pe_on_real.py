@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pgmm.models.pose_estimator import HRNetLite
 from pgmm.pose.sequence import PoseSequence
-from pgmm.training.adapt import AdaptConfig, LabelledClip, estimator_pck
+from pgmm.training.adapt import AdaptConfig, LabelledClip, estimator_pck, holdout_cut
 from pgmm.training.pose_estimator import train_pose_estimator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     labels = args.work / "labels.npz"
     n = len(PoseSequence.load(labels))
-    cut = n - max(4, round(n * AdaptConfig.holdout))
+    cut = holdout_cut(n, AdaptConfig.holdout)
     train = LabelledClip(args.video, labels, "train", 128, cut, n)
     dev = LabelledClip(args.video, labels, "dev", 128, cut, n)
     frames, poses = dev.load_frames(0), dev.load_poses(0).data

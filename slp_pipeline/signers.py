@@ -230,14 +230,16 @@ class SignerRegistry:
         """Register a signer with its own PGMM weights (``model_dir``: a PGMM folder), replacing
         an earlier adapted signer of that name -- re-running an adaptation updates it."""
         check_name(name)
-        if (self.root / name / "meta.json").is_file():
-            if self._meta(name).get("builtin"):
-                raise SignerProtected(f"signer {name!r} is built in and cannot be replaced")
-            if not self._meta(name).get("adapted"):
-                raise SignerExists(f"signer {name!r} already exists; delete it first")
-            self.delete(name)
+        # Checked before anything is deleted: a bad call must not cost the existing signer.
         if image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[2] != 3:
             raise ValueError(f"signer image must be square RGB, got {image.shape}")
+        if (self.root / name / "meta.json").is_file():
+            old = self._meta(name)
+            if old.get("builtin"):
+                raise SignerProtected(f"signer {name!r} is built in and cannot be replaced")
+            if not old.get("adapted"):
+                raise SignerExists(f"signer {name!r} already exists; delete it first")
+            self.delete(name)
         meta = {**meta, "adapted": True, "builtin": False}
         return self._write(name, image, np.asarray(pose, np.float32), meta, Path(model_dir))
 

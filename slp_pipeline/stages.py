@@ -243,9 +243,9 @@ class MediaPipeEstimatorStage:
     our SynthSigner-trained P_e cannot find (see :mod:`pgmm.pose.mediapipe_labels`)."""
 
     def __init__(self) -> None:
-        from pgmm.pose.mediapipe_labels import _import_mediapipe
+        from pgmm.pose.mediapipe_labels import require_mediapipe
 
-        _import_mediapipe()  # a missing extra fails at startup, not on the first upload
+        require_mediapipe()  # a missing extra fails at startup, not on the first upload
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         from pgmm.pose.mediapipe_labels import NoPersonError, label_image

@@ -148,6 +148,9 @@ def test_registry_and_renderer_use_the_signers_own_weights(adapted, tmp_path: Pa
         registry.add_adapted("photo", default.image, default.pose, run / "train" / "model", {})
     again = registry.add_adapted("real", default.image, default.pose, run / "train" / "model", {})
     assert again.key == person.key  # same content, same cache key
+    with pytest.raises(ValueError, match="square RGB"):  # a bad call keeps the old signer
+        registry.add_adapted("real", default.image[:100], default.pose, run / "train" / "model", {})
+    assert registry.get("real").key == person.key
 
     stage = RendererStage("full", base)
     heat = HeatmapStage()

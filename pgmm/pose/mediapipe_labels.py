@@ -25,7 +25,14 @@ from pgmm.pose import layout as L
 from pgmm.pose.sequence import PoseSequence
 from pgmm.video import iter_frames, probe
 
-__all__ = ["NoPersonError", "holistic", "label_frame", "label_image", "label_video"]
+__all__ = [
+    "NoPersonError",
+    "holistic",
+    "label_frame",
+    "label_image",
+    "label_video",
+    "require_mediapipe",
+]
 
 #: MediaPipe's own component sizes: pose 33, face mesh 468, left hand 21, right hand 21.
 _SIZES = (33, 468, 21, 21)
@@ -38,7 +45,7 @@ class NoPersonError(ValueError):
     """MediaPipe found no person where one was required; the message names the input."""
 
 
-def _import_mediapipe() -> Any:
+def require_mediapipe() -> Any:
     try:
         import mediapipe as mp
     except ImportError as e:
@@ -53,7 +60,7 @@ def _import_mediapipe() -> Any:
 def holistic(static_image_mode: bool = False, model_complexity: int = 1) -> Iterator[Any]:
     """A MediaPipe Holistic graph. ``static_image_mode=False`` tracks across frames (video);
     ``model_complexity=1`` is the model the wheel ships (0 and 2 would need a download)."""
-    mp = _import_mediapipe()
+    mp = require_mediapipe()
     graph = mp.solutions.holistic.Holistic(
         static_image_mode=static_image_mode,
         model_complexity=model_complexity,

@@ -46,7 +46,14 @@ from pgmm.training.config import TrainConfig
 from pgmm.training.trainer import PGMMTrainer, pose_heatmaps
 from pgmm.video import contact_sheet, iter_frames, probe
 
-__all__ = ["AdaptConfig", "LabelledClip", "adapt_signer", "holdout_scores", "person_box"]
+__all__ = [
+    "AdaptConfig",
+    "LabelledClip",
+    "adapt_signer",
+    "holdout_cut",
+    "holdout_scores",
+    "person_box",
+]
 
 #: Points that bound a signer in the frame: upper body, face and both hands.
 _BOX_POINTS = np.r_[0:11, L.FACE.start : L.RIGHT_HAND.stop]
@@ -70,6 +77,11 @@ class AdaptConfig:
             raise ValueError(f"holdout must be in [0.05, 0.5], got {self.holdout}")
         if self.steps < 1 or self.batch_size < 1 or self.validate_every < 1:
             raise ValueError("steps, batch_size and validate_every must be >= 1")
+
+
+def holdout_cut(num_frames: int, holdout: float) -> int:
+    """First held-out frame: the clip's last ``holdout`` share (at least 4 frames) validates."""
+    return num_frames - max(4, round(num_frames * holdout))
 
 
 def person_box(labels: PoseSequence) -> tuple[float, float, float, float]:
@@ -247,7 +259,7 @@ def adapt_signer(
     labels = labels[:n]
     labels.save(labels_path)
     size = base.config.image_size
-    cut = n - max(4, round(n * config.holdout))
+    cut = holdout_cut(n, config.holdout)
     train = LabelledClip(video, labels_path, "train", size, cut, n)
     dev = LabelledClip(video, labels_path, "dev", size, cut, n)
     dev_frames, dev_poses = dev.load_frames(0), dev.load_poses(0).data
