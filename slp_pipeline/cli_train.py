@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pe.add_argument("--batch-size", type=int, default=16)
     pe.add_argument("--size", type=int, default=128)
     pe.add_argument("--max-videos", type=int, help="use only the first N training videos")
-    pe.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
+    pe.add_argument("--preset", choices=("cpu", "gpu", "evaluator"), default="cpu")
+    pe.add_argument("--seed", type=int, default=0, help="data order, augmentation and init")
     pe.add_argument("--device", default="cpu")
     pe.set_defaults(func=run_pose_estimator)
 
@@ -61,7 +62,7 @@ def run_pose_estimator(args: argparse.Namespace) -> int:
 
     data = build_dataset(args.data, "train", args.size, args.max_videos)
     model = train_pose_estimator(data, args.out, HRNETLITE_PRESETS[args.preset], args.steps,
-                                 args.batch_size, device=args.device)  # fmt: skip
+                                 args.batch_size, seed=args.seed, device=args.device)  # fmt: skip
     results = {}
     for identity in HELD_OUT_IDENTITIES:
         held = RenderedSynthSigner("test", args.size, identity=identity, max_videos=8)

@@ -187,9 +187,13 @@ class HRNetLiteConfig:
         return dataclass_from_dict(cls, data, "HRNetLiteConfig")
 
 
-#: ``cpu``: trains and runs on 2 CPU cores; ``gpu``: HRNet-W32's widths on three branches.
+#: ``cpu``: trains and runs on 2 CPU cores; ``gpu``: HRNet-W32's widths on three branches;
+#: ``evaluator``: the independent scorer of generated frames -- other widths and twice the
+#: residual depth than ``cpu``, so it shares neither weights nor blind spots with the ``P_e``
+#: that ``L_pd`` trains renderers against (it is trained with another seed, and never by a loss).
 HRNETLITE_PRESETS: dict[str, HRNetLiteConfig] = {
     "cpu": HRNetLiteConfig(),
+    "evaluator": HRNetLiteConfig(widths=(24, 48, 96), stem_width=24, blocks_per_stage=2),
     "gpu": HRNetLiteConfig(
         widths=(32, 64, 128), stem_width=64, blocks_per_stage=2, modules_per_stage=2
     ),
