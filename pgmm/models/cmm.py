@@ -10,6 +10,12 @@ Keeping X_in next to the warped copy lets the generator fall back to unwarped ap
 the flow is unreliable. The "no CMM" pass of L_align (Y_d = G(X_d, -, X_p)) is the same module
 with identity flow and no occlusion: X_out = [X_in, X_in].
 
+Conv-Mask departs from the paper's text on purpose: the paper writes "3x3 conv + softmax", but
+the mask has a single channel (O is H x W), and a softmax over one channel is 1 everywhere --
+O would be constant and (1 - O) would erase the warped half of X_out. A per-pixel sigmoid gives
+a mask in (0, 1), as TPSMM's occlusion maps do. (Conv-Flow's softmax is kept: it runs over the
+N deformations, where it is a real choice between them.)
+
 ``TPSMMWarp`` is the baseline's warping (TPSMM): one global flow and occlusion maps from the
 dense-motion network, X_out = occlusion * warp(X_in).
 """
