@@ -340,50 +340,58 @@ def test_fvd_small(i3d_file: Path) -> None:
 
 
 def _video(values: list[float], h: int = 1, w: int = 1) -> torch.Tensor:
-    """A (T,3,h,w) video whose frame t is the constant values[t]."""
-    return torch.tensor(values, dtype=torch.float64).view(-1, 1, 1, 1).expand(-1, 3, h, w).clone()
+    """A (T,3,h,w) video whose frame t is the constant values[t] (8-bit levels), in [0, 1]."""
+    frames = torch.tensor(values, dtype=torch.float64) / 255
+    return frames.view(-1, 1, 1, 1).expand(-1, 3, h, w).clone()
 
 
-def test_tcd_zero_for_perfect_reconstruction_even_of_fast_motion() -> None:
-    moving = _rand(6, 3, 8, 8)
-    assert tcd(moving, moving) == 0.0
-    flashing = _video([0.0, 1.0, 0.0, 1.0])  # the target itself flickers: no penalty
-    assert tcd(flashing, flashing) == 0.0
-
-
-def test_tcd_flicker_by_hand() -> None:
-    target = _video([0.2, 0.2, 0.2], h=2, w=2)
+def test_tcd_eq12_13_by_hand_on_three_frames() -> None:
+    # Two pixels, three frames; values in 8-bit levels. Only frame 1 is interior.
+    #   pixel 0: real neighbours I_0 = 10, I_2 = 12 in every channel -> their mean is 11;
+    #            generated Î_1 = (R 11, G 12, B 10) -> D = (0, 1, 1), channel mean 2/3 > 0.5: counts
+    #   pixel 1: real neighbours 100 and 100 -> mean 100; Î_1 = (100, 100, 101)
+    #            -> D = (0, 0, 1), channel mean 1/3 <= 0.5: does not count
+    # TCD = 1 counted pixel / (H*W = 2) / (N-2 = 1 interior frame) = 0.5.
+    target = torch.zeros(3, 3, 1, 2, dtype=torch.float64)
+    target[0, :, 0, 0], target[2, :, 0, 0] = 10, 12
+    target[:, :, 0, 1] = 100
+    target[1] = 50  # the real middle frame does not enter Eq. 12 at all
     pred = target.clone()
-    pred[1, :, 0, 0] = 0.9  # |0.7 - 0| on both sides -> D = 0.7 > 0.5: counts
-    pred[1, :, 0, 1] = 0.5  # D = 0.3: does not count
-    assert tcd(pred, target) == pytest.approx(0.25)
-    pred[1] = 0.9
-    assert tcd(pred, target) == 1.0
+    pred[1, :, 0, 0] = torch.tensor([11.0, 12.0, 10.0])
+    pred[1, :, 0, 1] = torch.tensor([100.0, 100.0, 101.0])
+    assert tcd(pred / 255, target / 255) == 0.5
+    # The threshold is in grey levels: with T = 0.7 pixel 0 (2/3) no longer counts, T = 0.3
+    # also counts pixel 1 (1/3).
+    assert tcd(pred / 255, target / 255, threshold=0.7) == 0.0
+    assert tcd(pred / 255, target / 255, threshold=0.3) == 1.0
 
 
-def test_tcd_frozen_generator_misses_a_flash() -> None:
-    # Target flashes to 0.6; the generator keeps showing the previous frame:
-    # G- = |0 - 0| = 0 vs R- = 0.6, G+ = 0 vs R+ = 0.6 -> D = 0.6 > 0.5.
-    assert tcd(_video([0.0, 0.0, 0.0]), _video([0.0, 0.6, 0.0])) == 1.0
-    # A 0.4 flash gives D = 0.4: below the threshold.
-    assert tcd(_video([0.0, 0.0, 0.0]), _video([0.0, 0.4, 0.0])) == 0.0
+def test_tcd_counts_the_real_videos_own_jumps_but_not_steady_motion() -> None:
+    # A pixel brightening at constant speed equals the mean of its neighbours: D = 0 everywhere.
+    ramp = _video([0.0, 40.0, 80.0, 120.0])
+    assert tcd(ramp, ramp) == 0.0
+    # A real flash is counted even for a perfect reconstruction: |255 - 0| and |0 - 255| > 0.5.
+    flashing = _video([0.0, 255.0, 0.0, 255.0])
+    assert tcd(flashing, flashing) == 1.0
+    # A generator that smooths the flash away matches the neighbours' mean exactly.
+    assert tcd(_video([0.0, 0.0, 0.0, 255.0]), flashing) == 0.5  # frame 2: |0 - 255| counts
 
 
-def test_tcd_averages_both_neighbours_and_channels() -> None:
-    target = _video([0.0, 0.2, 0.3])
-    pred = _video([0.0, 0.75, 0.3])
-    # before: ||0.75 - 0| - |0.2 - 0|| = 0.55; after: ||0.75 - 0.3| - |0.2 - 0.3|| = 0.35
-    assert tcd(pred, target) == 0.0  # D = 0.45
-    assert tcd(pred, target, threshold=0.44) == 1.0
-    # One channel off by 0.9, the other two exact: channel mean 0.3.
-    pred = _video([0.2, 0.2, 0.2])
-    pred[1, 0] = 1.0
-    assert tcd(pred, _video([0.2, 0.2, 0.2])) == 0.0
+def test_tcd_separates_flicker_from_a_smooth_imperfect_copy() -> None:
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(1, 3, 5, 5, generator=g)
+    texture = F.interpolate(coarse, size=(40, 40), mode="bicubic", align_corners=True).clamp(0, 1)
+    target = torch.cat([texture.roll(t, dims=-1) for t in range(8)])  # pans 1 px per frame
+    smooth = F.avg_pool2d(F.pad(target, (1, 1, 1, 1), mode="replicate"), 3, 1)  # blurred copy
+    sign = torch.tensor([1.0, -1.0] * 4).view(-1, 1, 1, 1)
+    flicker = (smooth + sign * 2 / 255).clamp(0, 1)  # the same copy, ±2 grey levels per frame
+    assert tcd(flicker, target) > tcd(smooth, target) + 0.3
+    assert 0 < tcd(smooth, target) < 0.8
 
 
 def test_tcd_only_interior_frames_and_batches() -> None:
-    target = _video([0.1, 0.1, 0.1, 0.1])
-    pred = _video([1.0, 0.9, 0.1, 1.0])  # first/last frames ignored; frame 1 flickers, 2 exact
+    target = _video([10.0, 10.0, 10.0, 10.0])
+    pred = _video([200.0, 30.0, 10.0, 200.0])  # first/last frames ignored; frame 1 off, 2 exact
     assert tcd(pred, target) == pytest.approx(0.5)
     batch_pred, batch_target = torch.stack([pred, target]), torch.stack([target, target])
     assert tcd(batch_pred, batch_target) == pytest.approx(0.25)
