@@ -35,6 +35,8 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 200
     checkpoint_every: int = 200
+    # ...or every this many minutes, whichever comes first: what a SIGKILL can cost at most.
+    checkpoint_minutes: float = 5.0
     max_steps: int | None = None  # stop early (smoke tests, fixed compute budgets)
 
     def __post_init__(self) -> None:
@@ -42,6 +44,8 @@ class TrainConfig:
         self.milestones = tuple(self.milestones)  # type: ignore[assignment]
         if self.epochs < 1 or self.batch_size < 1 or self.pairs_per_video < 1:
             raise ValueError("epochs, batch_size and pairs_per_video must be >= 1")
+        if self.checkpoint_every < 1 or self.checkpoint_minutes <= 0:
+            raise ValueError("checkpoint_every must be >= 1 and checkpoint_minutes > 0")
 
     def dropout_p(self, epoch: int) -> float:
         if epoch >= self.epochs * self.dropout_until:

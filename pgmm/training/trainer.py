@@ -9,10 +9,11 @@ A run lives in one folder::
       tensorboard/        the same scalars for TensorBoard
       samples/            source | driving | generated grids (PNG)
 
-Killing the process and starting the same command again resumes from ``checkpoints/last``
-with the optimizer, scheduler and data order (the pair sampler is seeded per epoch and the
-already-trained batches of the epoch are skipped), so an interrupted run loses at most
-``checkpoint_every`` steps; Ctrl-C writes a checkpoint before exiting.
+Starting the same command again resumes from ``checkpoints/last`` with the optimizer,
+scheduler and data order (the pair sampler is seeded per epoch and the already-trained batches
+of the epoch are skipped). Ctrl-C or SIGTERM finishes the step, writes the checkpoint and stops
+(:class:`~pgmm.training.common.TrainingStopped`); a SIGKILL loses at most ``checkpoint_every``
+steps or ``checkpoint_minutes`` minutes (:class:`~pgmm.training.common.ResumableLoop`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from pgmm.data.loaders import SignVideoDataset
 from pgmm.data.samplers import FramePairDataset, VideoWindowSampler
@@ -41,6 +40,7 @@ from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import PoseEstimator
 from pgmm.pose.heatmaps import render_heatmaps
 from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
+from pgmm.training.common import ResumableLoop, find_checkpoint, write_checkpoint
 from pgmm.training.config import TrainConfig
 from pgmm.video import contact_sheet
 
@@ -122,6 +122,7 @@ class PGMMTrainer:
         self.autocast_dtype = torch.float16 if use_amp else None
         self.state = TrainState()
         self._writer = None
+        self._loop: ResumableLoop | None = None
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -130,12 +131,6 @@ class PGMMTrainer:
 
     def save_checkpoint(self) -> None:
         """Write a complete checkpoint beside the old one, then swap (never a half checkpoint)."""
-        root = self.run_dir / "checkpoints"
-        tmp = root / f".tmp-{self.state.global_step}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        self.model.save_pretrained(tmp)
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         # The scheduler is fully described by its epoch counter (its own state_dict holds a
         # Counter that does not survive JSON); the current lr lives in the optimizer state.
         state = {
@@ -144,20 +139,18 @@ class PGMMTrainer:
             "scaler": self.scaler.state_dict(),
             "train_config": self.cfg.to_dict(),
         }
-        (tmp / "state.json").write_text(json.dumps(state, indent=2, default=list))
-        old = root / ".old"
-        if self.checkpoint_dir.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            self.checkpoint_dir.replace(old)
-        tmp.replace(self.checkpoint_dir)
-        shutil.rmtree(old, ignore_errors=True)
+
+        def fill(tmp: Path) -> None:
+            self.model.save_pretrained(tmp)
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            (tmp / "state.json").write_text(json.dumps(state, indent=2, default=list))
+
+        write_checkpoint(self.checkpoint_dir, fill)
 
     def try_resume(self) -> bool:
         """Load ``checkpoints/last`` (or the previous one if a swap was interrupted)."""
-        root = self.run_dir / "checkpoints"
-        ckpt = self.checkpoint_dir if self.checkpoint_dir.exists() else root / ".old"
-        if not (ckpt / "state.json").exists():
+        ckpt = find_checkpoint(self.checkpoint_dir)
+        if ckpt is None:
             return False
         loaded = PGMM.from_pretrained(
             ckpt, variant=self.mcfg.variant, image_size=self.mcfg.image_size
@@ -205,13 +198,8 @@ class PGMMTrainer:
             "seconds": round(seconds, 4),
             **{k: round(v, 6) for k, v in terms.items()},
         }
-        path = self.run_dir / "log.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        assert self._loop is not None, "_log runs inside run()"
+        self._loop.log(row)
         if self._writer is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -291,22 +279,37 @@ class PGMMTrainer:
         ]
         return DataLoader(self.pairs, batch_sampler=batches, num_workers=self.cfg.num_workers)
 
+    def _agree_stop(self, signum: int) -> int:
+        """The stop signal this run acts on after a step (data-parallel ranks must agree)."""
+        return signum
+
     def run(self) -> TrainState:
-        """Train until ``epochs`` (or ``max_steps``); resumes automatically."""
+        """Train until ``epochs`` (or ``max_steps``); resumes automatically.
+
+        Ctrl-C / SIGTERM: writes the checkpoint and raises
+        :class:`~pgmm.training.common.TrainingStopped`.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.try_resume()
         cfg = self.cfg
         total = self.steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
-        bar = tqdm(
+        self._loop = ResumableLoop(
+            f"PGMM {self.mcfg.variant}",
+            self.run_dir,
+            self.checkpoint_dir,
+            self.save_checkpoint,
+            start=self.state.global_step,
             total=total,
-            initial=min(self.state.global_step, total),
-            unit="step",
-            desc=f"PGMM {self.mcfg.variant}{' (resumed)' if resumed else ''}",
-            disable=not self.progress,
+            every=cfg.checkpoint_every,
+            minutes=cfg.checkpoint_minutes,
+            resumed=resumed,
+            progress=self.progress,
+            log=self.run_dir / "log.csv",
+            agree_stop=self._agree_stop,
         )
-        try:
+        with self._loop as loop:
             while (
                 self.state.epoch < cfg.epochs
                 and self.state.global_step < total
@@ -317,8 +320,6 @@ class PGMMTrainer:
                     terms, pred = self.train_step(batch)
                     self.state.global_step += 1
                     self.state.step_in_epoch += 1
-                    bar.update()
-                    bar.set_postfix(loss=f"{terms['total']:.3f}")
                     step = self.state.global_step
                     if step % cfg.log_every == 0 or step == total:
                         self._log(terms, time.perf_counter() - start)
@@ -328,8 +329,7 @@ class PGMMTrainer:
                         step % self.validate_every == 0 or step == total
                     ):
                         self._validate()
-                    if step % cfg.checkpoint_every == 0:
-                        self.save_checkpoint()
+                    loop.end_step(step, loss=f"{terms['total']:.3f}")
                     start = time.perf_counter()
                     if step >= total or self.state.stopped_early:
                         break
@@ -337,12 +337,6 @@ class PGMMTrainer:
                     self.state.epoch += 1
                     self.state.step_in_epoch = 0
                     self.scheduler.step()
-        except KeyboardInterrupt:
-            self.save_checkpoint()
-            bar.close()
-            raise
-        bar.close()
-        self.save_checkpoint()
         best = self.run_dir / "best"
         if self.validator is not None and (best / "config.json").exists():
             self.model.load_state_dict(PGMM.from_pretrained(best).state_dict())
