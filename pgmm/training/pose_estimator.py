@@ -3,27 +3,32 @@
 Frames come from the frame-pair sampler (both frames of a pair are training images), targets
 are Gaussian heatmaps of the 36 PGMM keypoints, the loss is visibility-weighted MSE. The run
 folder holds ``model/`` (HRNetLite.from_pretrained-able), ``checkpoints/last`` (model,
-optimizer, step) so an interrupted run resumes, and ``log.csv``. Evaluation reports
+optimizer, step, augmentation RNG) so a stopped run resumes where it stopped, and ``log.csv``
+(step, loss; no header). Evaluation reports
 PCK@0.05 (of the frame size) on frames of the *held-out* identities, which the training
 corpus never shows.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from pgmm.data.loaders import SignVideoDataset
 from pgmm.data.samplers import FramePairDataset, VideoWindowSampler
 from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, heatmap_loss, target_heatmaps
 from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
-from pgmm.training.common import cosine_schedule, save_step_checkpoint
+from pgmm.training.common import (
+    CHECKPOINT_MINUTES,
+    ResumableLoop,
+    cosine_schedule,
+    find_checkpoint,
+    save_step_checkpoint,
+)
 
 
 def to_pgmm36(points: torch.Tensor) -> torch.Tensor:
@@ -104,41 +109,59 @@ def train_pose_estimator(
     device: str = "cpu",
     progress: bool = True,
     augmentation: bool = True,
+    checkpoint_minutes: float = CHECKPOINT_MINUTES,
+    log_every: int = 20,
 ) -> HRNetLite:
-    """Train (or resume) HRNetLite for ``steps`` optimizer steps; returns the trained model."""
+    """Train (or resume) HRNetLite for ``steps`` optimizer steps; returns the trained model.
+
+    One pass over the pairs is a fixed order, repeated; a resumed run skips the batches of the
+    pass it already trained and restores the augmentation generator, so it continues exactly
+    as an uninterrupted run would. Ctrl-C / SIGTERM writes the checkpoint and raises
+    :class:`~pgmm.training.common.TrainingStopped`.
+    """
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / "last"
     torch.manual_seed(seed)
-    if (ckpt / "state.json").exists():
-        model = HRNetLite.from_pretrained(ckpt).to(device)
-        state = json.loads((ckpt / "state.json").read_text())
+    found = find_checkpoint(ckpt)
+    if found is not None:
+        model = HRNetLite.from_pretrained(found).to(device)
+        state = json.loads((found / "state.json").read_text())
     else:
         model, state = HRNetLite(config).to(device), {"step": 0}
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    if (ckpt / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    if found is not None and (found / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
 
     # Cosine decay to 5 % of lr over the whole run: steadier keypoints at the end.
     schedule = cosine_schedule(optimizer, steps, state["step"])
     per_video = max(1, steps * batch_size // (2 * max(1, len(dataset))))
     pairs = FramePairDataset(dataset, pairs_per_video=per_video, seed=seed)
     size = dataset.size // model.heatmap_stride
+    # Videos in small shuffled windows: each video is decoded (or rendered) once per pass.
+    order = list(VideoWindowSampler(pairs, window=min(4, pairs.cache_videos), seed=seed))
+    half = max(1, batch_size // 2)
+    batches = [order[i : i + half] for i in range(0, len(order), half)]
+    aug_generator = torch.Generator()
+    if "augment_rng" in state:
+        aug_generator.set_state(torch.tensor(state["augment_rng"], dtype=torch.uint8))
+    else:  # a fresh run, or a checkpoint written before the generator was saved
+        aug_generator.manual_seed(seed * 7919 + state["step"])
 
     def save() -> None:
+        state["augment_rng"] = aug_generator.get_state().tolist()
         save_step_checkpoint(ckpt, model, optimizer, state)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = (run_dir / "log.csv").open("a", newline="")
-    writer = csv.writer(log)
-    # Videos in small shuffled windows: each video is decoded (or rendered) once per pass.
-    sampler = VideoWindowSampler(pairs, window=min(4, pairs.cache_videos), seed=seed)
-    sampler.set_epoch(state["step"])
-    loader = DataLoader(pairs, batch_size=max(1, batch_size // 2), sampler=sampler)
-    aug_generator = torch.Generator().manual_seed(seed * 7919 + state["step"])
-    bar = tqdm(total=steps, initial=state["step"], desc="P_e", unit="step", disable=not progress)
     model.train()
-    try:
+    loop = ResumableLoop(
+        "P_e", run_dir, ckpt, save, start=state["step"], total=steps, every=checkpoint_every,
+        minutes=checkpoint_minutes, resumed=found is not None, progress=progress,
+        log=run_dir / "log.csv", log_header=False,
+    )  # fmt: skip
+    with loop:
         while state["step"] < steps:
+            skip = state["step"] % len(batches)
+            loader = DataLoader(pairs, batch_sampler=batches[skip:])
             for batch in loader:
                 images = torch.cat([batch["source"], batch["driving"]]).to(device)
                 points = to_pgmm36(torch.cat([batch["source_pose"], batch["driving_pose"]]))
@@ -153,20 +176,10 @@ def train_pose_estimator(
                 optimizer.step()
                 schedule.step()
                 state["step"] += 1
-                bar.update()
-                bar.set_postfix(loss=f"{loss.item():.5f}")
-                if state["step"] % 20 == 0:
-                    writer.writerow([state["step"], f"{loss.item():.6f}"])
-                if state["step"] % checkpoint_every == 0:
-                    save()
+                if state["step"] % log_every == 0:
+                    loop.log({"step": state["step"], "loss": f"{loss.item():.6f}"})
+                loop.end_step(state["step"], loss=f"{loss.item():.5f}")
                 if state["step"] >= steps:
                     break
-    except KeyboardInterrupt:
-        save()
-        raise
-    finally:
-        log.close()
-        bar.close()
-    save()
     model.save_pretrained(run_dir / "model")
     return model.eval()
