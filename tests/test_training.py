@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,8 @@ from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.signer import SynthSigner
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
-from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig
+from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, heatmap_loss
+from pgmm.training import pose_estimator as pose_estimator_training
 from pgmm.training.config import TrainConfig
 from pgmm.training.pose_estimator import evaluate_pck, train_pose_estimator
 from pgmm.training.trainer import PGMMTrainer
@@ -66,6 +70,10 @@ def test_resume_continues_exactly(data, tmp_path: Path) -> None:
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
+    opt_a, opt_b = straight.optimizer.state_dict(), resumed.optimizer.state_dict()
+    assert opt_a["state"].keys() == opt_b["state"].keys()
+    for key, moments in opt_a["state"].items():  # Adam step count and both moments
+        assert all(torch.equal(moments[n], opt_b["state"][key][n]) for n in moments), key
     steps = [int(r["step"]) for r in csv.DictReader((tmp_path / "b" / "log.csv").open())]
     assert steps == [1, 2, 3, 4]
 
@@ -76,14 +84,73 @@ def test_resume_refuses_a_different_config(data, tmp_path: Path) -> None:
         _trainer(data, tmp_path, max_steps=3, variant="pfm").run()
 
 
-def test_pose_estimator_training_resumes_and_reports_pck(data, tmp_path: Path) -> None:
+def _interrupt_after(monkeypatch, steps: int) -> None:
+    """Press Ctrl-C (SIGINT to this process) during the P_e trainer's step number ``steps``."""
+    calls = {"n": 0}
+
+    def loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == steps:
+            os.kill(os.getpid(), signal.SIGINT)
+        return heatmap_loss(*args, **kwargs)
+
+    monkeypatch.setattr(pose_estimator_training, "heatmap_loss", loss)
+
+
+def _checkpoint(run: Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
+    """(state.json, weights, optimizer state dict) of a P_e run's ``checkpoints/last``."""
+    ckpt = run / "checkpoints" / "last"
+    weights = HRNetLite.from_pretrained(ckpt).state_dict()
+    optimizer = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    return json.loads((ckpt / "state.json").read_text()), weights, optimizer
+
+
+def test_pose_estimator_training_resumes_from_the_saved_step(
+    data, tmp_path: Path, monkeypatch
+) -> None:
     cfg = HRNetLiteConfig(widths=(8, 16))
-    model = train_pose_estimator(data, tmp_path, cfg, steps=4, batch_size=4, progress=False)
+    kwargs = dict(steps=6, batch_size=4, lr=1e-3, progress=False)
+    # 3 steps of a 6-step run, stopped by Ctrl-C: the step in flight finishes, then it saves.
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        _interrupt_after(m, 3)
+        train_pose_estimator(data, tmp_path / "a", cfg, **kwargs)
+    state, weights, optimizer = _checkpoint(tmp_path / "a")
+    assert state["step"] == 3
+    assert all(int(s["step"]) == 3 for s in optimizer["state"].values())  # Adam saw 3 steps
+    # The lr follows the cosine schedule of the whole 6-step run: factor at step 3 is 0.525.
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    # The same interruption again is deterministic: identical weights at step 3.
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        _interrupt_after(m, 3)
+        train_pose_estimator(data, tmp_path / "b", cfg, **kwargs)
+    _, again, _ = _checkpoint(tmp_path / "b")
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+    # Resuming with nothing left to do returns exactly the saved model: it was loaded.
+    same = train_pose_estimator(data, tmp_path / "b", cfg, **{**kwargs, "steps": 3})
+    assert all(torch.equal(weights[k], v) for k, v in same.state_dict().items())
+    # Resuming to 6 continues from step 3 with the saved Adam moments, not from scratch.
+    resumed = train_pose_estimator(data, tmp_path / "b", cfg, **kwargs)
+    state, final, final_opt = _checkpoint(tmp_path / "b")
+    assert state["step"] == 6
+    assert all(int(s["step"]) == 6 for s in final_opt["state"].values())
+    assert final_opt["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.05)  # end of cosine
+    assert all(torch.equal(final[k], v) for k, v in resumed.state_dict().items())
+    assert any(not torch.equal(weights[k], final[k]) for k in weights)  # it did train on
+    # ... exactly as an uninterrupted 6-step run: same batches, augmentation and Adam state.
+    straight = train_pose_estimator(data, tmp_path / "c", cfg, **kwargs)
+    assert all(torch.equal(final[k], v) for k, v in straight.state_dict().items())
+    _, _, straight_opt = _checkpoint(tmp_path / "c")
+    for key, moments in straight_opt["state"].items():
+        assert all(torch.equal(moments[n], final_opt["state"][key][n]) for n in moments), key
+
+
+def test_pose_estimator_training_logs_and_reports_pck(data, tmp_path: Path) -> None:
+    cfg = HRNetLiteConfig(widths=(8, 16))
+    model = train_pose_estimator(data, tmp_path, cfg, steps=20, batch_size=2, progress=False)
     assert (tmp_path / "model" / "model.safetensors").exists()
-    again = train_pose_estimator(data, tmp_path, cfg, steps=6, batch_size=4, progress=False)
-    assert len(list(csv.reader((tmp_path / "log.csv").open()))) == 0  # logs every 20 steps
-    assert isinstance(again, HRNetLite) and not model.training
-    result = evaluate_pck(again, data, frames_per_video=2)
+    rows = list(csv.reader((tmp_path / "log.csv").open()))
+    assert [int(r[0]) for r in rows] == [20] and float(rows[0][1]) > 0  # logs every 20 steps
+    result = evaluate_pck(model, data, frames_per_video=2)
     assert 0.0 <= result["pck"] <= 1.0 and result["frames"] == 4
 
 
