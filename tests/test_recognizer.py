@@ -219,7 +219,16 @@ def test_recognize_video_batches_frames_through_the_estimator() -> None:
     kp = video_keypoints(frames, estimator, size=8)
     assert kp.shape == (10, 36, 3)
     wrapper = VideoGlossRecognizer(model, estimator)
-    assert wer_for_videos(wrapper, [frames], [["A"]]) >= 0
+    assert wrapper.recognize(frames) == hyp
+    # A head that always says "B" (zero weights, bias on B): every video decodes to ["B"].
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(-5.0)
+        model.head.bias[model.gloss_to_id["B"]] = 5.0
+    assert wrapper.recognize(frames) == ["B"]
+    # ["B"] vs ["B"]: 0 errors; vs ["A", "B", "C"]: 2 deletions; vs ["A"]: 1 substitution.
+    refs = [["B"], ["A", "B", "C"], ["A"]]
+    assert wer_for_videos(wrapper, [frames, frames, chw], refs) == pytest.approx(3 / 5)
     with pytest.raises(ValueError, match=r"\(T, 3, H, W\)"):
         model.recognize_video(torch.zeros(4, 16, 16, 3), estimator)
     with pytest.raises(ValueError, match="empty"):
