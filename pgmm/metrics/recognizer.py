@@ -18,7 +18,6 @@ blanks) or a small prefix beam search.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -38,7 +37,13 @@ from pgmm.checkpoint import CONFIG_NAME, dataclass_from_dict, load_weights, read
 from pgmm.metrics.wer import word_error_rate
 from pgmm.pose.layout import NUM_PGMM, PGMM36
 from pgmm.pose.sequence import PoseSequence
-from pgmm.training.common import cosine_schedule, save_step_checkpoint
+from pgmm.training.common import (
+    CHECKPOINT_MINUTES,
+    ResumableLoop,
+    cosine_schedule,
+    find_checkpoint,
+    save_step_checkpoint,
+)
 
 if TYPE_CHECKING:  # imported lazily at run time: the renderer pulls in PIL
     from pgmm.data.corpus import CorpusSentence
@@ -716,13 +721,16 @@ def train_recognizer(
     device: str = "cpu",
     progress: bool = True,
     num_threads: int | None = None,
+    checkpoint_minutes: float = CHECKPOINT_MINUTES,
 ) -> PoseCTCRecognizer:
     """Train (or resume) a recogniser on SynthSigner poses of one corpus split.
 
     ``config`` is a full :class:`RecognizerConfig` or a dict of architecture overrides (the
     vocabulary is always built from all splits of ``language``). The run folder holds
     ``model/`` (:meth:`PoseCTCRecognizer.from_pretrained`-able), ``checkpoints/last`` (model,
-    optimizer, step) written every ``checkpoint_every`` steps and on Ctrl-C, and ``log.csv``.
+    optimizer, step) written every ``checkpoint_every`` steps or ``checkpoint_minutes``
+    minutes, and on Ctrl-C / SIGTERM (then :class:`~pgmm.training.common.TrainingStopped` is
+    raised), and ``log.csv`` (step, loss, lr every 20 steps; no header).
     Batches are drawn from a generator seeded by ``(seed, step)``, so a resumed run continues
     with exactly the batches an uninterrupted one would have seen. AdamW with a 2 % warm-up and
     cosine decay to 5 % of ``lr``; gradients clipped to norm 1 (GRUs under CTC are prone to
@@ -735,7 +743,7 @@ def train_recognizer(
     with _torch_threads(num_threads):
         return _train(
             signer, language, run_dir, steps, batch_size, lr, max_sentences, noise, config,
-            split, checkpoint_every, seed, device, progress,
+            split, checkpoint_every, checkpoint_minutes, seed, device, progress,
         )  # fmt: skip
 
 
@@ -767,6 +775,7 @@ def _train(
     config: RecognizerConfig | dict[str, Any] | None,
     split: str,
     checkpoint_every: int,
+    checkpoint_minutes: float,
     seed: int,
     device: str,
     progress: bool,
@@ -790,17 +799,18 @@ def _train(
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / "last"
     torch.manual_seed(seed)
-    if (ckpt / "state.json").exists():
-        model = PoseCTCRecognizer.from_pretrained(ckpt, device)
-        state = json.loads((ckpt / "state.json").read_text())
+    found = find_checkpoint(ckpt)
+    if found is not None:
+        model = PoseCTCRecognizer.from_pretrained(found, device)
+        state = json.loads((found / "state.json").read_text())
         if model.config.language != language:
-            raise ValueError(f"{ckpt} holds a {model.config.language!r} model, not {language!r}")
+            raise ValueError(f"{found} holds a {model.config.language!r} model, not {language!r}")
     else:
         model, state = PoseCTCRecognizer(config).to(device), {"step": 0}
     targets = [model.encode_glosses(s.glosses) for s in sentences]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    if (ckpt / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    if found is not None and (found / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
     schedule = cosine_schedule(optimizer, steps, state["step"], warmup=max(1, steps // 50))
 
     def save() -> None:
@@ -811,16 +821,14 @@ def _train(
         model.save_pretrained(run_dir / "model")
         return model.eval()
     poses = cache_poses(signer, sentences, progress)
-
-    from tqdm import tqdm
-
-    log = (run_dir / "log.csv").open("a", newline="")
-    writer = csv.writer(log)
-    bar = tqdm(total=steps, initial=state["step"], desc="recogniser", unit="step",
-               disable=not progress)  # fmt: skip
     model.train()
     running: float | None = None
-    try:
+    loop = ResumableLoop(
+        "recogniser", run_dir, ckpt, save, start=state["step"], total=steps,
+        every=checkpoint_every, minutes=checkpoint_minutes, resumed=found is not None,
+        progress=progress, log=run_dir / "log.csv", log_header=False,
+    )  # fmt: skip
+    with loop:
         while state["step"] < steps:
             rng = np.random.default_rng([seed, state["step"]])
             picks = rng.integers(len(poses), size=batch_size)
@@ -836,20 +844,10 @@ def _train(
             state["step"] += 1
             value = float(loss.item())
             running = value if running is None else 0.95 * running + 0.05 * value
-            bar.update()
-            bar.set_postfix(loss=f"{running:.3f}")
             if state["step"] % 20 == 0:
-                writer.writerow([state["step"], f"{value:.5f}", f"{schedule.get_last_lr()[0]:.3e}"])
-                log.flush()
-            if state["step"] % checkpoint_every == 0:
-                save()
-    except KeyboardInterrupt:
-        save()
-        raise
-    finally:
-        log.close()
-        bar.close()
-    save()
+                lr_now = f"{schedule.get_last_lr()[0]:.3e}"
+                loop.log({"step": state["step"], "loss": f"{value:.5f}", "lr": lr_now})
+            loop.end_step(state["step"], loss=f"{running:.3f}")
     model.save_pretrained(run_dir / "model")
     return model.eval()
 
