@@ -27,7 +27,6 @@ never fails on an unseen gloss; the output is a plausible sign-like motion, not 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -46,7 +45,13 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from pgmm.checkpoint import dataclass_from_dict, load_weights, read_config, save_folder
 from pgmm.pose.layout import NUM_WHOLEBODY
 from pgmm.pose.sequence import PoseSequence
-from pgmm.training.common import cosine_schedule, save_step_checkpoint
+from pgmm.training.common import (
+    CHECKPOINT_MINUTES,
+    ResumableLoop,
+    cosine_schedule,
+    find_checkpoint,
+    save_step_checkpoint,
+)
 from text2pose.canonical import CANVAS, FPS
 from text2pose.data import G2PData, GlossVocab
 
@@ -489,11 +494,14 @@ def train_g2p(
     seed: int = 0,
     progress: bool = True,
     num_threads: int | None = None,
+    checkpoint_minutes: float = CHECKPOINT_MINUTES,
 ) -> GlossToPose:
     """Train (or resume) a :class:`GlossToPose` for ``steps`` optimizer steps.
 
     ``out_dir`` gets ``checkpoints/last`` (model folder + ``optimizer.pt`` + ``state.json``,
-    swapped in complete every ``checkpoint_every`` steps, at the end and on Ctrl-C), ``log.csv``
+    swapped in complete every ``checkpoint_every`` steps or ``checkpoint_minutes`` minutes, at
+    the end and on Ctrl-C / SIGTERM, which then raise
+    :class:`~pgmm.training.common.TrainingStopped`), ``log.csv``
     (step, losses, lr, dev losses every ``eval_every`` steps, seconds) and the final ``model/``.
     Each step seeds numpy and torch from ``(seed, step)`` -- batch choice, input noise and
     dropout -- so a resumed run is bit-exact with an uninterrupted one. The vocabulary is built
@@ -510,7 +518,7 @@ def train_g2p(
     try:
         return _train(
             config, train_data, dev_data, Path(out_dir), steps, batch_size, lr, warmup,
-            checkpoint_every, eval_every, max_dev_sentences, seed, progress,
+            checkpoint_every, checkpoint_minutes, eval_every, max_dev_sentences, seed, progress,
         )  # fmt: skip
     finally:
         torch.set_num_threads(previous_threads)
@@ -526,6 +534,7 @@ def _train(
     lr: float,
     warmup: int | None,
     checkpoint_every: int,
+    checkpoint_minutes: float,
     eval_every: int,
     max_dev_sentences: int,
     seed: int,
@@ -533,9 +542,10 @@ def _train(
 ) -> GlossToPose:
     ckpt = out_dir / "checkpoints" / "last"
     torch.manual_seed(seed)
-    if (ckpt / "state.json").exists():
-        model = GlossToPose.from_pretrained(ckpt).train()
-        state = json.loads((ckpt / "state.json").read_text())
+    found = find_checkpoint(ckpt)
+    if found is not None:
+        model = GlossToPose.from_pretrained(found).train()
+        state = json.loads((found / "state.json").read_text())
     else:
         vocab = GlossVocab.build(train_data.glosses)
         cfg = config.to_dict() if isinstance(config, G2PConfig) else dict(config)
@@ -547,24 +557,14 @@ def _train(
     if too_long:
         raise ValueError(f"{too_long} training sentences exceed max_frames")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    if (ckpt / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    if found is not None and (found / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
     warm = max(1, steps // 20) if warmup is None else warmup
     schedule = cosine_schedule(optimizer, steps, state["step"], warmup=warm)
     dev = dev_data.subset(range(min(len(dev_data), max_dev_sentences))) if dev_data else None
     order = np.argsort(train_data.num_frames, kind="stable")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    new_log = not (out_dir / "log.csv").exists()
-    log = (out_dir / "log.csv").open("a", newline="")
-    writer = csv.writer(log)
-    if new_log:
-        writer.writerow(["step", "loss", "frames", "aux", "lr", "dev_loss", "dev_frames",
-                         "dev_aux", "seconds"])  # fmt: skip
-    from tqdm import tqdm
-
-    bar = tqdm(total=steps, initial=state["step"], desc=f"g2p-{model.config.mode}", unit="step",
-               disable=not progress)  # fmt: skip
     tic = time.perf_counter() - state["seconds"]
 
     def save() -> None:
@@ -572,7 +572,12 @@ def _train(
         save_step_checkpoint(ckpt, model, optimizer, state)
 
     model.train()
-    try:
+    loop = ResumableLoop(
+        f"g2p-{model.config.mode}", out_dir, ckpt, save, start=state["step"], total=steps,
+        every=checkpoint_every, minutes=checkpoint_minutes, resumed=found is not None,
+        progress=progress, log=out_dir / "log.csv",
+    )  # fmt: skip
+    with loop:
         while state["step"] < steps:
             step_seed = _step_seed(seed, state["step"])
             torch.manual_seed(step_seed)
@@ -586,26 +591,17 @@ def _train(
             optimizer.step()
             schedule.step()
             state["step"] += 1
-            bar.update()
-            bar.set_postfix(loss=f"{terms['loss'].item():.4f}")
             dev_terms = {}
             if dev is not None and (state["step"] % eval_every == 0 or state["step"] == steps):
                 dev_terms = _dev_loss(model, dev, batch_size)
-            writer.writerow(
-                [state["step"], *(f"{terms[k].item():.5f}" for k in ("loss", "frames", "aux")),
-                 f"{schedule.get_last_lr()[0]:.3e}",
-                 *(f"{dev_terms[k]:.5f}" if dev_terms else "" for k in ("loss", "frames", "aux")),
-                 f"{time.perf_counter() - tic:.1f}"]
-            )  # fmt: skip
-            if state["step"] % checkpoint_every == 0:
-                log.flush()
-                save()
-    except KeyboardInterrupt:
-        save()
-        raise
-    finally:
-        log.close()
-        bar.close()
-    save()
+            loop.log({
+                "step": state["step"],
+                **{k: f"{terms[k].item():.5f}" for k in ("loss", "frames", "aux")},
+                "lr": f"{schedule.get_last_lr()[0]:.3e}",
+                **{f"dev_{k}": f"{dev_terms[k]:.5f}" if dev_terms else ""
+                   for k in ("loss", "frames", "aux")},
+                "seconds": f"{time.perf_counter() - tic:.1f}",
+            })  # fmt: skip
+            loop.end_step(state["step"], loss=f"{terms['loss'].item():.4f}")
     model.save_pretrained(out_dir / "model")
     return model.eval()

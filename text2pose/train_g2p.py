@@ -29,6 +29,7 @@ class G2PTrainConfig:
     batch_size: int = 16
     lr: float = 2e-3
     checkpoint_every: int = 250
+    checkpoint_minutes: float = 5.0  # ...or by the clock, whichever first
     eval_every: int = 250
     cache_dir: str = "outputs/cache/g2p"
     max_sentences: int | None = None  # first N training sentences (tests)
@@ -66,6 +67,7 @@ def run_g2p(cfg: G2PTrainConfig, out_dir: str | Path) -> GlossToPose:
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         checkpoint_every=cfg.checkpoint_every,
+        checkpoint_minutes=cfg.checkpoint_minutes,
         eval_every=cfg.eval_every,
         seed=cfg.seed,
     )
