@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+import sacrebleu
 import torch
 
 from pgmm.data.corpus import load_corpus
@@ -86,6 +88,32 @@ def test_gloss_scores_against_sacrebleu_identity() -> None:
     refs = [["A", "B", "C", "D"], ["E", "F", "G", "H"]]
     assert gloss_scores(refs, refs)["bleu4"] == 100.0
     assert gloss_scores([["X", "Y", "Z", "W"]] * 2, refs)["bleu1"] == 0.0
+
+
+def test_gloss_scores_partial_matches_and_brevity_penalty() -> None:
+    # Sentence 1: 6 of the reference's 8 glosses, all n-grams right, but short.
+    # Sentence 2: full length, one gloss wrong (E -> X).
+    hyps = [["A", "B", "C", "D", "E", "F"], ["A", "B", "C", "D", "X", "F", "G", "H"]]
+    refs = [["A", "B", "C", "D", "E", "F", "G", "H"]] * 2
+    # Sentence 2 alone: 1-grams 7/8; 2-grams AB BC CD FG GH = 5/7; 3-grams ABC BCD FGH = 3/6;
+    # 4-grams ABCD = 1/5; same length (BP = 1): BLEU-4 = (7/8 * 5/7 * 3/6 * 1/5)^(1/4) = 0.5.
+    assert gloss_scores(hyps[1:], refs[1:])["bleu4"] == 50.0
+    # Sentence 1 alone: every precision 1, BP = exp(1 - 8/6): BLEU-n = 71.65 for every n.
+    assert gloss_scores(hyps[:1], refs[:1])["bleu4"] == round(100 * math.exp(-1 / 3), 2)
+    # Corpus level sums the counts: 1-grams 13/14, 2-grams 10/12, 3-grams 7/10, 4-grams 4/8,
+    # lengths 14 vs 16 -> BP = exp(1 - 16/14).
+    bp = math.exp(1 - 16 / 14)
+    precisions = [13 / 14, 10 / 12, 7 / 10, 4 / 8]
+    scores = gloss_scores(hyps, refs)
+    for n in range(1, 5):
+        expected = 100 * bp * math.prod(precisions[:n]) ** (1 / n)
+        assert scores[f"bleu{n}"] == pytest.approx(expected, abs=0.005), n
+        # ... and what sacrebleu itself gives for those strings (catches a hyp/ref swap, which
+        # would drop the brevity penalty, or a different tokenisation or n-gram order).
+        bleu = sacrebleu.metrics.BLEU(tokenize="none", max_ngram_order=n)
+        direct = bleu.corpus_score([" ".join(h) for h in hyps], [[" ".join(r) for r in refs]])
+        assert scores[f"bleu{n}"] == round(direct.score, 2), n
+    assert scores["bleu4"] == 62.54  # the corpus value above, worked out: 100 * 0.8669 * 0.7214
 
 
 TINY = T2GConfig(
