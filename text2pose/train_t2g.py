@@ -7,26 +7,30 @@ What the recipe does, and why (numbers in docs/results.md):
   7k sentence pairs is tiny for a transformer, regularisation is what matters;
 * greedy-decoding dev BLEU-4 after every epoch selects checkpoints; the final model is the
   **average of the best ``average_best`` epochs** (checkpoint averaging) decoded with beam search;
-* every epoch writes a resumable checkpoint (model, optimizer, RNG, history) atomically, so a
-  killed run continues where it stopped.
+* ``state.pt`` is the resumable checkpoint (model, optimizer, RNG, history, position in the
+  epoch), one file replaced atomically at every epoch end, every ``checkpoint_every`` steps or
+  ``checkpoint_minutes`` minutes, and on Ctrl-C / SIGTERM (which then raise
+  :class:`~pgmm.training.common.TrainingStopped`); a resumed run skips the batches of the epoch
+  it already trained and continues exactly. Runs written before the weights moved into
+  ``state.pt`` resume from ``epochs/last.safetensors`` and ``history.json``.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
 from pgmm.checkpoint import dataclass_from_dict
 from pgmm.data.corpus import load_corpus
+from pgmm.training.common import ResumableLoop
 from text2pose.normalize import normalize_sentence
 from text2pose.t2g import T2GConfig, TextToGloss, gloss_scores
 from text2pose.tokenizer import Tokenizer
@@ -46,6 +50,11 @@ class T2GTrainConfig:
     max_train: int | None = None  # first N training pairs (tests)
     max_eval: int | None = None  # first N dev/test pairs (tests)
     seed: int = 0
+    # Checkpoints come at every epoch end, and also every N steps (None: not by steps) or
+    # every M minutes, whichever first.
+    checkpoint_every: int | None = None
+    checkpoint_minutes: float = 5.0
+    progress: bool = True
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> T2GTrainConfig:
@@ -88,6 +97,37 @@ def _batches(
     return batches
 
 
+@dataclass
+class T2GPosition:
+    """Where a run is: the epoch in progress and how much of it is done (saved in ``state.pt``)."""
+
+    epoch: int = 0
+    step: int = 0
+    batch: int = 0  # batches of ``epoch`` already trained
+    epoch_loss: float = 0.0  # their summed loss (the epoch's mean goes into the history)
+    epoch_seconds: float = 0.0
+
+
+def _load_state(
+    out: Path, model: TextToGloss, opt: torch.optim.Optimizer
+) -> tuple[T2GPosition, list[dict]] | None:
+    """Restore ``out/state.pt`` into ``model``, ``opt`` and torch's RNG; ``None``: a new run."""
+    path = out / "state.pt"
+    if not path.exists():
+        return None
+    st = torch.load(path, weights_only=True)
+    if "model" in st:
+        model.model.load_state_dict(st["model"])
+        history = st["history"]
+    else:  # written before the weights and the history moved into state.pt
+        model.model.load_state_dict(load_file(str(out / "epochs" / "last.safetensors")))
+        history = json.loads((out / "history.json").read_text())
+    opt.load_state_dict(st["optimizer"])
+    torch.set_rng_state(st["torch_rng"])
+    known = T2GPosition.__dataclass_fields__
+    return T2GPosition(**{k: v for k, v in st.items() if k in known}), history
+
+
 def evaluate(
     model: TextToGloss, pairs: list[tuple[str, list[str]]], num_beams: int, batch: int = 64
 ) -> tuple[dict[str, float], list[list[str]]]:
@@ -120,64 +160,72 @@ def train_t2g(cfg: T2GTrainConfig, out_dir: str | Path, data_dir: str | Path | N
         step = max(step, 1)
         return cfg.lr * min(step / cfg.warmup_steps, (cfg.warmup_steps / step) ** 0.5)
 
-    history: list[dict] = []
-    start_epoch, step = 0, 0
-    if state_path.exists():
-        st = torch.load(state_path, weights_only=True)
-        model.model.load_state_dict(load_file(str(out / "epochs" / "last.safetensors")))
-        opt.load_state_dict(st["optimizer"])
-        start_epoch, step = st["epoch"], st["step"]
-        history = json.loads((out / "history.json").read_text())
-        torch.set_rng_state(st["torch_rng"])
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=cfg.label_smoothing)
-    log = (out / "log.csv").open("a", newline="")
-    writer = csv.writer(log)
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        rng = random.Random(cfg.seed * 1000 + epoch)
-        batches = _batches(model, train, cfg.batch_tokens, rng)
-        bar = tqdm(batches, desc=f"T2G {lang} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        total, t0 = 0.0, time.perf_counter()
-        for idx in bar:
-            batch = model.encode_text([train[i][0] for i in idx])
-            labels = model.encode_glosses([train[i][1] for i in idx])
-            logits = model.model(**batch, labels=labels).logits
-            loss = loss_fn(logits.flatten(0, 1), labels.flatten())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            step += 1
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            opt.step()
-            total += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        scores, _ = evaluate(model, dev, num_beams=1)
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            "loss": round(total / len(batches), 4),
-            "dev_bleu4_greedy": scores["bleu4"],
-            "seconds": round(time.perf_counter() - t0, 1),
+    loaded = _load_state(out, model, opt)
+    pos, history = loaded or (T2GPosition(), [])
+
+    def save() -> None:
+        """One file, replaced atomically: weights, optimizer, RNG and position always agree."""
+        state: dict[str, Any] = {
+            **asdict(pos),
+            "model": model.model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "history": history,
+            "torch_rng": torch.get_rng_state(),
         }
-        history.append(row)
-        writer.writerow(row.values())
-        log.flush()
-        print(json.dumps(row), flush=True)
-        weights = {k: v.detach().clone() for k, v in model.model.state_dict().items()}
-        save_file(weights, str(out / "epochs" / f".e{epoch + 1}.tmp"))
-        (out / "epochs" / f".e{epoch + 1}.tmp").replace(
-            out / "epochs" / f"e{epoch + 1}.safetensors"
-        )
-        save_file(weights, str(out / "epochs" / ".last.tmp"))
-        (out / "epochs" / ".last.tmp").replace(out / "epochs" / "last.safetensors")
-        _prune(out / "epochs", history, cfg.average_best)
-        (out / "history.json").write_text(json.dumps(history, indent=1))
         tmp = out / ".state.pt.tmp"
-        st = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step}
-        torch.save({**st, "torch_rng": torch.get_rng_state()}, tmp)
+        torch.save(state, tmp)
         tmp.replace(state_path)
-    log.close()
+
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=cfg.label_smoothing)
+    # The batch count is the same every epoch: packing depends only on the sorted lengths.
+    per_epoch = len(_batches(model, train, cfg.batch_tokens, random.Random(cfg.seed)))
+    loop = ResumableLoop(
+        f"T2G {lang}", out, state_path, save, start=pos.step, total=cfg.epochs * per_epoch,
+        every=cfg.checkpoint_every, minutes=cfg.checkpoint_minutes, resumed=loaded is not None,
+        progress=cfg.progress, log=out / "log.csv", log_header=False,
+    )  # fmt: skip
+    with loop:
+        while pos.epoch < cfg.epochs:
+            epoch = pos.epoch
+            model.train()
+            rng = random.Random(cfg.seed * 1000 + epoch)
+            batches = _batches(model, train, cfg.batch_tokens, rng)
+            t0 = time.perf_counter() - pos.epoch_seconds
+            for idx in batches[pos.batch :]:
+                batch = model.encode_text([train[i][0] for i in idx])
+                labels = model.encode_glosses([train[i][1] for i in idx])
+                logits = model.model(**batch, labels=labels).logits
+                loss = loss_fn(logits.flatten(0, 1), labels.flatten())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                pos.step += 1
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(pos.step)
+                opt.step()
+                pos.batch += 1
+                pos.epoch_loss += loss.item()
+                pos.epoch_seconds = time.perf_counter() - t0
+                loop.end_step(pos.step, loss=f"{loss.item():.3f}", epoch=f"{epoch + 1}")
+            scores, _ = evaluate(model, dev, num_beams=1)
+            row = {
+                "epoch": epoch + 1,
+                "step": pos.step,
+                "loss": round(pos.epoch_loss / len(batches), 4),
+                "dev_bleu4_greedy": scores["bleu4"],
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            history.append(row)
+            loop.log(row)
+            loop.write(json.dumps(row))
+            weights = {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+            tmp = out / "epochs" / f".e{epoch + 1}.tmp"
+            save_file(weights, str(tmp))
+            tmp.replace(out / "epochs" / f"e{epoch + 1}.safetensors")
+            _prune(out / "epochs", history, cfg.average_best)
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            pos = T2GPosition(epoch=epoch + 1, step=pos.step)
+            loop.save()
     return finalize(model, out, history, cfg, dev, test)
 
 
