@@ -1,7 +1,9 @@
 """The ``slp`` command line. Each subcommand lives in its own module and registers itself here.
 
 Errors a user can cause (bad paths, corrupt media, bad arguments) are reported as one line on
-stderr with exit code 2 -- never a traceback.
+stderr with exit code 2 -- never a traceback. A training stopped by Ctrl-C or SIGTERM (after
+writing its checkpoint) is one line saying where the checkpoint is, with exit code 128 + the
+signal: 130 for Ctrl-C, 143 for SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import sys
 
 from integrations import cli as cli_caption
+from pgmm.training.common import TrainingStopped
 from slp_pipeline import (
     cli_data,
     cli_demo,
@@ -51,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"slp: error: {e}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:
+        print(f"slp: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("slp: interrupted", file=sys.stderr)
         return 130
