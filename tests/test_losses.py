@@ -348,6 +348,43 @@ def test_pgmm_loss_on_tiny_model(variant: str) -> None:
     assert all(p.grad is None for p in criterion.parameters())  # VGG and P_e stay frozen
 
 
+# Which parts of the full model each term must train (and no others). Exceptions, by design:
+# with CMM the generator computes its own flow, so the dense-motion contribution head that
+# mixes TPSMM's optical flow is trained only by the warp loss; Y_s are the generator's
+# intermediates, before its final output layer.
+_IMAGE_PATH = {"kp_detector", "bg_motion", "dense_motion", "encoder", "posenet", "generator"}
+TERM_REACH: dict[str, tuple[set[str], tuple[str, ...]]] = {
+    "perceptual": (_IMAGE_PATH, ("dense_motion.contribution_head.",)),
+    "pose_distance": (_IMAGE_PATH, ("dense_motion.contribution_head.",)),
+    "align": (_IMAGE_PATH, ("dense_motion.contribution_head.", "generator.final.")),
+    "equivariance": ({"kp_detector"}, ()),
+    "warp": ({"kp_detector", "bg_motion", "dense_motion"}, ()),
+    "background": ({"bg_motion"}, ()),
+    "driving_keypoints": ({"driving_head"}, ()),  # its targets and kp_source input: detached
+}
+
+
+def test_each_loss_term_trains_exactly_the_parts_it_must() -> None:
+    config, model, batch, _ = _tiny_step("full")
+    with torch.no_grad():  # zero-initialised heads (identity background) block gradients at init
+        for p in model.parameters():
+            p.add_(1e-3 * torch.randn_like(p))
+    out = model(
+        batch["source"], batch["driving"], batch["driving_heatmaps"], batch["source_heatmaps"],
+        with_align=True,
+    )  # fmt: skip
+    criterion = PGMMLoss(config, estimator=PooledEstimator(), pyramid_scales=(1, 0.5, 0.25))
+    terms = criterion(model, batch, out)
+    assert set(TERM_REACH) == set(terms) - {"total"}
+    names, params = zip(*model.named_parameters(), strict=True)
+    for term, (modules, exceptions) in TERM_REACH.items():
+        grads = torch.autograd.grad(terms[term], params, retain_graph=True, allow_unused=True)
+        reached = {n for n, g in zip(names, grads, strict=True) if g is not None and g.any()}
+        must = {n for n in names if n.split(".")[0] in modules and not n.startswith(exceptions)}
+        assert not must - reached, (term, sorted(must - reached))
+        assert not reached - must, (term, sorted(reached - must))
+
+
 def test_pgmm_loss_skips_zero_weights_and_checks_its_inputs() -> None:
     config, model, batch, out = _tiny_step(
         "full", perceptual=0.0, warp=0.0, equivariance=0.0, background=0.0

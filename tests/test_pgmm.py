@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from tiny import TINY_PGMM
 
+from pgmm.losses import align_loss
 from pgmm.models.cmm import CMM
 from pgmm.models.config import VARIANTS, PGMMConfig
 from pgmm.models.pfm import PFM
@@ -57,11 +58,12 @@ def test_gradients_reach_every_parameter(variant: str) -> None:
             p.add_(1e-3 * torch.randn_like(p))
     src, drv, heat = inputs(128)
     out = model(src, drv, heat, heat, dropout_p=0.0, with_align=True)
-    # The terms of the training losses: reconstruction, L_align, the dense-motion flow (TPSMM's
-    # warp loss), background and keypoint-head distillation.
+    # The outputs the training losses read: reconstruction, L_align (on Y_s; Y_d is its
+    # detached target), the dense-motion flow (TPSMM's warp loss), background and keypoint-head
+    # distillation. Which term must reach which part: tests/test_losses.py.
     loss = (
         out["prediction"].mean()
-        + sum(y.mean() for y in out["Y_d"])
+        + align_loss(out["Y_s"], out["Y_d"])
         + out["motion"].optical_flow.mean()
         + out["kp_driving_from_pose"].mean()
         + out["bg_from_pose"].mean()
@@ -98,15 +100,40 @@ def test_cmm_matches_hand_computed_reference() -> None:
     assert torch.equal(same, torch.cat([x, x], 1)) and no_flow is None and no_occ is None
 
 
-def test_pfm_matches_hand_computed_reference() -> None:
+def _conv_in_relu_reference(x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The paper's PFM convolution module from plain ops: 3x3 conv (stride 1), instance norm
+    (per sample and channel over H, W; biased variance, eps 1e-5, affine), ReLU."""
+    y = F.conv2d(x, weights["0.weight"], weights["0.bias"], stride=1, padding=1)
+    mean = y.mean(dim=(2, 3), keepdim=True)
+    var = ((y - mean) ** 2).mean(dim=(2, 3), keepdim=True)
+    y = (y - mean) / torch.sqrt(var + 1e-5)
+    y = y * weights["1.weight"][:, None, None] + weights["1.bias"][:, None, None]
+    return torch.where(y > 0, y, torch.zeros_like(y))
+
+
+def test_pfm_matches_an_independent_reference_of_eq_6() -> None:
     torch.manual_seed(0)
-    pfm = PFM(channels=4, pose_channels=3, attention_channels=5).eval()
-    x, pose = torch.randn(2, 4, 3, 3), torch.randn(2, 3, 3, 3)
-    q = pfm.query(pose).flatten(2).transpose(1, 2)  # (B, 9, 5)
-    k = pfm.key(x).flatten(2).transpose(1, 2)
-    v = pfm.value(x).flatten(2).transpose(1, 2)  # (B, 9, 4)
-    attn = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(5), dim=-1)
-    expected = x + (attn @ v).transpose(1, 2).reshape(2, 4, 3, 3)
+    c, cp, h, w = 4, 3, 3, 5  # h != w: a transposed token order would show
+    pfm = PFM(channels=c, pose_channels=cp).eval()
+    with torch.no_grad():  # non-trivial norm affines, so their wiring matters too
+        for p in pfm.parameters():
+            p.copy_(torch.randn_like(p))
+    x, pose = torch.randn(2, c, h, w), torch.randn(2, cp, h, w)
+    weights = {
+        name: {k: v.detach().clone() for k, v in getattr(pfm, name).state_dict().items()}
+        for name in ("query", "key", "value")
+    }
+    q = _conv_in_relu_reference(pose, weights["query"])  # Q(X_p), (B, C, h, w)
+    k = _conv_in_relu_reference(x, weights["key"])  # K(X_in)
+    v = _conv_in_relu_reference(x, weights["value"])  # V(X_in)
+    expected = torch.empty_like(x)
+    for b in range(x.shape[0]):
+        # Tokens are pixels: row i of Q is pixel i = (r, col) in row-major order.
+        qb, kb, vb = (t[b].reshape(c, h * w).T for t in (q, k, v))  # (hw, C) each
+        scores = qb @ kb.T / math.sqrt(c)  # Eq. 6: / sqrt(C_in)
+        attn = torch.exp(scores - scores.max(dim=1, keepdim=True).values)
+        attn = attn / attn.sum(dim=1, keepdim=True)  # softmax over the keys
+        expected[b] = x[b] + (attn @ vb).T.reshape(c, h, w)  # X_out = X_in + X'_in (Eq. 4)
     assert torch.allclose(pfm(x, pose), expected, atol=1e-5)
 
 

@@ -155,7 +155,11 @@ class PGMM(nn.Module):
             with torch.no_grad():
                 result["Y_d"] = self.generator(self.encoder(driving), None, pose).intermediates
         if source_heatmaps is not None and driving_heatmaps is not None:
-            kp_pred, bg_pred = self.driving_head(driving_heatmaps, source_heatmaps, kp_source)
+            # kp_source is an input of the head, not a prediction: detached, so the keypoint
+            # detector (the distillation teacher) is not trained by the head's loss through it.
+            kp_pred, bg_pred = self.driving_head(
+                driving_heatmaps, source_heatmaps, kp_source.detach()
+            )
             result["kp_driving_from_pose"], result["bg_from_pose"] = kp_pred, bg_pred
         return result
 
