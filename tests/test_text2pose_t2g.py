@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import signal
 
 import pytest
 import sacrebleu
 import torch
+from safetensors.torch import save_file
 
 from pgmm.data.corpus import load_corpus
 from text2pose.normalize import TextInputError, normalize_sentence, split_sentences
 from text2pose.t2g import T2GConfig, TextToGloss, gloss_scores
 from text2pose.tokenizer import EOS, Tokenizer
-from text2pose.train_t2g import T2GTrainConfig, corpus_pairs, train_t2g
+from text2pose.train_t2g import T2GTrainConfig, corpus_pairs, finalize, train_t2g
 
 
 @pytest.mark.parametrize(
@@ -210,3 +214,77 @@ def test_no_repeat_ngram_size_forbids_repeats(overfit, shared_data) -> None:
         assert len(hyp) == len(set(hyp)), hyp
     model.save_pretrained(out / "norepeat")
     assert TextToGloss.from_pretrained(out / "norepeat").config.no_repeat_ngram_size == 1
+
+
+# ------------------------------------------------------------------ train_t2g: log and selection
+def test_t2g_logs_each_epochs_mean_batch_loss_across_a_resume(
+    shared_data, tmp_path, monkeypatch
+) -> None:
+    """history.json's ``loss`` is the mean of the epoch's batch losses, also when the epoch was
+    interrupted (Ctrl-C in its second batch) and finished by a resumed run."""
+    losses: list[float] = []
+
+    class Recording(torch.nn.CrossEntropyLoss):
+        def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            loss = super().forward(logits, labels)
+            losses.append(loss.item())
+            if len(losses) == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # the step finishes, then the run stops
+            return loss
+
+    monkeypatch.setattr(torch.nn, "CrossEntropyLoss", Recording)
+    torch.set_num_threads(1)
+    cfg = T2GTrainConfig(
+        model=TINY, epochs=2, batch_tokens=40, lr=3e-3, warmup_steps=10, label_smoothing=0.0,
+        average_best=1, max_train=8, max_eval=2, progress=False,
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        train_t2g(cfg, tmp_path, shared_data)
+    assert not (tmp_path / "history.json").exists() and len(losses) == 2
+    train_t2g(cfg, tmp_path, shared_data)
+    history = json.loads((tmp_path / "history.json").read_text())
+    per_epoch = history[0]["step"]
+    assert per_epoch >= 3  # so the stop came mid-epoch
+    assert [r["step"] for r in history] == [per_epoch, 2 * per_epoch]
+    assert len(losses) == 2 * per_epoch  # every batch trained once, none repeated
+    for e, row in enumerate(history):
+        epoch_losses = losses[e * per_epoch : (e + 1) * per_epoch]
+        assert row["loss"] == round(sum(epoch_losses) / per_epoch, 4), row
+
+
+def test_t2g_final_model_is_chosen_on_dev_never_test(overfit, shared_data, tmp_path) -> None:
+    out, _ = overfit
+    trained = TextToGloss.from_pretrained(out / "model")
+    memorised = corpus_pairs("de", "train", shared_data)[:8]  # the trained weights know these
+    good = {k: v.clone() for k, v in trained.model.state_dict().items()}
+    torch.manual_seed(1)
+    untrained = TextToGloss(TINY, trained.text_tok, trained.gloss_tok).model.state_dict()
+    bad = {k: v.clone() for k, v in untrained.items()}  # clones: tied embeddings share storage
+    (tmp_path / "epochs").mkdir()
+    save_file(good, str(tmp_path / "epochs" / "e1.safetensors"))
+    save_file(bad, str(tmp_path / "epochs" / "e2.safetensors"))
+    # The history (greedy dev BLEU-4 per epoch) ranks epoch 2 first; on the test sentences
+    # epoch 1 is far better. The selection must follow dev.
+    history = [
+        {"epoch": 1, "step": 1, "loss": 1.0, "dev_bleu4_greedy": 10.0},
+        {"epoch": 2, "step": 2, "loss": 1.0, "dev_bleu4_greedy": 20.0},
+    ]
+    dev, test = memorised[:2], memorised
+    cfg = T2GTrainConfig(model=TINY, average_best=1)
+    results = finalize(trained, tmp_path, history, cfg, dev, test)
+    assert results["averaged_epochs"] == [2]
+    saved = TextToGloss.from_pretrained(tmp_path / "model").model.state_dict()
+    assert all(torch.equal(saved[k], bad[k]) for k in bad)
+    assert results["test"]["bleu4"] < 50  # what peeking at test would have avoided
+    # Averaging two epochs or keeping the best one is decided on dev too: another test set
+    # changes the reported test scores, never the chosen weights.
+    cfg.average_best = 2
+    chosen, weights = [], []
+    for name, test_pairs in (("a", memorised), ("b", memorised[4:])):
+        trained.model.load_state_dict(good)
+        run = tmp_path / name
+        shutil.copytree(tmp_path / "epochs", run / "epochs")
+        chosen.append(finalize(trained, run, history, cfg, dev, test_pairs)["averaged_epochs"])
+        weights.append(TextToGloss.from_pretrained(run / "model").model.state_dict())
+    assert chosen[0] == chosen[1]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
