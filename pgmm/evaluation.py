@@ -21,9 +21,16 @@ Heatmaps: from the dataset's ground-truth poses when it has them (rendered with
 :func:`pgmm.training.trainer.pose_heatmaps`, the exact maps the model was trained on), else
 from the pose estimator ``P_e`` -- as in training.
 
+Two pose networks, never one: ``estimator`` (``P_e``, the network ``L_pd`` trains the renderer
+against) only supplies driving heatmaps where a dataset has no poses; ``evaluator`` -- a pose
+estimator trained independently (another seed and architecture, ``models/evaluator``) -- reads
+every *generated* frame for the keypoint columns and the WER proxy. Scoring with ``P_e`` would
+reward a renderer for pleasing its own examiner rather than for drawing the hands where the
+pose says, so :func:`evaluate` refuses an evaluator with ``P_e``'s weights.
+
 Metrics, in the paper's column order (:data:`METRIC_COLUMNS`): L1, SSIM, LPIPS, FVD, TCD, WER,
-then our pose-fidelity columns (keypoint error of ``P_e(generated)`` for the hands and the
-whole body, PCK@0.05 of the hands). A metric that cannot be computed is the string
+then our pose-fidelity columns (keypoint error of ``evaluator(generated)`` for the hands and
+the whole body, PCK@0.05 of the hands). A metric that cannot be computed is the string
 ``"n/a (reason)"`` -- missing weights are shown by :func:`pgmm.metrics.report` -- never a
 number computed some other way. Frame metrics are running sums over batches of frames, so only
 one video (and one batch of model activations) is in memory at a time.
@@ -31,6 +38,7 @@ one video (and one batch of model activations) is in memory at a time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -52,6 +60,7 @@ from pgmm.metrics import LPIPS, MetricWeightsMissing, report
 from pgmm.metrics.fvd import I3D, frechet_distance, i3d_features
 from pgmm.metrics.image import l1, ssim
 from pgmm.metrics.keypoints import keypoint_error, pck
+from pgmm.metrics.recognizer import PoseCTCRecognizer, VideoGlossRecognizer
 from pgmm.metrics.tcd import tcd
 from pgmm.metrics.wer import GlossRecognizer, word_error_rate
 from pgmm.models.pgmm import PGMM
@@ -69,10 +78,13 @@ __all__ = [
     "METRIC_COLUMNS",
     "TASKS",
     "MetricAccumulator",
+    "atomic_write_text",
     "evaluate",
     "markdown_report",
     "markdown_table",
+    "network_digest",
     "not_available",
+    "write_doc_block",
     "write_results",
 ]
 
@@ -98,10 +110,13 @@ _RECON = {
     "lpips": "LPIPS v0.1 distance of generated vs real frames, mean over frames",
     "fvd": "Frechet distance of I3D logits of 16-frame clips: generated vs real videos",
     "tcd": "share of pixels whose change w.r.t. the real neighbour frames disagrees by > 0.5",
-    "wer": "word error rate of the gloss recogniser on generated videos vs reference glosses",
-    "ke_hands": "mean distance (fraction of frame size) of P_e(generated) to the true hand points",
-    "ke_body": "mean distance (fraction of frame size) of P_e(generated) to all 36 true points",
-    "pck_hands": "share of visible hand points of P_e(generated) within 0.05 of the truth",
+    "wer": "word error rate of the gloss recogniser on generated videos vs reference glosses "
+    "(a pose recogniser reads the evaluator's keypoints)",
+    "ke_hands": "mean distance (fraction of frame size) of evaluator(generated) to the true hand "
+    "points",
+    "ke_body": "mean distance (fraction of frame size) of evaluator(generated) to all 36 true "
+    "points",
+    "pck_hands": "share of visible hand points of evaluator(generated) within 0.05 of the truth",
 }
 _NO_PIXELS = "not defined: no ground-truth video of the source person doing the driving motion"
 _CROSS = {
@@ -112,11 +127,11 @@ _CROSS = {
     "tcd": _NO_PIXELS + " (TCD against the driving signer would mostly measure identity)",
     "fvd": "Frechet distance of I3D logits of 16-frame clips: generated vs the real driving "
     "videos (distribution level, no pairing needed)",
-    "ke_hands": "mean distance of P_e(generated) to the driving signer's hand points "
+    "ke_hands": "mean distance of evaluator(generated) to the driving signer's hand points "
     "(includes body-proportion differences between the two people)",
-    "ke_body": "mean distance of P_e(generated) to the driving signer's 36 points "
+    "ke_body": "mean distance of evaluator(generated) to the driving signer's 36 points "
     "(includes body-proportion differences between the two people)",
-    "pck_hands": "share of the driving signer's visible hand points that P_e(generated) "
+    "pck_hands": "share of the driving signer's visible hand points that evaluator(generated) "
     "finds within 0.05",
 }
 #: What each column means, per task (also written into ``metrics.json`` and ``metrics.md``).
@@ -133,6 +148,38 @@ _NO_GT_REASON = "cross-person: no ground-truth video"
 def not_available(reason: str) -> str:
     """The one spelling of a missing metric in tables and JSON: ``"n/a (reason)"``."""
     return f"n/a ({reason})"
+
+
+def network_digest(network: torch.nn.Module) -> str:
+    """A short content hash of a network's weights (parameters and buffers).
+
+    Results record it so that a number always says which evaluator read the frames, and two
+    networks can be told apart (or found identical) whatever folder they were loaded from.
+    """
+    h = hashlib.sha256()
+    for key, value in sorted(network.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _video_recognizer(
+    recognizer: GlossRecognizer | PoseCTCRecognizer | None, evaluator: PoseEstimator | None
+) -> GlossRecognizer | None:
+    """The WER recogniser of generated videos: a pose recogniser reads the *evaluator's*
+    keypoints, never those of the ``P_e`` the renderer was trained against."""
+    if isinstance(recognizer, PoseCTCRecognizer):
+        if evaluator is None:
+            raise ValueError("a pose recogniser reads keypoints of the frames: pass an evaluator")
+        return VideoGlossRecognizer(recognizer, evaluator)
+    if isinstance(recognizer, VideoGlossRecognizer) and (
+        evaluator is None or network_digest(recognizer.estimator) != network_digest(evaluator)
+    ):
+        raise ValueError(
+            "the recogniser reads keypoints with another network than the evaluator: pass the "
+            "PoseCTCRecognizer itself, evaluate() attaches the evaluator"
+        )
+    return recognizer
 
 
 # --------------------------------------------------------------------------- accumulation
@@ -154,7 +201,7 @@ class MetricAccumulator:
         lpips: LPIPS | MetricWeightsMissing | None = None,
         i3d: I3D | MetricWeightsMissing | None = None,
         recognizer: GlossRecognizer | None = None,
-        estimator_given: bool = True,
+        evaluator_given: bool = True,
         unavailable: Mapping[str, str] | None = None,
     ) -> None:
         self.lpips, self.i3d, self.recognizer = lpips, i3d, recognizer
@@ -171,9 +218,9 @@ class MetricAccumulator:
             self.reasons["fvd"], self.i3d = report(i3d), None
         if recognizer is None:
             self.reasons["wer"] = not_available("no gloss recognizer given")
-        if not estimator_given:
+        if not evaluator_given:
             for key in ("ke_hands", "ke_body", "pck_hands"):
-                self.reasons[key] = not_available("no pose estimator P_e given")
+                self.reasons[key] = not_available("no evaluator given")
         for key, reason in (unavailable or {}).items():
             if key not in METRIC_COLUMNS:
                 raise ValueError(f"unknown metric column {key!r}; known: {list(METRIC_COLUMNS)}")
@@ -238,7 +285,7 @@ class MetricAccumulator:
             store.append(i3d_features(clips, self.i3d))
 
     def add_keypoints(self, pred: torch.Tensor, truth: torch.Tensor) -> None:
-        """``(N, 36, 2|3)`` points of ``P_e(generated)`` and the reference ``(N, 36, 3)``."""
+        """``(N, 36, 2|3)`` points of ``evaluator(generated)`` and the reference ``(N, 36, 3)``."""
         if pred.shape[:-1] != truth.shape[:-1]:
             raise ValueError(f"keypoint shapes differ: {tuple(pred.shape)} vs {tuple(truth.shape)}")
         self._pred_points.append(pred[..., :2].detach().cpu().double().numpy())
@@ -392,7 +439,7 @@ def evaluate(
     dataset: SignVideoDataset,
     task: str = "reconstruction",
     estimator: PoseEstimator | None = None,
-    recognizer: GlossRecognizer | None = None,
+    recognizer: GlossRecognizer | PoseCTCRecognizer | None = None,
     lpips: LPIPS | MetricWeightsMissing | None = None,
     i3d: I3D | MetricWeightsMissing | None = None,
     max_videos: int | None = None,
@@ -400,6 +447,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     drive: str = "image",
     *,
+    evaluator: PoseEstimator | None = None,
     name: str | None = None,
     batch_size: int = BATCH_SIZE,
     heatmap_sigma: float | None = None,
@@ -413,9 +461,13 @@ def evaluate(
     "metrics": {column: float | "n/a (...)"} in METRIC_COLUMNS order, "definitions",
     "settings"}``. ``lpips``/``i3d`` may be a loaded metric, ``None`` or the
     :class:`MetricWeightsMissing` raised while loading it (so the table names the missing
-    path). ``estimator`` (``P_e``) scores the generated frames' keypoints and supplies driving
-    heatmaps when the dataset has no poses; ``recognizer`` gives WER. ``heatmap_sigma`` must
-    match training (default: :class:`TrainConfig`'s). With ``out_dir``: ``metrics.json``,
+    path). ``estimator`` (``P_e``) only supplies driving heatmaps when the dataset has no
+    poses. ``evaluator`` -- an independent pose estimator, never ``P_e`` -- reads the generated
+    frames (and, without dataset poses, the real ones) for the keypoint columns. ``recognizer``
+    gives WER: a :class:`PoseCTCRecognizer` reads the evaluator's keypoints of each generated
+    video, any other :class:`GlossRecognizer` reads the video itself (a
+    :class:`VideoGlossRecognizer` must hold the evaluator). ``heatmap_sigma`` must match
+    training (default: :class:`TrainConfig`'s). With ``out_dir``: ``metrics.json``,
     ``metrics.md`` and ``comparison.mp4`` (source | driving | generated of the first
     ``comparison_videos`` videos, one after the other), each written atomically.
 
@@ -438,14 +490,25 @@ def evaluate(
         raise ValueError(
             f"P_e has heatmap stride {estimator.heatmap_stride}, the model {cfg.heatmap_stride}"
         )
+    recognizer = _video_recognizer(recognizer, evaluator)
+    if (
+        estimator is not None
+        and evaluator is not None
+        and network_digest(estimator) == network_digest(evaluator)
+    ):
+        raise ValueError(
+            "the evaluator has the weights of the P_e given for heatmaps: score generated frames "
+            "with a pose estimator the renderer was not trained against (models/evaluator)"
+        )
     num_videos = min(len(dataset), max_videos or len(dataset))
     if num_videos == 0:
         raise ValueError(f"{dataset.name} ({dataset.split}) has no videos to evaluate")
     sigma = TrainConfig.heatmap_sigma if heatmap_sigma is None else heatmap_sigma
     device = next(model.parameters()).device
     model.eval()
-    if estimator is not None:
-        estimator.eval()
+    for network in (estimator, evaluator):
+        if network is not None:
+            network.eval()
     needs_heatmaps = cfg.uses_pose or drive == "pose"
 
     def heatmaps(points: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
@@ -462,7 +525,7 @@ def evaluate(
         lpips,
         i3d,
         recognizer,
-        estimator_given=estimator is not None,
+        evaluator_given=evaluator is not None,
         unavailable={k: _NO_GT_REASON for k in ("l1", "ssim", "lpips", "tcd")}
         if task == "cross-person"
         else None,
@@ -512,12 +575,13 @@ def evaluate(
                 generated.append(pred)
                 if task == "reconstruction":
                     acc.add_frames(pred, driving)
-                if estimator is not None:
-                    found = estimator.keypoints(pred.to(device)).cpu()
+                if evaluator is not None:
+                    found = evaluator.keypoints(pred.to(device)).cpu()
                     if batch_points is not None:
                         truth, ref = batch_points, "ground-truth poses"
                     else:
-                        truth, ref = estimator.keypoints(driving.to(device)).cpu(), "P_e(driving)"
+                        truth = evaluator.keypoints(driving.to(device)).cpu()
+                        ref = "evaluator(driving)"
                     kp_reference.add(ref)
                     acc.add_keypoints(found, truth)
                 if writer is not None and i < comparison_videos:
@@ -547,6 +611,7 @@ def evaluate(
                 "heatmaps": sorted(heatmap_source) or None,
                 "heatmap_sigma": sigma,
                 "keypoint_reference": sorted(kp_reference) or None,
+                "evaluator": None if evaluator is None else network_digest(evaluator),
                 "sources": sorted(set(sources)),
                 "fvd_clip_frames": FVD_CLIP_FRAMES,
                 "pck_threshold": PCK_THRESHOLD,
@@ -594,7 +659,7 @@ def markdown_report(rows: Sequence[Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     """Readers (docs build, dashboards) never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -606,6 +671,21 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def write_doc_block(path: str | Path, begin: str, end: str, body: str) -> None:
+    """Replace only the generated block between the markers ``begin`` and ``end`` of a
+    document (appended when the document has none yet), so that hand-written text around it
+    -- the reading of a table, other sections -- survives every re-run of the command."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{begin}\n{body.strip()}\n{end}"
+    if begin in text and end in text.split(begin, 1)[1]:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+    atomic_write_text(path, text)
+
+
 def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write ``metrics.json`` (``{"columns", "results"}``) and ``metrics.md`` atomically.
 
@@ -613,7 +693,7 @@ def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Non
     """
     out = Path(out_dir)
     payload = {"columns": list(METRIC_COLUMNS), "results": list(rows)}
-    _atomic_write_text(
+    atomic_write_text(
         out / "metrics.json", json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False)
     )
-    _atomic_write_text(out / "metrics.md", markdown_report(rows))
+    atomic_write_text(out / "metrics.md", markdown_report(rows))
