@@ -598,17 +598,31 @@ class DictionaryBuildConfig:
                                    f"{path} train")  # fmt: skip
 
 
-def run_dictionary(cfg: DictionaryBuildConfig, out_dir: str | Path) -> GlossDictionary:
-    """Build the dictionary of ``cfg.model.language`` into ``out_dir/model`` (+ ``build.json``:
-    seconds, sentences, glosses, bytes). A build takes CPU minutes, so it is not resumable:
-    a re-run rebuilds from the cached G2P data."""
+@dataclass
+class DictionaryBuildReport:
+    """What a build did (``build.json`` beside the model folder)."""
+
+    language: str
+    sentences: int
+    glosses: int
+    profiled_glosses: int  # glosses with their own transition share (the rest: pooled)
+    core_frames_stored: int
+    array_bytes: int
+    data_seconds: float  # loading (or first building) the cached G2P data
+    build_seconds: float  # learning the dictionary itself
+
+
+def run_dictionary(cfg: DictionaryBuildConfig, out_dir: str | Path) -> DictionaryBuildReport:
+    """Build the dictionary of ``cfg.model.language`` into ``out_dir/model`` and write
+    ``out_dir/build.json``. A build takes CPU minutes, so it is not resumable: a re-run
+    rebuilds it from the cached G2P data (deterministic for ``cfg.model.seed``)."""
     from pgmm.data.synth.signer import SynthSigner
     from text2pose.data import build_g2p_data
 
     language = cfg.model.language
     if language not in ("de", "zh"):
         raise ValueError(
-            f"the dictionary config must name model.language de or zh, got {language!r}"
+            f"the dictionary config must name model.language de or zh, not {language!r}"
         )
     tic = time.perf_counter()
     signer = SynthSigner(languages=[language])
@@ -617,11 +631,16 @@ def run_dictionary(cfg: DictionaryBuildConfig, out_dir: str | Path) -> GlossDict
     model = build_dictionary(train, cfg.model)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir / "model")
-    report = {"language": language, "sentences": len(train),
-              "glosses": len(model.vocab) - len(GlossVocab.SPECIALS),
-              "profiled_glosses": model.timing.profiled_glosses,
-              "core_frames_stored": int(len(model.cores)), "array_bytes": model.size_bytes,
-              "data_seconds": round(loaded, 1),
-              "build_seconds": round(time.perf_counter() - tic - loaded, 1)}  # fmt: skip
-    (out_dir / "build.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    return model
+    report = DictionaryBuildReport(
+        language=language,
+        sentences=len(train),
+        glosses=len(model.vocab) - len(GlossVocab.SPECIALS),
+        profiled_glosses=model.timing.profiled_glosses,
+        core_frames_stored=len(model.cores),
+        array_bytes=model.size_bytes,
+        data_seconds=round(loaded, 1),
+        build_seconds=round(time.perf_counter() - tic - loaded, 1),
+    )
+    text = json.dumps(dataclasses.asdict(report), indent=2) + "\n"
+    (out_dir / "build.json").write_text(text, encoding="utf-8")
+    return report

@@ -5,6 +5,12 @@ The serving graph only needs this object: ``generate`` for a whole sentence and
 decoded. Text longer than one sentence is split on sentence boundaries (see
 :mod:`text2pose.normalize`), each sentence is signed in turn, and consecutive sentences are
 joined by a short linear blend so the signer never jumps.
+
+The gloss -> pose step is either the NAR/AR network (:class:`text2pose.g2p.GlossToPose`) or the
+dictionary model (:class:`text2pose.dictionary.GlossDictionary`): both offer ``generate``,
+``generate_stream`` and ``config.max_glosses``. :func:`load_g2p` picks the class a folder's
+``config.json`` names, and ``text2pose.json`` may name the G2P folder (``"g2p"``, default
+``g2p``), so a dictionary can ship beside the network and be selected without moving either.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pgmm.checkpoint import CONFIG_NAME
 from pgmm.pose.sequence import PoseSequence
 from text2pose import canonical
+from text2pose.dictionary import GlossDictionary
 from text2pose.g2p import GlossToPose
 from text2pose.normalize import TextInputError, split_sentences
 from text2pose.t2g import TextToGloss
@@ -25,25 +33,42 @@ from text2pose.t2g import TextToGloss
 log = logging.getLogger(__name__)
 PIPELINE_NAME = "text2pose.json"
 BLEND_FRAMES = 6
+G2PModel = GlossToPose | GlossDictionary
+
+
+def load_g2p(directory: str | Path) -> G2PModel:
+    """The gloss -> pose model saved in ``directory``, of the class its ``config.json`` names."""
+    path = Path(directory) / CONFIG_NAME
+    try:
+        model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        model_type = None  # GlossToPose.from_pretrained names what is wrong with the folder
+    if model_type == GlossDictionary.__name__:
+        return GlossDictionary.from_pretrained(directory)
+    return GlossToPose.from_pretrained(directory)
 
 
 class TextToPose:
-    def __init__(self, t2g: TextToGloss, g2p: GlossToPose) -> None:
+    def __init__(self, t2g: TextToGloss, g2p: G2PModel) -> None:
         self.t2g, self.g2p = t2g, g2p
         self.language = t2g.config.language
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> TextToPose:
-        """A folder with ``t2g/`` and ``g2p/`` model folders (what ``save_pretrained`` writes)."""
+        """A folder with ``t2g/`` and ``g2p/`` model folders (what ``save_pretrained`` writes);
+        ``text2pose.json`` may name another G2P folder of it (``"g2p": "g2p_dict"``)."""
         directory = Path(directory)
         if not (directory / PIPELINE_NAME).is_file():
             raise FileNotFoundError(
                 f"not a text2pose model folder (no {PIPELINE_NAME}): {directory}"
             )
-        return cls(
-            TextToGloss.from_pretrained(directory / "t2g"),
-            GlossToPose.from_pretrained(directory / "g2p"),
-        )
+        try:
+            g2p_name = json.loads((directory / PIPELINE_NAME).read_text()).get("g2p", "g2p")
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise ValueError(f"{directory / PIPELINE_NAME}: not a JSON object ({e})") from e
+        if not isinstance(g2p_name, str) or g2p_name in ("", ".", "..") or "/" in g2p_name:
+            raise ValueError(f"{directory / PIPELINE_NAME}: 'g2p' must name a subfolder")
+        return cls(TextToGloss.from_pretrained(directory / "t2g"), load_g2p(directory / g2p_name))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
