@@ -17,9 +17,10 @@ def register(train: argparse._SubParsersAction) -> None:
     t2p = train.add_parser("text2pose", help="train text->gloss (t2g) or gloss->pose (g2p)")
     t2p.add_argument(
         "--stage",
-        choices=("t2g", "g2p", "t2p"),
+        choices=("t2g", "g2p", "t2p", "dict"),
         required=True,
-        help="t2g: text -> glosses; g2p: glosses -> pose; t2p: direct text -> pose (comparison)",
+        help="t2g: text -> glosses; g2p: glosses -> pose; t2p: direct text -> pose (comparison); "
+        "dict: the gloss -> pose dictionary of learned sign clips (CPU minutes, not resumable)",
     )
     source = t2p.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, help="configs/text2pose/<stage>-<lang>.yaml")
@@ -58,7 +59,17 @@ def run_text2pose(args: argparse.Namespace) -> int:
     if not args.config.is_file():
         raise FileNotFoundError(f"config not found: {args.config}")
     overrides = {"epochs": args.epochs} if args.epochs else None
-    if args.stage == "t2g":
+    if args.stage == "dict":
+        from text2pose.dictionary import DictionaryBuildConfig, run_dictionary
+
+        if args.epochs:
+            raise ValueError("--epochs does not apply to --stage dict (it is built, not trained)")
+        report = run_dictionary(DictionaryBuildConfig.from_yaml(args.config), args.out)
+        print(
+            f"{args.out / 'model'}: {report.glosses} glosses from {report.sentences} sentences, "
+            f"{report.array_bytes / 2**20:.1f} MiB of arrays, built in {report.build_seconds:.0f} s"
+        )
+    elif args.stage == "t2g":
         from text2pose.train_t2g import T2GTrainConfig, train_t2g
 
         train_t2g(T2GTrainConfig.from_yaml(args.config, overrides), args.out)
@@ -96,6 +107,11 @@ def register_tools(sub: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--t2p", type=Path, help="a direct text -> pose model (run/model of --stage t2p) to compare"
     )
+    ev.add_argument(
+        "--dictionary",
+        type=Path,
+        help="a gloss dictionary (run/model of --stage dict): adds its gold- and T2G-gloss rows",
+    )
     ev.add_argument("--out", type=Path, required=True)
     ev.set_defaults(func=run_eval)
     gl = cmd.add_parser("glosses", help="print the glosses and frame count of a text")
@@ -105,11 +121,10 @@ def register_tools(sub: argparse._SubParsersAction) -> None:
 
 
 def run_pack(args: argparse.Namespace) -> int:
-    from text2pose.g2p import GlossToPose
-    from text2pose.pipeline import TextToPose
+    from text2pose.pipeline import TextToPose, load_g2p
     from text2pose.t2g import TextToGloss
 
-    t2g, g2p = TextToGloss.from_pretrained(args.t2g), GlossToPose.from_pretrained(args.g2p)
+    t2g, g2p = TextToGloss.from_pretrained(args.t2g), load_g2p(args.g2p)
     if g2p.config.language and g2p.config.language != t2g.config.language:
         raise ValueError(
             f"T2G is {t2g.config.language!r} but G2P is {g2p.config.language!r}: "
@@ -130,6 +145,7 @@ def run_eval(args: argparse.Namespace) -> int:
         args.max_sentences,
         recognizer_dir=args.recognizer,
         t2p_dir=args.t2p,
+        dictionary_dir=args.dictionary,
     )
     write(result, args.out)
     print(markdown(result))

@@ -7,6 +7,8 @@ One table row per system, all on the same sentences and the same SynthSigner tar
   joints and hands only (canonical units: fraction of the canvas, shoulder width = 0.37),
   length error, decode speed;
 * ``T2P direct`` (optional) — text straight into a pose network, no glosses;
+* ``dictionary`` (optional) — the dictionary-signs model (:mod:`text2pose.dictionary`) from
+  gold and from T2G glosses, beside the G2P and lexicon rows;
 * ``T2G2P`` — the full text → pose path (predicted glosses into G2P), and the lexicon baseline
   fed the same predicted glosses (what a lexicon pipeline such as sign.mt would produce);
 * with a gloss recognizer: **back-translation** WER / BLEU-4 of every pose system, and of the
@@ -23,6 +25,7 @@ from typing import Any
 from pgmm.data.synth.signer import SynthSigner
 from text2pose.baselines import LexiconBaseline, MeanPoseBaseline, canonical_sequence
 from text2pose.data import build_g2p_data, text_tokens
+from text2pose.dictionary import GlossDictionary
 from text2pose.g2p import GlossToPose
 from text2pose.metrics import back_translation, evaluate_g2p
 from text2pose.pipeline import TextToPose
@@ -50,6 +53,7 @@ def evaluate_text2pose(
     cache_dir: str | Path = "outputs/cache/g2p",
     recognizer_dir: str | Path | None = None,
     t2p_dir: str | Path | None = None,
+    dictionary_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     model = TextToPose.from_pretrained(model_dir)
     recognizer = None
@@ -94,6 +98,20 @@ def evaluate_text2pose(
     rows["lexicon (T2G glosses)"] = evaluate_g2p(
         _Fixed(lexicon, posed), gold, targets, recognizer=recognizer
     )
+    if dictionary_dir is not None:  # dictionary signs, fed the gold and the T2G glosses
+        dictionary = GlossDictionary.from_pretrained(dictionary_dir)
+        if dictionary.config.language != language:
+            raise ValueError(
+                f"the dictionary signs {dictionary.config.language!r} but the model "
+                f"signs {language!r}"
+            )
+        rows["dictionary (gold glosses)"] = evaluate_g2p(
+            dictionary, gold, targets, recognizer=recognizer
+        )
+        rows["dictionary (T2G glosses)"] = evaluate_g2p(
+            _Fixed(dictionary, [g[: dictionary.config.max_glosses - 2] for g in predicted]),
+            gold, targets, recognizer=recognizer,
+        )  # fmt: skip
     if t2p_dir is not None:  # direct text -> pose, fed the same test texts
         t2p = GlossToPose.from_pretrained(t2p_dir)
         tokens = [list(text_tokens(t, language)) for t, _ in pairs]
