@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pgmm.console import quiet_native_logs
 from pgmm.pose.sequence import PoseSequence
 
 SUFFIXES = (".pose", ".npz")
@@ -33,7 +34,8 @@ def run_extract(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in {' or '.join(SUFFIXES)}, got {args.out.name!r}")
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
-    pose: PoseSequence = label_video(args.video, max_frames=args.max_frames)
+    with quiet_native_logs():  # MediaPipe's C++ logging would bury the progress bar
+        pose: PoseSequence = label_video(args.video, max_frames=args.max_frames)
     if args.out.suffix == ".pose":
         pose.save_pose(args.out)
     else:

@@ -10,10 +10,19 @@ import argparse
 import json
 from pathlib import Path
 
+from pgmm.console import quiet_native_logs
 from pgmm.pose.sequence import PoseSequence
 from pgmm.training.adapt import AdaptConfig
+from slp_pipeline.auth import check_exposure
 from slp_pipeline.config import DEFAULT_CONFIG, PipelineConfig, load_serve_config, pipeline_config
-from slp_pipeline.signers import BUILTIN_SIGNERS, STORED_SIZE, SignerRegistry, check_name
+from slp_pipeline.signers import (
+    BUILTIN_SIGNERS,
+    MAX_UPLOAD_BYTES,
+    STORED_SIZE,
+    SignerRegistry,
+    UploadTooLarge,
+    check_name,
+)
 from slp_pipeline.stages import SKELETON, resolve_device, upload_pose_estimator
 from slp_pipeline.synthesize import Synthesizer
 
@@ -86,15 +95,18 @@ def run_serve(args: argparse.Namespace) -> int:
 
     serve_config = load_serve_config(args.config)
     http = serve_config.get("http_options") or {}
-    host, port = http.get("host", "127.0.0.1"), http.get("port", 8000)
+    host, port = str(http.get("host", "127.0.0.1")), http.get("port", 8000)
+    keys = pipeline_config(serve_config).key_policy()
+    check_exposure(host, keys)  # a public address without a key: one line, before Ray starts
     print(f"starting Ray Serve for http://{host}:{port}/ (Ctrl-C stops it)")
+    print(keys.describe())
     run_from_config(serve_config, blocking=True)
     return 0
 
 
 def run_signers(args: argparse.Namespace) -> int:
     config = _config(args.config)
-    registry = SignerRegistry(config.signers_dir)
+    registry = SignerRegistry(config.signers_dir, max_signers=config.max_signers)
     if args.action == "list":
         for row in registry.list():
             print(json.dumps(row))
@@ -102,10 +114,14 @@ def run_signers(args: argparse.Namespace) -> int:
         estimator = upload_pose_estimator(config.upload_poses, config.pose_estimator)
         if estimator is None:
             raise ValueError(f"{args.config} configures no pose_estimator, needed to add signers")
-        person = registry.add(args.name, args.image.read_bytes(), estimator)
+        if args.image.stat().st_size > MAX_UPLOAD_BYTES:  # before reading it into memory
+            raise UploadTooLarge(f"{args.image} is larger than {MAX_UPLOAD_BYTES / 1e6:.0f} MB")
+        with quiet_native_logs():  # the default estimator is MediaPipe's
+            person = registry.add(args.name, args.image.read_bytes(), estimator)
         print(f"added signer {person.name!r} ({config.signers_dir}/{person.name})")
     elif args.action == "adapt":
-        _adapt(args, config, registry)
+        with quiet_native_logs():  # MediaPipe labels the clip and scores the result
+            _adapt(args, config, registry)
     else:
         registry.delete(args.name)
         print(f"removed signer {args.name!r}")

@@ -8,6 +8,7 @@ They live as the ``args`` of the application in a Ray Serve config file
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,14 @@ import yaml
 
 from pgmm.checkpoint import dataclass_from_dict
 from pgmm.training.config import TrainConfig
+from slp_pipeline.auth import ApiKeys, keys_from
 from slp_pipeline.stages import SKELETON, TextToPoseLoader
 
 DEFAULT_CONFIG = Path("configs/serve/cpu.yaml")
 
 
 UPLOAD_POSES = ("mediapipe", "pe")
+ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?"  # a browser origin: no path, no trailing slash
 
 
 @dataclass
@@ -49,6 +52,13 @@ class PipelineConfig:
     torch_threads: int = 1  # per replica; CPU hosts run several replicas side by side
     max_batch_size: int = 4  # frame chunks per renderer forward pass
     batch_wait_timeout_s: float = 0.02
+    # Serving security (see slp_pipeline.auth and README "Serving"). Keys are better kept out of
+    # config files: $SLP_API_KEY adds to these.
+    api_keys: list[str] = field(default_factory=list, repr=False)
+    sign_requires_key: bool = False  # also ask a key for POST /v1/sign
+    max_signers: int = 50  # built-ins included; uploads beyond it get 409
+    # Browser origins allowed to call the API (CORS); none: only the service's own page.
+    cors_origins: list[str] = field(default_factory=list)
     #: Programmatic only (not in YAML): builds text2pose models; ``None`` uses ``TextToPose``.
     text2pose_loader: TextToPoseLoader | None = field(default=None, repr=False)
 
@@ -62,8 +72,13 @@ class PipelineConfig:
             raise ValueError(
                 f"upload_poses must be one of {UPLOAD_POSES}, got {self.upload_poses!r}"
             )
-        if self.chunk_frames < 1 or self.max_text_chars < 1 or self.max_batch_size < 1:
-            raise ValueError("chunk_frames, max_text_chars and max_batch_size must be >= 1")
+        if min(self.chunk_frames, self.max_text_chars, self.max_batch_size, self.max_signers) < 1:
+            raise ValueError(
+                "chunk_frames, max_text_chars, max_batch_size and max_signers must be >= 1"
+            )
+        bad = [o for o in self.cors_origins if o != "*" and not re.fullmatch(ORIGIN, o)]
+        if bad:
+            raise ValueError(f"cors_origins must be '*' or scheme://host[:port]; got {bad}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PipelineConfig:
@@ -84,6 +99,10 @@ class PipelineConfig:
             pose_estimator=fix(self.pose_estimator) if self.pose_estimator else None,
             signers_dir=fix(self.signers_dir),
         )
+
+    def key_policy(self) -> ApiKeys:
+        """The API keys (the config's and ``$SLP_API_KEY``'s), as digests for the replicas."""
+        return ApiKeys.from_keys(keys_from(self.api_keys), self.sign_requires_key)
 
     def check_models(self) -> None:
         """Fail before anything is deployed, naming every missing model folder at once."""

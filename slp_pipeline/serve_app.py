@@ -21,11 +21,22 @@ Why it is cut this way:
   retry succeeds -- except for a stream already under way, which can only be cut off.
 * Encoding stays in the ingress because an mp4 muxer is per-request state; it runs in a thread
   so the event loop keeps serving other requests.
+* A caller's mistake found in an inner deployment (text2pose refusing a sentence) comes back as
+  a :class:`Refusal` value, not an exception: Serve logs every exception leaving a replica as a
+  failed request with its traceback, and a 4xx is one INFO line here.
+
+Security (see :mod:`slp_pipeline.auth`): signer writes need an API key (a FastAPI security
+dependency, so ``/docs`` shows it), ``/v1/sign`` optionally; uploads are refused by their
+``Content-Length`` before any byte is read, capped while a chunked body is read, and accepted
+as ``image/png``/``image/jpeg`` only -- which also stops a cross-site ``text/plain`` form post;
+browsers of other origins get no CORS grant unless ``cors_origins`` lists them; Ray itself
+listens on 127.0.0.1 only (:mod:`slp_pipeline.local_ray`).
 """
 
 # No ``from __future__ import annotations`` here: @serve.ingress ships the FastAPI app to the
 # replicas by value, where string annotations (e.g. ``Request``) could no longer be resolved.
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -33,23 +44,41 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import ray
 import torch
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pgmm.console import quiet_native_logs
 from pgmm.pose.sequence import PoseSequence
+from slp_pipeline.auth import ApiKeys, check_exposure
 from slp_pipeline.config import PipelineConfig, pipeline_config
-from slp_pipeline.signers import InputError, Signer, SignerRegistry
+from slp_pipeline.local_ray import init_local_ray, is_loopback_ip
+from slp_pipeline.signers import (
+    MAX_UPLOAD_BYTES,
+    UPLOAD_MEDIA_TYPES,
+    InputError,
+    Signer,
+    SignerRegistry,
+    UnsupportedMediaType,
+    UploadError,
+    UploadTooLarge,
+    check_name,
+    shown,
+)
 from slp_pipeline.stages import (
     MEDIA_TYPES,
     DrivingChunk,
@@ -80,21 +109,56 @@ video{width:100%;background:#222;margin-top:1rem}</style></head>
 <p><select id="language"><option value="de">Deutsch (DGS)</option>
 <option value="zh">中文 (CSL)</option></select>
 <select id="signer"></select> <button id="go">Sign</button> <span id="status"></span></p>
+<p><label>API key, if this server asks for one:
+<input id="key" type="password" autocomplete="off"></label></p>
 <video id="video" controls autoplay muted></video>
 <p><a href="/docs">API docs</a></p>
 <script>
 const $ = (id) => document.getElementById(id);
-fetch("/v1/signers").then((r) => r.json()).then((d) => {
-  for (const s of d.signers) $("signer").add(new Option(s.name, s.name));
-});
+const MAX_TRIES = 4;
+const sleep = (s) => new Promise((done) => setTimeout(done, s * 1000));
+// The proxy in front of the app may answer by itself in plain text (a full queue: 503).
+async function errorOf(r) {
+  if ((r.headers.get("Content-Type") || "").includes("application/json")) {
+    try {
+      const doc = await r.json();
+      if (doc && doc.error) return doc.error;
+    } catch (e) { /* not JSON after all */ }
+  }
+  return `${r.status} ${r.statusText}`.trim();
+}
+// Seconds to wait before retrying a busy answer (503/429 with Retry-After), else null.
+function retryAfter(r) {
+  const header = r.headers.get("Retry-After");
+  const s = header === null ? NaN : Number(header);
+  return (r.status === 503 || r.status === 429) && s >= 0 && s <= 60 ? s : null;
+}
+async function call(url, options) {
+  for (let attempt = 1; ; attempt++) {
+    const r = await fetch(url, options);
+    const wait = retryAfter(r);
+    if (r.ok || wait === null || attempt === MAX_TRIES) return r;
+    $("status").textContent = `busy, retrying in ${wait} s...`;
+    await sleep(wait);
+  }
+}
+call("/v1/signers").then(async (r) => {
+  if (!r.ok) { $("status").textContent = await errorOf(r); return; }
+  for (const s of (await r.json()).signers) $("signer").add(new Option(s.name, s.name));
+}).catch((e) => { $("status").textContent = `network error: ${e.message}`; });
 $("go").onclick = async () => {
   $("status").textContent = "rendering...";
+  const headers = {"Content-Type": "application/json"};
+  if ($("key").value) headers.Authorization = `Bearer ${$("key").value}`;
   const body = {text: $("text").value, language: $("language").value, signer: $("signer").value};
-  const r = await fetch("/v1/sign", {method: "POST", headers: {"Content-Type": "application/json"},
-                                     body: JSON.stringify(body)});
-  if (!r.ok) { $("status").textContent = (await r.json()).error || r.statusText; return; }
-  $("video").src = URL.createObjectURL(await r.blob());
-  $("status").textContent = "";
+  try {
+    const r = await call("/v1/sign", {method: "POST", headers, body: JSON.stringify(body)});
+    if (!r.ok) { $("status").textContent = await errorOf(r); return; }
+    $("video").src = URL.createObjectURL(await r.blob());
+    $("status").textContent = "";
+  } catch (e) {
+    $("status").textContent = `network error: ${e.message}`;
+  }
 };
 </script></body></html>
 """
@@ -103,7 +167,14 @@ $("go").onclick = async () => {
 api = FastAPI(
     title="pgmm-slp",
     version="1",
-    description="Sign language production: text -> text2pose -> PGMM renderer -> video.",
+    description="Sign language production: text -> text2pose -> PGMM renderer -> video. "
+    "Adding or deleting a signer needs an API key (`Authorization: Bearer KEY`); "
+    "`/v1/sign` needs one only where the server is configured so.",
+)
+_bearer = HTTPBearer(
+    auto_error=False,  # a missing key is our 401 in the {"error": ...} shape
+    scheme_name="apiKey",
+    description="a key from the server's SLP_API_KEY or its config's api_keys",
 )
 
 
@@ -121,6 +192,23 @@ class Unavailable(Exception):
     """A deployment behind the ingress shed the request or lost its replica: retry shortly."""
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A caller's error crossing a deployment boundary as a value (see the module docstring)."""
+
+    message: str
+    status: int
+
+    @classmethod
+    def of(cls, error: InputError) -> "Refusal":
+        return cls(str(error), error.status)
+
+    def error(self) -> InputError:
+        error = InputError(self.message)
+        error.status = self.status
+        return error
+
+
 @contextmanager
 def _retryable_as_unavailable() -> Iterator[None]:
     """Wrap every wait on another deployment.
@@ -136,12 +224,18 @@ def _retryable_as_unavailable() -> Iterator[None]:
         raise Unavailable(str(e)) from e
 
 
-def _error(exc: BaseException) -> JSONResponse:
+def _refused(request: Request, status: int, message: str, headers: Any = None) -> JSONResponse:
+    """A 4xx: one INFO line (a caller's mistake is not a server fault), the JSON shape."""
+    logger.info("%s %s -> %d: %s", request.method, request.url.path[:100], status, message)
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _error(request: Request, exc: BaseException) -> JSONResponse:
     """One JSON error shape for everything; errors raised in another replica arrive wrapped in
     a ``RayTaskError`` whose text holds a traceback, so the original message is unwrapped."""
     cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
     if isinstance(cause, InputError):
-        return JSONResponse({"error": str(cause)}, status_code=cause.status)
+        return _refused(request, cause.status, str(cause), getattr(cause, "headers", None))
     if isinstance(cause, Unavailable):
         logger.warning("request shed: %s", cause)
         return JSONResponse(
@@ -153,20 +247,108 @@ def _error(exc: BaseException) -> JSONResponse:
     return JSONResponse({"error": f"internal error ({type(cause).__name__})"}, status_code=500)
 
 
+@api.exception_handler(Exception)  # the last resort: a JSON 500, not Starlette's plain text
 @api.exception_handler(InputError)
 @api.exception_handler(RayTaskError)
 @api.exception_handler(Unavailable)
 async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
-    return _error(exc)
+    return _error(request, exc)
+
+
+@api.exception_handler(HTTPException)
+async def _handle_http(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own answers (unknown route 404, wrong method 405, unparsable body 400)."""
+    return _refused(request, exc.status_code, str(exc.detail), exc.headers)
 
 
 @api.exception_handler(RequestValidationError)
 async def _handle_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's schema errors, in the same ``{"error": ...}`` shape as ours."""
-    where = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
-    )
-    return JSONResponse({"error": where}, status_code=422)
+    parts = []
+    for e in exc.errors():
+        if e.get("type") == "json_invalid":  # its loc is a byte offset, not a field
+            parts.append("the body is not valid JSON")
+            continue
+        loc = [str(p) for p in e.get("loc", ())]
+        parts.append(f"{'.'.join(loc[1:]) or (loc[0] if loc else 'request')}: {e['msg']}")
+    return _refused(request, 422, "; ".join(dict.fromkeys(parts)))
+
+
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+
+
+def _ingress() -> "SignAPI":
+    """The ingress replica serving this request. The app is a module-level object frozen when
+    the class is decorated, so per-deployment settings (keys, CORS) are read from the replica;
+    Serve injects ``self`` into the routes the same way."""
+    return serve.get_replica_context().servable_object
+
+
+async def _write_access(credentials: BearerKey) -> None:
+    """Signer upload/delete: an API key, unless the (loopback-only) service runs without."""
+    _ingress().keys.check(credentials.credentials if credentials else None, write=True)
+
+
+async def _sign_access(credentials: BearerKey) -> None:
+    """``/v1/sign``: a key only where ``sign_requires_key`` is set."""
+    _ingress().keys.check(credentials.credentials if credentials else None, write=False)
+
+
+class _ConfiguredCORS:
+    """CORS as the config says: no grant at all by default (browsers then keep other sites'
+    pages from reading answers or sending non-simple requests), else Starlette's middleware
+    for ``cors_origins``, built at the replica's first request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.inner: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan events come before the replica context exists
+            await self.app(scope, receive, send)
+            return
+        if self.inner is None:
+            origins = _ingress().config.cors_origins
+            self.inner = (
+                CORSMiddleware(
+                    self.app,
+                    allow_origins=origins,
+                    allow_methods=["GET", "POST", "DELETE"],
+                    allow_headers=["Authorization", "Content-Type"],
+                    expose_headers=["Retry-After"],
+                )
+                if origins
+                else self.app
+            )
+        await self.inner(scope, receive, send)
+
+
+api.add_middleware(_ConfiguredCORS)
+
+
+async def _read_upload(request: Request) -> bytes:
+    """The body of an image upload, refused by type and by size before it fills memory: by its
+    declared ``Content-Length`` before any byte is read, and while a chunked body streams."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in UPLOAD_MEDIA_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {shown(media_type) if media_type else '(none)'} is not accepted; "
+            f"send the image bytes as the body with Content-Type {' or '.join(UPLOAD_MEDIA_TYPES)}"
+        )
+    limit = f"the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB"
+    declared = request.headers.get("content-length")
+    if declared is not None and not declared.isdigit():
+        raise UploadError("Content-Length is not a number")
+    if declared is not None and int(declared) > MAX_UPLOAD_BYTES:
+        raise UploadTooLarge(f"the body is {int(declared) / 1e6:.1f} MB; {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_UPLOAD_BYTES:
+            raise UploadTooLarge(
+                f"the body is larger than {MAX_UPLOAD_BYTES / 1e6:.0f} MB; {limit}"
+            )
+    return bytes(body)
 
 
 # --------------------------------------------------------------------------- Text2Pose
@@ -180,8 +362,11 @@ class Text2Pose:
             config.text2pose, config.text2pose_loader, config.max_text_chars, config.chunk_frames
         )
 
-    def generate(self, text: str, language: str) -> Iterator[PoseSequence]:
-        yield from self.stage.stream(text, language)
+    def generate(self, text: str, language: str) -> Iterator[PoseSequence | Refusal]:
+        try:
+            yield from self.stage.stream(text, language)
+        except InputError as e:
+            yield Refusal.of(e)
 
 
 # --------------------------------------------------------------------------- Renderer
@@ -217,14 +402,15 @@ class Renderer:
 
     @serve.multiplexed(max_num_models_per_replica=8)
     async def signer(self, key: str) -> _SignerCache:
-        """Load a signer by its content key (``name@digest``); a changed signer is a new key."""
-        person = await asyncio.to_thread(self.registry.get, key.partition("@")[0])
-        if person.key != key:
-            raise InputError(f"signer {person.name!r} changed during the request; retry")
-        return _SignerCache(person)
+        """Load a signer by its content key (``name@digest``): the version the request started
+        with, even if it was deleted or replaced since (see :mod:`slp_pipeline.signers`)."""
+        return _SignerCache(await asyncio.to_thread(self.registry.get_version, key))
 
-    async def render(self, renderer: str, chunk: PoseSequence) -> np.ndarray:
-        cache = await self.signer(serve.get_multiplexed_model_id())
+    async def render(self, renderer: str, chunk: PoseSequence) -> np.ndarray | Refusal:
+        try:
+            cache = await self.signer(serve.get_multiplexed_model_id())
+        except InputError as e:
+            return Refusal.of(e)
         stage = self.stages[renderer]
         size = stage.heatmap_size
         if renderer not in cache.states:
@@ -258,13 +444,20 @@ class SignAPI:
     """HTTP front: checks requests, owns the signer registry, encodes the output."""
 
     def __init__(
-        self, text2pose: DeploymentHandle, renderer: DeploymentHandle, config: PipelineConfig
+        self,
+        text2pose: DeploymentHandle,
+        renderer: DeploymentHandle,
+        config: PipelineConfig,
+        keys: ApiKeys,
     ) -> None:
         torch.set_num_threads(config.torch_threads)
         self.text2pose = text2pose
         self.renderer = renderer
         self.config = config
-        self.registry = SignerRegistry(config.signers_dir, seed_builtins=False)
+        self.keys = keys
+        self.registry = SignerRegistry(
+            config.signers_dir, seed_builtins=False, max_signers=config.max_signers
+        )
         self.estimator = upload_pose_estimator(config.upload_poses, config.pose_estimator)
         self.heatmaps = HeatmapStage(config.heatmap_sigma)
         self.encode = EncodeStage()
@@ -281,24 +474,55 @@ class SignAPI:
     async def list_signers(self) -> dict[str, Any]:
         return {"signers": await asyncio.to_thread(self.registry.list)}
 
-    @api.post("/v1/signers", status_code=201)
+    @api.post(
+        "/v1/signers",
+        status_code=201,
+        dependencies=[Security(_write_access)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    t: {"schema": {"type": "string", "format": "binary"}}
+                    for t in UPLOAD_MEDIA_TYPES
+                },
+            }
+        },
+        responses={
+            401: {"description": "no valid API key"},
+            409: {"description": "the name is taken, or the registry is full (max_signers)"},
+            413: {"description": f"body over {MAX_UPLOAD_BYTES} bytes"},
+            415: {"description": "Content-Type is not image/png or image/jpeg"},
+        },
+    )
     async def add_signer(
         self, request: Request, name: str = Query(description="name of the new signer")
     ) -> dict[str, Any]:
         """Add a signer from one PNG/JPEG image sent as the raw request body."""
-        data = await request.body()
-        person = await asyncio.to_thread(self.registry.add, name, data, self.estimator)
+        check_name(name)
+        data = await _read_upload(request)
+        person = await asyncio.to_thread(self._add, name, data)
         return {"name": person.name, **person.meta}
 
-    @api.delete("/v1/signers/{name}")
+    def _add(self, name: str, data: bytes) -> Signer:
+        with quiet_native_logs():  # MediaPipe's C++ chatter would fill the replica's log
+            return self.registry.add(name, data, self.estimator)
+
+    @api.delete(
+        "/v1/signers/{name}",
+        dependencies=[Security(_write_access)],
+        responses={401: {"description": "no valid API key"}},
+    )
     async def delete_signer(self, name: str) -> dict[str, str]:
+        """Delete a signer; renders already under way with it still finish."""
         await asyncio.to_thread(self.registry.delete, name)
         return {"deleted": name}
 
     @api.post(
         "/v1/sign",
+        dependencies=[Security(_sign_access)],
         responses={
             200: {"content": {t: {} for t in MEDIA_TYPES.values()}},
+            401: {"description": "no valid API key (only where sign_requires_key is set)"},
             503: {"description": "renderers saturated; see Retry-After"},
         },
     )
@@ -346,6 +570,8 @@ class SignAPI:
         converter = None
         with _retryable_as_unavailable():
             async for chunk in self.text2pose.options(stream=True).generate.remote(text, language):
+                if isinstance(chunk, Refusal):
+                    raise chunk.error()
                 if fps is not None and fps != chunk.fps:
                     converter = converter or FrameRateConverter(chunk.fps, fps)
                     chunk = converter.push(chunk)
@@ -396,7 +622,10 @@ class SignAPI:
         deadline = time.monotonic() + ADMITTED_WAIT_S
         while True:
             try:
-                return await response
+                frames = await response
+                if isinstance(frames, Refusal):
+                    raise frames.error()
+                return frames
             except BackPressureError:
                 if not admitted or time.monotonic() > deadline:
                     raise
@@ -427,18 +656,22 @@ def build_graph(
     ``deployments`` list of a serve config file)."""
     config = config.resolved()
     config.check_models()
-    SignerRegistry(config.signers_dir)  # seed the built-in signers before any replica reads
+    keys = config.key_policy()  # bad keys fail here, before anything starts
+    config = dataclasses.replace(config, api_keys=[])  # only digests go to the replicas
+    SignerRegistry(config.signers_dir)  # seed built-ins and tidy up before any replica reads
     opts = dict(options or {})
     text2pose = Text2Pose.options(**opts.pop("Text2Pose", {})).bind(config)
     renderer = Renderer.options(**opts.pop("Renderer", {})).bind(config)
     ingress = SignAPI.options(**opts.pop("SignAPI", {}))
     if opts:
         raise ValueError(f"unknown deployments in the serve config: {sorted(opts)}")
-    return ingress.bind(text2pose, renderer, config)
+    return ingress.bind(text2pose, renderer, config, keys)
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
-    """Application builder for ``serve run configs/serve/cpu.yaml`` (``import_path``)."""
+    """Application builder for ``serve run configs/serve/cpu.yaml`` (``import_path``). Ray's CLI
+    starts Ray and the proxy itself: neither the loopback binding of Ray's ports nor the refusal
+    to serve without a key on a public address apply there -- ``slp serve`` does both."""
     return build_graph(PipelineConfig.from_dict(args))
 
 
@@ -447,19 +680,29 @@ def run_from_config(
 ) -> DeploymentHandle:
     """Deploy a serve config file's application on a local Ray (started here if needed).
 
-    ``config`` replaces the file's ``args`` (tests pass tiny models this way). Ray is kept on
-    127.0.0.1 without its dashboard: this is a single-host service, not a cluster head.
+    ``config`` replaces the file's ``args`` (tests pass tiny models this way). Refuses to serve
+    on a non-loopback address without an API key. Ray is started on 127.0.0.1 without its
+    dashboard (:func:`slp_pipeline.local_ray.init_local_ray`): this is a single-host service,
+    not a cluster head. A Ray started by the caller is used as it is (with a warning if it is
+    not on loopback).
     """
     app_cfg = serve_config["applications"][0]
     options = {
         d["name"]: {k: v for k, v in d.items() if k != "name"}
         for d in app_cfg.get("deployments") or []
     }
-    graph = build_graph(config or pipeline_config(serve_config), options)  # checks models first
+    http = dict(serve_config.get("http_options") or {})
+    config = config or pipeline_config(serve_config)
+    check_exposure(str(http.get("host", "127.0.0.1")), config.key_policy())
+    graph = build_graph(config, options)  # checks models first
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     if not ray.is_initialized():
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
-    serve.start(http_options=serve_config.get("http_options") or {})
+        init_local_ray()
+    elif not is_loopback_ip(node_ip := ray.util.get_node_ip_address()):
+        logger.warning(
+            "Ray was started on %s by the caller: its ports are not loopback-only", node_ip
+        )
+    serve.start(http_options=http)
     return serve.run(
         graph,
         name=app_cfg.get("name", "slp"),

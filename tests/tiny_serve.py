@@ -33,10 +33,11 @@ def free_port() -> int:
 
 
 def tiny_serve_config(
-    root: Path, max_frames: int | None = None
+    root: Path, max_frames: int | None = None, **settings: Any
 ) -> tuple[dict[str, Any], PipelineConfig]:
     """Write the tiny models under ``root``; return the serve config dict and its pipeline
-    settings. ``max_frames`` raises the text2pose double's cap on frames per sentence.
+    settings. ``max_frames`` raises the text2pose double's cap on frames per sentence;
+    ``settings`` replace pipeline settings (``api_keys``, ``cors_origins``, ...).
     The Renderer runs one replica: a second would only compete for a 2-core machine's CPUs."""
     serve_config = copy.deepcopy(load_serve_config(REPO / "configs/serve/cpu.yaml"))
     serve_config["http_options"] = {"host": "127.0.0.1", "port": free_port()}
@@ -45,6 +46,8 @@ def tiny_serve_config(
             d["autoscaling_config"]["max_replicas"] = 1
     config = tiny_pipeline(root, serve_config)
     config.text2pose_loader = FakeTextToPose.from_pretrained
+    for name, value in settings.items():
+        setattr(config, name, value)
     if max_frames:
         for lang in config.text2pose:
             settings = {"max_frames": max_frames}
@@ -54,7 +57,8 @@ def tiny_serve_config(
 
 @contextmanager
 def running_graph(serve_config: dict[str, Any], config: PipelineConfig) -> Iterator[str]:
-    """Ray + Serve with the graph deployed, yielding its base URL; both always shut down."""
+    """Ray + Serve with the graph deployed (Ray started by the app: on loopback, see
+    :mod:`slp_pipeline.local_ray`), yielding its base URL; both always shut down."""
     import ray
     from ray import serve
 
