@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from slp_pipeline.local_ray import is_loopback_ip
 from slp_pipeline.signers import InputError
 
 ENV_VAR = "SLP_API_KEY"
@@ -90,11 +90,11 @@ class ApiKeys:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+    """A bind address reachable from this machine only; a host name other than localhost
+    counts as public (it may resolve to anything)."""
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # another host name: it may resolve to anything
+        return host == "localhost" or is_loopback_ip(host.strip("[]"))
+    except ValueError:
         return False
 
 

@@ -119,13 +119,17 @@ const MAX_TRIES = 4;
 const sleep = (s) => new Promise((done) => setTimeout(done, s * 1000));
 // The proxy in front of the app may answer by itself in plain text (a full queue: 503).
 async function errorOf(r) {
-  if ((r.headers.get("Content-Type") || "").includes("application/json")) {
-    try {
+  const type = r.headers.get("Content-Type") || "";
+  let detail = r.statusText;
+  try {
+    if (type.includes("application/json")) {
       const doc = await r.json();
       if (doc && doc.error) return doc.error;
-    } catch (e) { /* not JSON after all */ }
-  }
-  return `${r.status} ${r.statusText}`.trim();
+    } else if (type.startsWith("text/plain")) {
+      detail = (await r.text()).trim().slice(0, 200) || detail;
+    }
+  } catch (e) { /* an unreadable body: the status says enough */ }
+  return `error ${r.status}${detail ? `: ${detail}` : ""}`;
 }
 // Seconds to wait before retrying a busy answer (503/429 with Retry-After), else null.
 function retryAfter(r) {
