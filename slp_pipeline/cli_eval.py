@@ -1,10 +1,18 @@
-"""``slp eval ...``: the paper's evaluation tasks for one or more PGMM checkpoints.
+"""``slp eval ...``: the paper's evaluation tasks for PGMM checkpoints, and the product's.
 
-Every checkpoint is loaded (and every path checked) before the first video is generated, so a
-typo in the last ``--checkpoint`` fails in a second, not after an hour of evaluation. Metric
-weights that are absent are not an error: their columns read ``n/a (weights not found at
-PATH)``. With several checkpoints each one gets ``OUT/<name>/`` (metrics, comparison video)
-and ``OUT/metrics.{json,md}`` hold the merged table; with one, everything goes to ``OUT``.
+``--task reconstruction|cross-person`` scores one or more PGMM checkpoints. Every checkpoint
+is loaded (and every path checked) before the first video is generated, so a typo in the last
+``--checkpoint`` fails in a second, not after an hour of evaluation. Metric weights that are
+absent are not an error: their columns read ``n/a (weights not found at PATH)``. With several
+checkpoints each one gets ``OUT/<name>/`` (metrics, comparison video) and
+``OUT/metrics.{json,md}`` hold the merged table; with one, everything goes to ``OUT``.
+
+``--task text`` follows corpus sentences from text to video and reads the glosses back
+(:mod:`slp_pipeline.evaluate_text`).
+
+Generated frames are read by ``--evaluator`` (default ``models/evaluator``), a pose estimator
+trained independently of the ``P_e`` that ``L_pd`` trains the renderers against;
+``--pose-estimator`` only makes driving heatmaps for datasets without poses.
 """
 
 from __future__ import annotations
@@ -23,6 +31,14 @@ TASKS = ("reconstruction", "cross-person")
 DRIVES = ("image", "pose")
 BATCH_SIZE = 16
 COMPARISON_VIDEOS = 4
+# ... and of slp_pipeline.evaluate_text's (same reason: it loads the serving stages).
+TEXT_TASK = "text"
+DEFAULT_SENTENCES = 16
+DEFAULT_RENDERERS = ("synth", "skeleton", "full", "tpsmm")
+DEFAULT_EVALUATOR = Path("models/evaluator")
+NO_EVALUATOR = "none"
+#: Options of --task text only, with their defaults (given with another task: an error).
+TEXT_OPTIONS = {"language": None, "max_sentences": None, "renderers": None, "docs": None}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,13 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate PGMM checkpoints (reconstruction / cross-person)",
         description="Evaluate PGMM checkpoints on the paper's tasks and print the metrics table.",
     )
-    ev.add_argument("--task", choices=TASKS, required=True)
+    ev.add_argument(
+        "--task",
+        choices=(*TASKS, TEXT_TASK),
+        required=True,
+        help="text: corpus text -> text2pose -> renderers -> evaluator -> recogniser (WER)",
+    )
     ev.add_argument(
         "--checkpoint",
         type=Path,
         action="append",
-        required=True,
-        help="PGMM folder (config.json + model.safetensors); repeat to compare models",
+        help="PGMM folder (config.json + model.safetensors); repeat to compare models "
+        "(reconstruction / cross-person)",
     )
     ev.add_argument(
         "--data",
@@ -45,7 +66,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="'synth' (rendered on the fly), DIR (SynthSigner) or NAME:DIR",
     )
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
-    ev.add_argument("--pose-estimator", type=Path, help="trained P_e (HRNetLite) folder")
+    ev.add_argument(
+        "--evaluator",
+        default=str(DEFAULT_EVALUATOR),
+        help="independent pose estimator that reads the generated frames (keypoint columns, "
+        f"WER); '{NO_EVALUATOR}' leaves those columns n/a (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--pose-estimator",
+        type=Path,
+        help="P_e folder for driving heatmaps of datasets without poses (never for scoring)",
+    )
     ev.add_argument("--lpips-backbone", type=Path, help="torchvision AlexNet/VGG16 state dict")
     ev.add_argument("--lpips-linear", type=Path, help="LPIPS v0.1 linear-head weights")
     ev.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
@@ -53,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--recognizer",
         type=Path,
-        help="PoseCTCRecognizer folder for WER (e.g. models/recognizer/de); needs --pose-estimator",
+        help="PoseCTCRecognizer folder for WER, reading the evaluator's keypoints "
+        "(e.g. models/recognizer/de; --task text: default models/recognizer/LANGUAGE)",
     )
     ev.add_argument("--max-videos", type=int)
     ev.add_argument("--max-frames", type=int, help="evaluate only the first N frames per video")
@@ -62,6 +94,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--comparison-videos", type=int, default=COMPARISON_VIDEOS)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", type=Path, required=True, help="output folder")
+    text = ev.add_argument_group("--task text")
+    text.add_argument("--language", choices=("de", "zh"), help="required with --task text")
+    text.add_argument(
+        "--max-sentences",
+        type=int,
+        help=f"the first N sentences of --split (default {DEFAULT_SENTENCES}); a re-run with "
+        "a larger N adds only the new sentences",
+    )
+    text.add_argument(
+        "--renderers",
+        nargs="+",
+        help=f"renderers of the serve config, 'synth' (SynthSigner's own drawing) or PGMM "
+        f"folders (default: {' '.join(DEFAULT_RENDERERS)})",
+    )
+    text.add_argument(
+        "--config", type=Path, default=Path("configs/serve/cpu.yaml"), help="serve config"
+    )
+    text.add_argument("--docs", type=Path, help="also (re)write this document's e2e:LANGUAGE block")
     ev.set_defaults(func=run_eval)
 
 
@@ -111,32 +161,58 @@ def _metric_weights(args: argparse.Namespace) -> tuple[Any, Any]:
     return lpips, i3d
 
 
+def _option(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
 def run_eval(args: argparse.Namespace) -> int:
+    for arg in ("max_videos", "max_frames", "batch_size", "max_sentences"):
+        value = getattr(args, arg)
+        if value is not None and value < 1:
+            raise ValueError(f"{_option(arg)} must be >= 1, got {value}")
+    if args.task == TEXT_TASK:
+        return run_text(args)
+    given = [_option(k) for k, default in TEXT_OPTIONS.items() if getattr(args, k) != default]
+    if given:
+        raise ValueError(f"{', '.join(given)} only apply to --task text")
+    if not args.checkpoint:
+        raise ValueError(f"--task {args.task} needs at least one --checkpoint")
+    return run_video_tasks(args)
+
+
+def _evaluator_folder(value: str) -> Path | None:
+    """The evaluator's folder (checked), or ``None`` for ``--evaluator none``."""
+    if value == NO_EVALUATOR:
+        return None
+    from slp_pipeline.evaluate_text import require
+
+    return require(Path(value), "evaluator", "LANG")
+
+
+def run_video_tasks(args: argparse.Namespace) -> int:
     from pgmm.evaluation import evaluate, markdown_table, write_results
     from pgmm.models.pgmm import PGMM
     from pgmm.models.pose_estimator import HRNetLite
 
-    for arg in ("max_videos", "max_frames", "batch_size"):
-        value = getattr(args, arg)
-        if value is not None and value < 1:
-            raise ValueError(f"--{arg.replace('_', '-')} must be >= 1, got {value}")
     for path in args.checkpoint:
         if not path.is_dir():
             raise FileNotFoundError(f"checkpoint folder not found: {path}")
     models = [PGMM.from_pretrained(p, map_location=args.device) for p in args.checkpoint]
-    estimator = None
+    estimator = evaluator = None
     if args.pose_estimator is not None:
         estimator = HRNetLite.from_pretrained(args.pose_estimator).to(args.device)
+    folder = _evaluator_folder(args.evaluator)
+    if folder is not None:
+        evaluator = HRNetLite.from_pretrained(folder).to(args.device)
     recognizer = None
     if args.recognizer is not None:
-        from pgmm.metrics.recognizer import PoseCTCRecognizer, VideoGlossRecognizer
+        from pgmm.metrics.recognizer import PoseCTCRecognizer
 
-        if estimator is None:
-            raise ValueError("--recognizer reads P_e's keypoints: give --pose-estimator too")
+        if evaluator is None:
+            raise ValueError("--recognizer reads the evaluator's keypoints: give --evaluator")
         if not args.recognizer.is_dir():
             raise FileNotFoundError(f"recognizer folder not found: {args.recognizer}")
-        ctc = PoseCTCRecognizer.from_pretrained(args.recognizer, args.device)
-        recognizer = VideoGlossRecognizer(ctc, estimator)
+        recognizer = PoseCTCRecognizer.from_pretrained(args.recognizer, args.device)
     lpips, i3d = _metric_weights(args)
 
     datasets: dict[int, SignVideoDataset] = {}
@@ -153,6 +229,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 datasets[size],
                 args.task,
                 estimator=estimator,
+                evaluator=evaluator,
                 recognizer=recognizer,
                 lpips=lpips,
                 i3d=i3d,
@@ -169,4 +246,34 @@ def run_eval(args: argparse.Namespace) -> int:
         write_results(args.out, rows)
     print(markdown_table(rows), end="")
     print(f"results: {args.out / 'metrics.md'}")
+    return 0
+
+
+def run_text(args: argparse.Namespace) -> int:
+    """``--task text``: the end-to-end table of one language (see :mod:`evaluate_text`)."""
+    from slp_pipeline import evaluate_text as et
+
+    if args.language is None:
+        raise ValueError("--task text needs --language (de or zh)")
+    if args.checkpoint:
+        raise ValueError("--task text takes PGMM folders through --renderers, not --checkpoint")
+    if _evaluator_folder(args.evaluator) is None:
+        raise ValueError("--task text reads every video with the evaluator: it cannot be 'none'")
+    settings = et.TextEvalSettings(
+        language=args.language,
+        out=args.out,
+        split=args.split,
+        max_sentences=args.max_sentences or et.DEFAULT_SENTENCES,
+        renderers=tuple(args.renderers or et.DEFAULT_RENDERERS),
+        evaluator=Path(args.evaluator),
+        recognizer=args.recognizer,
+        config=args.config,
+    )
+    chain = et.load_chain(settings, et.load_pipeline(settings.config))
+    result = et.run_text_eval(settings, chain, command=settings.command(args.docs))
+    et.write_outputs(result, args.out)
+    if args.docs is not None:
+        et.update_docs(args.docs, result)
+    print(et.markdown_table(result), end="")
+    print(f"results: {args.out / 'e2e.md'}")
     return 0

@@ -1,9 +1,15 @@
-"""Evaluation tasks: metric aggregation, reconstruction / cross-person runs, outputs and CLI."""
+"""Evaluation tasks: metric aggregation, reconstruction / cross-person runs, the evaluator /
+estimator split, outputs and CLI.
+
+The values of real runs are checked against an independent computation (the model's own API
+and the metric functions on the same frames, or a constant evaluator whose keypoint error
+follows from the dataset's poses alone), so a plumbing mistake -- wrong frames, wrong
+reference, the wrong network reading the frames -- makes them fail.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +20,28 @@ from tiny import TINY_PGMM
 from pgmm import evaluation as ev
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.signer import SynthSigner
-from pgmm.evaluation import METRIC_COLUMNS, MetricAccumulator, evaluate, markdown_table
+from pgmm.evaluation import (
+    METRIC_COLUMNS,
+    MetricAccumulator,
+    evaluate,
+    markdown_table,
+    network_digest,
+    write_doc_block,
+)
 from pgmm.metrics import I3D, LPIPS, tcd
-from pgmm.metrics.image import l1
+from pgmm.metrics.image import l1, ssim
+from pgmm.metrics.keypoints import keypoint_error, pck
 from pgmm.metrics.lpips import _alexnet_features
+from pgmm.metrics.recognizer import PoseCTCRecognizer, RecognizerConfig, VideoGlossRecognizer
+from pgmm.metrics.wer import word_error_rate
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
-from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig
+from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, PoseEstimator
+from pgmm.pose.heatmaps import render_heatmaps
+from pgmm.training.config import TrainConfig
+from pgmm.training.trainer import pose_heatmaps
 from pgmm.video import probe, read_video
-from slp_pipeline import cli_eval
+from slp_pipeline import cli_eval, evaluate_text
 from slp_pipeline.cli import main
 
 TINY = TINY_PGMM
@@ -54,9 +73,40 @@ def data(shared_data: Path) -> RenderedSynthSigner:
     return RenderedSynthSigner("dev", 128, max_videos=1, signer=SynthSigner(data_dir=shared_data))
 
 
-def tiny_estimator() -> HRNetLite:
-    torch.manual_seed(0)
+def tiny_estimator(seed: int = 0) -> HRNetLite:
+    torch.manual_seed(seed)
     return HRNetLite(HRNetLiteConfig(widths=(4, 8), stem_width=8)).eval()
+
+
+class ConstantEvaluator(PoseEstimator):
+    """Reads the same keypoints from every image: its scores follow from the truth alone."""
+
+    def __init__(self, points: torch.Tensor) -> None:
+        super().__init__()
+        self.points = torch.nn.Parameter(points.clone(), requires_grad=False)  # (36, 3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        side = images.shape[-1] // self.heatmap_stride  # square images only
+        maps = render_heatmaps(self.points[None], side, sigma=1.0)
+        return maps.expand(images.shape[0], -1, -1, -1)
+
+    def keypoints(self, images: torch.Tensor) -> torch.Tensor:
+        return self.points[None].expand(images.shape[0], -1, -1).clone()
+
+
+def constant_evaluator() -> ConstantEvaluator:
+    g = torch.Generator().manual_seed(3)
+    points = torch.rand(36, 3, generator=g)
+    points[:, 2] = 1.0
+    return ConstantEvaluator(points)
+
+
+def truth36(data: RenderedSynthSigner, i: int, frames: int) -> torch.Tensor:
+    return torch.from_numpy(data.load_poses(i).to_layout("pgmm36").data[:frames].copy())
+
+
+def video(data: RenderedSynthSigner, i: int, frames: int) -> torch.Tensor:
+    return torch.from_numpy(data.load_frames(i)[:frames].copy()).permute(0, 3, 1, 2).float() / 255
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -77,7 +127,8 @@ def test_accumulator_oracle_is_perfect_and_ordered() -> None:
     acc.recognize(video, ["HELLO", "WORLD"])
     out = acc.result()
     assert list(out) == list(METRIC_COLUMNS)
-    assert out["l1"] == 0.0 and out["ssim"] == pytest.approx(1.0) and out["tcd"] == 0.0
+    assert out["l1"] == 0.0 and out["ssim"] == pytest.approx(1.0)
+    assert out["tcd"] == pytest.approx(tcd(video, video))  # Eq. 12: not 0 for a moving video
     assert out["ke_hands"] == 0.0 and out["ke_body"] == 0.0 and out["pck_hands"] == 1.0
     assert out["wer"] == 0.0
     assert out["lpips"] == "n/a (weights not found at <none given>)"
@@ -151,13 +202,20 @@ def test_reconstruction_writes_json_table_and_comparison(
         "reconstruction",
         "image",
     )
-    assert math.isfinite(m["l1"]) and 0 < m["l1"] <= 1
-    assert math.isfinite(m["ssim"]) and -1 <= m["ssim"] <= 1
-    assert math.isfinite(m["tcd"]) and 0 <= m["tcd"] <= 1
+    # The same frames generated through the model's own API, scored by the metric functions.
+    target, points = video(data, 0, 6), truth36(data, 0, 6)
+    cfg = model.config
+    maps = pose_heatmaps(points, 128, cfg.heatmap_stride, TrainConfig.heatmap_sigma)
+    with torch.no_grad():
+        pred = model.reconstruct(target[:1].expand(6, -1, -1, -1), target, maps).clamp(0, 1)
+    assert m["l1"] == pytest.approx(l1(pred, target), rel=1e-5)
+    assert m["ssim"] == pytest.approx(ssim(pred, target), rel=1e-5)
+    assert m["tcd"] == pytest.approx(tcd(pred, target), abs=1e-6)
     for key in ("lpips", "fvd"):
         assert m[key].startswith("n/a (weights not found at"), key
     assert m["wer"] == "n/a (no gloss recognizer given)"
-    assert m["ke_hands"] == "n/a (no pose estimator P_e given)"
+    assert m["ke_hands"] == "n/a (no evaluator given)"
+    assert row["settings"]["evaluator"] is None
     assert row["settings"]["heatmaps"] == ["ground-truth poses"]
 
     table = (tmp_path / "metrics.md").read_text()
@@ -185,18 +243,21 @@ def test_oracle_model_scores_perfectly(checkpoint: Path, data: RenderedSynthSign
 
     oracle = Oracle.from_pretrained(checkpoint)
     m = evaluate(oracle, data, "reconstruction", max_frames=5, progress=False)["metrics"]
-    assert m["l1"] == 0.0 and m["ssim"] == pytest.approx(1.0) and m["tcd"] == 0.0
+    real = video(data, 0, 5)
+    assert m["l1"] == 0.0 and m["ssim"] == pytest.approx(1.0)
+    assert m["tcd"] == pytest.approx(tcd(real, real))
 
 
 def test_cross_person_reports_only_metrics_without_ground_truth(
     checkpoint: Path, data: RenderedSynthSigner, tmp_path: Path
 ) -> None:
     model = PGMM.from_pretrained(checkpoint)
+    evaluator = constant_evaluator()
     row = evaluate(
         model,
         data,
         "cross-person",
-        estimator=tiny_estimator(),
+        evaluator=evaluator,
         max_frames=4,
         drive="pose",
         out_dir=tmp_path,
@@ -206,9 +267,17 @@ def test_cross_person_reports_only_metrics_without_ground_truth(
     for key in PIXEL_COLUMNS:
         assert m[key] == "n/a (cross-person: no ground-truth video)", key
     assert m["fvd"].startswith("n/a (weights not found at")
-    assert 0 <= m["ke_hands"] < 2 and 0 <= m["ke_body"] < 2 and 0 <= m["pck_hands"] <= 1
+    # The evaluator's reading of every generated frame against the *driving* signer's poses.
+    truth = truth36(data, 0, 4).double().numpy()
+    found = evaluator.points[None, :, :2].expand(4, -1, -1).double().numpy()
+    visible = truth[..., 2] > 0
+    errors = keypoint_error(found, truth, visible)
+    assert m["ke_hands"] == pytest.approx(errors["hands"])
+    assert m["ke_body"] == pytest.approx(errors["whole_body"])
+    assert m["pck_hands"] == pytest.approx(pck(found, truth, visible, threshold=0.05)["hands"])
     assert row["settings"]["sources"] == ["identity 10"]
     assert row["settings"]["keypoint_reference"] == ["ground-truth poses"]
+    assert row["settings"]["evaluator"] == network_digest(evaluator)
     assert "no ground-truth video of the source person" in row["definitions"]["l1"]
     # The source tile shows the held-out identity, not the driving signer's first frame.
     frames, _ = read_video(tmp_path / "comparison.mp4")
@@ -227,10 +296,51 @@ def test_unlabelled_dataset_uses_the_pose_estimator(data: RenderedSynthSigner) -
     model = PGMM(PGMMConfig(variant="full", image_size=64, **TINY))
     with pytest.raises(ValueError, match="has no poses: pass a pose estimator"):
         evaluate(model, bare, max_frames=2, progress=False)
-    row = evaluate(model, bare, estimator=tiny_estimator(), max_frames=2, progress=False)
-    assert row["settings"]["heatmaps"] == ["P_e"]
-    assert row["settings"]["keypoint_reference"] == ["P_e(driving)"]
-    assert all(isinstance(row["metrics"][k], float) for k in ("l1", "ssim", "ke_body"))
+    evaluator = constant_evaluator()
+    rows = [
+        evaluate(model, bare, estimator=tiny_estimator(seed), evaluator=evaluator, max_frames=2,
+                 progress=False)
+        for seed in (0, 1)
+    ]  # fmt: skip
+    for row in rows:
+        assert row["settings"]["heatmaps"] == ["P_e"]
+        # No poses: the evaluator reads the real frames too, so the constant one agrees with
+        # itself exactly -- the estimator that made the heatmaps plays no part in the score.
+        assert row["settings"]["keypoint_reference"] == ["evaluator(driving)"]
+        assert row["metrics"]["ke_body"] == 0.0 and row["metrics"]["pck_hands"] == 1.0
+    # ... while the heatmaps (and so the frames) do come from the estimator.
+    assert rows[0]["metrics"]["l1"] != rows[1]["metrics"]["l1"]
+
+
+def tiny_recognizer() -> PoseCTCRecognizer:
+    torch.manual_seed(0)
+    config = RecognizerConfig("de", ("A", "B", "C"), hidden=8, rnn_hidden=8, rnn_layers=1)
+    return PoseCTCRecognizer(config).eval()
+
+
+def test_wer_reads_the_evaluators_keypoints(checkpoint: Path, data: RenderedSynthSigner) -> None:
+    model, recognizer = PGMM.from_pretrained(checkpoint), tiny_recognizer()
+    evaluator = constant_evaluator()
+    m = evaluate(
+        model, data, recognizer=recognizer, evaluator=evaluator, max_frames=8, progress=False
+    )["metrics"]
+    read = recognizer.recognize(evaluator.points[None].expand(8, -1, -1))
+    assert m["wer"] == pytest.approx(word_error_rate([data.records[0].gloss.split()], [read]))
+    with pytest.raises(ValueError, match="pass an evaluator"):
+        evaluate(model, data, recognizer=recognizer, max_frames=8, progress=False)
+    other = VideoGlossRecognizer(recognizer, tiny_estimator())
+    with pytest.raises(ValueError, match="another network than the evaluator"):
+        evaluate(model, data, recognizer=other, evaluator=evaluator, max_frames=8, progress=False)
+
+
+def test_evaluator_must_not_be_the_training_pose_estimator(
+    checkpoint: Path, data: RenderedSynthSigner
+) -> None:
+    model = PGMM.from_pretrained(checkpoint)
+    assert network_digest(tiny_estimator(0)) == network_digest(tiny_estimator(0))
+    assert network_digest(tiny_estimator(0)) != network_digest(tiny_estimator(1))
+    with pytest.raises(ValueError, match="weights of the P_e given for heatmaps"):
+        evaluate(model, data, estimator=tiny_estimator(0), evaluator=tiny_estimator(0))
 
 
 def test_evaluate_rejects_bad_arguments(checkpoint: Path, data: RenderedSynthSigner) -> None:
@@ -260,6 +370,19 @@ def test_markdown_table_merges_rows() -> None:
     assert lines[0].count("|") == lines[2].count("|") - 1  # one escaped pipe in the cell
 
 
+def test_write_doc_block_replaces_only_its_block(tmp_path: Path) -> None:
+    doc = tmp_path / "results.md"
+    write_doc_block(doc, "<!-- x:begin -->", "<!-- x:end -->", "first")  # no file yet
+    assert doc.read_text() == "<!-- x:begin -->\nfirst\n<!-- x:end -->\n"
+    doc.write_text("# Title\n\n<!-- x:begin -->\nold\n<!-- x:end -->\n\nhand-written\n")
+    write_doc_block(doc, "<!-- x:begin -->", "<!-- x:end -->", "new\n")
+    write_doc_block(doc, "<!-- y:begin -->", "<!-- y:end -->", "other")  # appended
+    assert doc.read_text() == (
+        "# Title\n\n<!-- x:begin -->\nnew\n<!-- x:end -->\n\nhand-written\n\n"
+        "<!-- y:begin -->\nother\n<!-- y:end -->\n"
+    )
+
+
 # --------------------------------------------------------------------------- CLI
 def test_cli_constants_mirror_the_module() -> None:
     assert cli_eval.TASKS == ev.TASKS and cli_eval.DRIVES == ev.DRIVES
@@ -267,6 +390,12 @@ def test_cli_constants_mirror_the_module() -> None:
         ev.BATCH_SIZE,
         ev.COMPARISON_VIDEOS,
     )
+    et = evaluate_text
+    assert (cli_eval.DEFAULT_SENTENCES, cli_eval.DEFAULT_RENDERERS) == (
+        et.DEFAULT_SENTENCES,
+        et.DEFAULT_RENDERERS,
+    )
+    assert cli_eval.DEFAULT_EVALUATOR == et.DEFAULT_EVALUATOR == Path("models/evaluator")
 
 
 def test_cli_end_to_end_and_missing_checkpoint(
@@ -279,6 +408,14 @@ def test_cli_end_to_end_and_missing_checkpoint(
     out = tmp_path / "eval"
     common = ["--data", "synth", "--split", "dev", "--max-videos", "1", "--max-frames", "2"]
     args = ["eval", "--task", "reconstruction", "--checkpoint", str(checkpoint)]
+    # The default evaluator (models/evaluator) is looked up relative to the working directory.
+    monkeypatch.chdir(tmp_path)
+    rc = main([*args, *common, "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "evaluator model not found: models/evaluator" in err
+    assert "slp train pose-estimator --preset evaluator --seed 1" in err
+    common += ["--evaluator", "none"]
     rc = main([*args, "--checkpoint", str(checkpoint), *common, "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -295,3 +432,29 @@ def test_cli_end_to_end_and_missing_checkpoint(
     assert f"checkpoint folder not found: {missing}" in capsys.readouterr().err
     rc = main([*args, *common, "--max-frames", "0", "--out", str(out)])
     assert rc == 2 and "--max-frames must be >= 1" in capsys.readouterr().err
+    rc = main([*args, *common, "--language", "de", "--out", str(out)])
+    assert rc == 2 and "--language only apply to --task text" in capsys.readouterr().err
+    rc = main([*args, *common, "--recognizer", str(tmp_path), "--out", str(out)])
+    assert rc == 2 and "reads the evaluator's keypoints" in capsys.readouterr().err
+    rc = main(["eval", "--task", "reconstruction", *common, "--out", str(out)])
+    assert rc == 2 and "needs at least one --checkpoint" in capsys.readouterr().err
+
+
+def test_cli_scores_with_the_evaluator(
+    shared_data: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("SLP_SHARED_DATA", str(shared_data))
+    torch.manual_seed(0)
+    small = PGMM(PGMMConfig(variant="full", image_size=64, **TINY))
+    checkpoint = small.save_pretrained(tmp_path / "tiny_full")
+    evaluator = tiny_estimator(1).save_pretrained(tmp_path / "evaluator")
+    out = tmp_path / "eval"
+    common = ["--data", "synth", "--split", "dev", "--max-videos", "1", "--max-frames", "2"]
+    args = ["eval", "--task", "cross-person", "--drive", "pose", "--checkpoint", str(checkpoint)]
+    assert main([*args, *common, "--evaluator", str(evaluator), "--out", str(out)]) == 0
+    (row,) = json.loads((out / "metrics.json").read_text())["results"]
+    assert row["settings"]["evaluator"] == network_digest(HRNetLite.from_pretrained(evaluator))
+    assert all(isinstance(row["metrics"][k], float) for k in ("ke_hands", "ke_body", "pck_hands"))
+    same = ["--pose-estimator", str(evaluator), "--evaluator", str(evaluator)]
+    assert main([*args, *common, *same, "--out", str(out)]) == 2
+    assert "weights of the P_e given for heatmaps" in capsys.readouterr().err
