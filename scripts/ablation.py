@@ -1,5 +1,6 @@
-"""The paper's ablation (Tables 1 and 4) on SynthSigner: train every variant with the same
-budget, evaluate reconstruction and cross-person, write ``docs/results.md``.
+"""The paper's ablation (its Table 4) on SynthSigner: train every variant with the same
+budget, evaluate reconstruction and cross-person (the paper shows the latter only as Fig. 6),
+write ``docs/results.md``.
 
 Every variant sees the same videos in the same order (seeded sampler) for the same number of
 steps; runs are resumable (re-running the command continues unfinished runs and skips
@@ -213,7 +214,7 @@ def main() -> None:
                 read_by_pe.append(evaluate(model, data, task, evaluator=estimator, **common))
     curves_png(ROOT / "docs" / "results_curves.png", args.out, args.variants)
     lines = [
-        "## PGMM ablation on SynthSigner (Tables 1 and 4, our version)",
+        "## PGMM ablation on SynthSigner (our version of the paper's Table 4)",
         "",
         f"Budget: every variant trained for **{steps} steps** (batch 4, 128², `*-small` "
         f"configs, the first {args.videos} SynthSigner train videos rendered on the fly, same "
@@ -231,16 +232,18 @@ def main() -> None:
         "```",
         "",
         f"Evaluation: SynthSigner dev, first {args.eval_videos} videos, first {args.eval_frames} "
-        "frames each. `image` = driven by the driving frame (the paper's setting), `pose` = "
-        "driven by heatmaps only (our text-to-video path). The keypoint columns are read from "
+        "frames each. `image` = motion from the driving frame, pose branch fed heatmaps "
+        "rendered from the ground-truth labels (the paper feeds P_d(P_e(I_d)), so this is the "
+        "paper's setting for the motion branch only), `pose` = driven by heatmaps only (our "
+        "text-to-video path). The keypoint columns are read from "
         f"the generated frames by the independent evaluator `{args.evaluator}` (weights "
         f"{network_digest(evaluator)}), which no renderer was trained against.",
         "",
-        "### Reconstruction (Table 1)",
+        "### Reconstruction (cf. the paper's Table 4)",
         "",
         markdown_table(tables["reconstruction"]),
         "",
-        "### Cross-person (Table 4)",
+        "### Cross-person (no paper table: the paper shows it only qualitatively, Fig. 6)",
         "",
         markdown_table(tables["cross-person"]),
         "",
