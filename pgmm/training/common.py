@@ -60,6 +60,10 @@ class TrainingStopped(KeyboardInterrupt):
     def exit_code(self) -> int:
         return 128 + self.signum
 
+    def __reduce__(self) -> tuple[type[TrainingStopped], tuple[int, Path, int]]:
+        # Rebuilt from its fields when pickled (Ray sends worker errors to the driver).
+        return type(self), (self.step, self.checkpoint, self.signum)
+
 
 class StopSignals:
     """While active (main thread only): the first SIGINT/SIGTERM is recorded, a second raises.

@@ -22,6 +22,12 @@ the losses, schedule, checkpoint format and resume logic stay in one place:
 * **Resume.** Every rank loads ``RUN/checkpoints/last`` exactly as the single-process trainer
   does. ``RUN/distributed.json`` records the world size, and a run interrupted mid-epoch
   refuses to resume with a different one (its position in the epoch would mean other batches).
+* **Stop.** After every step the ranks agree (one all-reduce) on whether any of them was asked
+  to stop -- by a signal to a rank that runs in its process's main thread (``torchrun``), or by
+  the Ray driver, which on Ctrl-C / SIGTERM writes ``RUN/.stop-request`` for rank 0 to see
+  (Ray Train runs the loop in a worker thread, where no signal handler can be installed). All
+  ranks then stop after the same step, rank 0 writes the checkpoint, and
+  :func:`train_distributed` raises :class:`~pgmm.training.common.TrainingStopped`.
 * **Multi-node.** ``RUN`` must be on a filesystem every node sees (NFS or similar), as Ray's
   own ``storage_path`` must be; start Ray on the nodes and pass ``ray_address="auto"``. The
   ``pgmm`` package must be installed on every node.
@@ -34,6 +40,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +56,7 @@ from torch.utils.data import DataLoader
 from pgmm.data.loaders import SignVideoDataset, load_dataset
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pose_estimator import PoseEstimator
+from pgmm.training.common import StopSignals, TrainingStopped, find_checkpoint
 from pgmm.training.config import TrainConfig
 from pgmm.training.trainer import PGMMTrainer, TrainState
 
@@ -66,6 +74,8 @@ __all__ = [
 
 T = TypeVar("T")
 WORLD_FILE = "distributed.json"
+# Written by the Ray driver on Ctrl-C / SIGTERM (holding the signal's number), read by rank 0.
+STOP_FILE = ".stop-request"
 # Environment variables the Ray workers must see as the driver does (SLP_SHARED_DATA: where
 # the corpus of the rendered SynthSigner lives).
 FORWARDED_ENV_PREFIX = "SLP_"
@@ -270,6 +280,15 @@ class DistributedPGMMTrainer(PGMMTrainer):
         if self.rank == 0:
             super().save_checkpoint()
 
+    def _agree_stop(self, signum: int) -> int:
+        """The largest stop signal of any rank (rank 0 also reads the driver's stop request)."""
+        request = self.shared_run_dir / STOP_FILE
+        if self.rank == 0 and not signum and request.exists():
+            signum = int(request.read_text().strip() or signal.SIGTERM)
+        flag = torch.tensor([signum], dtype=torch.int64, device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
     def try_resume(self) -> bool:
         """Every rank loads the shared checkpoint; all must land on the same step."""
         check_resume_world_size(self.shared_run_dir, self.world_size)
@@ -336,7 +355,10 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
         config["vgg_weights"],
         progress=config["progress"],
     )
-    state = trainer.run()
+    try:
+        state = trainer.run()
+    except TrainingStopped:
+        return  # the driver's stop request: train_distributed reports it, not each worker
     digests: list[str | None] = [None] * trainer.world_size
     dist.all_gather_object(digests, parameter_digest(trainer.model))
     metrics = {**state.__dict__, "world_size": trainer.world_size, "param_digests": digests}
@@ -379,6 +401,10 @@ def train_distributed(
 
     Returns:
         The final state, with one parameter digest per rank (all equal after DDP training).
+
+    Raises:
+        TrainingStopped: Ctrl-C or SIGTERM reached this (driver) process; the workers finished
+            their step and rank 0 wrote the checkpoint. A second signal abandons the wait.
     """
     import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
@@ -390,6 +416,8 @@ def train_distributed(
         dataset_spec = DatasetSpec(dataset_spec)
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    stop_file = run_dir / STOP_FILE
+    stop_file.unlink(missing_ok=True)  # a request left by an earlier run is no request
     # Fail in the driver, before any worker starts, on what would fail in every worker.
     check_resume_world_size(run_dir, num_workers)
     env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
@@ -418,6 +446,8 @@ def train_distributed(
             )
         else:
             ray.init(address=ray_address, runtime_env=runtime_env)
+    # Installed after ray.init, which sets its own SIGTERM handler in the driver.
+    stop = StopSignals(lambda signum: stop_file.write_text(str(signum)))
     try:
         trainer = TorchTrainer(
             _train_loop_per_worker,
@@ -434,10 +464,20 @@ def train_distributed(
                 checkpoint_config=CheckpointConfig(num_to_keep=1),
             ),
         )
-        result = trainer.fit()
+        with stop:
+            try:
+                result = trainer.fit()
+            except Exception:
+                if not stop.signum:
+                    raise
     finally:
+        stop_file.unlink(missing_ok=True)
         if owns_ray:
             ray.shutdown()
+    if stop.signum:  # the workers stopped too (Ray reports their TrainingStopped as a failure)
+        ckpt = find_checkpoint(run_dir / "checkpoints" / "last")
+        step = json.loads((ckpt / "state.json").read_text())["global_step"] if ckpt else 0
+        raise TrainingStopped(step, ckpt or run_dir / "checkpoints" / "last", stop.signum)
     if getattr(result, "error", None) is not None:
         raise result.error
     m = result.metrics
