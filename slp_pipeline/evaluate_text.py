@@ -284,11 +284,18 @@ class Chain:
     fingerprint: dict[str, dict[str, str]]
 
 
+def _missing(path: Path, what: str, language: str) -> str | None:
+    """``None`` for an existing model folder, else what is missing and how to create it."""
+    if Path(path).is_dir():
+        return None
+    return f"{what} model not found: {path} (create it with: {_MAKE[what].format(lang=language)})"
+
+
 def require(path: Path, what: str, language: str) -> Path:
     """A model folder that exists, or one line naming it and the command that creates it."""
-    if not Path(path).is_dir():
-        make = _MAKE[what].format(lang=language)
-        raise FileNotFoundError(f"{what} model not found: {path} (create it with: {make})")
+    problem = _missing(path, what, language)
+    if problem:
+        raise FileNotFoundError(problem)
     return Path(path)
 
 
@@ -351,21 +358,25 @@ def load_chain(
     signer: SynthSigner | None = None,
     lexicon: PoseGenerator | None = None,
 ) -> Chain:
-    """Check every model folder first (one line per missing one), then load them all."""
+    """Check every model folder first (all missing ones named in one line), then load."""
     from pgmm.metrics.recognizer import PoseCTCRecognizer
 
     lang = settings.language
     if lang not in pipeline.text2pose:
         raise ValueError(f"the serve config has no text2pose model for {lang!r}")
     specs = _renderer_specs(settings.renderers, pipeline)
-    folders = {
-        "evaluator": require(settings.evaluator, "evaluator", lang),
-        "recognizer": require(settings.recognizer_path, "recognizer", lang),
-        "text2pose": require(Path(pipeline.text2pose[lang]), "text2pose", lang),
+    wanted = {
+        "evaluator": (Path(settings.evaluator), "evaluator"),
+        "recognizer": (settings.recognizer_path, "recognizer"),
+        "text2pose": (Path(pipeline.text2pose[lang]), "text2pose"),
     }
     for label, spec in specs.items():
         if spec not in (SYNTH, SKELETON):
-            folders[f"renderer {label}"] = require(Path(spec), "renderer", lang)
+            wanted[f"renderer {label}"] = (Path(spec), "renderer")
+    problems = [_missing(path, what, lang) for path, what in wanted.values()]
+    if any(problems):
+        raise FileNotFoundError("; ".join(p for p in problems if p))
+    folders = {role: path for role, (path, _) in wanted.items()}
     recognizer = PoseCTCRecognizer.from_pretrained(folders["recognizer"])
     if recognizer.config.language != lang:
         raise ValueError(

@@ -232,9 +232,14 @@ def test_settings_and_renderers_are_checked(world: dict, tmp_path: Path) -> None
         chain(world, tmp_path, ("synth", "nope"))
     with pytest.raises(ValueError, match="given twice"):
         chain(world, tmp_path, ("tpsmm", "tpsmm"))
-    with pytest.raises(FileNotFoundError, match="evaluator model not found"):
-        bad = dataclasses.replace(settings(world, tmp_path, ("synth",)), evaluator=tmp_path / "x")
+    bad = dataclasses.replace(
+        settings(world, tmp_path, ("synth",)), evaluator=tmp_path / "x", recognizer=tmp_path / "y"
+    )
+    with pytest.raises(FileNotFoundError) as missing:  # every missing model in one line
         et.load_chain(bad, world["pipeline"], world["signer"], world["lexicon"])
+    message = str(missing.value)
+    assert f"evaluator model not found: {tmp_path / 'x'}" in message and "\n" not in message
+    assert f"; recognizer model not found: {tmp_path / 'y'}" in message
     outside = PoseSequence(np.array([[[1.2, 0.5, 1.0]] * 133], np.float32))  # x > 1
     keypoints = et.pose_keypoints(outside)
     assert float(keypoints[..., 2].max()) == 0.0
