@@ -39,6 +39,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -95,6 +96,7 @@ RENDER_WINDOW = 3  # chunks of one request in flight at once: overlaps rendering
 RETRY_AFTER_S = 2
 ADMITTED_WAIT_S = 60  # how long a later chunk of an admitted request waits for queue room
 RESUBMIT_AFTER_S = 0.05
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 logger = logging.getLogger("ray.serve")
 
 # Defined before the ingress class: @serve.ingress serialises the FastAPI app (and the globals
@@ -228,9 +230,17 @@ def _retryable_as_unavailable() -> Iterator[None]:
         raise Unavailable(str(e)) from e
 
 
+def _one_line(text: str) -> str:
+    """Control characters escaped: a caller's path (``/v1/signers/a%0Ab``) cannot split a log
+    line or forge one."""
+    return CONTROL_CHARS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def _refused(request: Request, status: int, message: str, headers: Any = None) -> JSONResponse:
     """A 4xx: one INFO line (a caller's mistake is not a server fault), the JSON shape."""
-    logger.info("%s %s -> %d: %s", request.method, request.url.path[:100], status, message)
+    # scope["path"]: request.url.path went through urlsplit, which silently drops "\n" and "\t"
+    where = _one_line(f"{request.method} {request.scope.get('path', '')[:100]}")
+    logger.info("%s -> %d: %s", where, status, _one_line(message))
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 

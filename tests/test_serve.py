@@ -553,5 +553,7 @@ def test_client_errors_are_one_log_line_without_traceback(server: str) -> None:
         time.sleep(0.5)
     assert "POST /v1/sign -> 422: unsupported text" in ingress
     assert "POST /v1/sign -> 404: unknown signer 'nobody'" in ingress
+    # test_names_with_a_trailing_newline_are_refused sent DELETE /v1/signers/default%0A
+    assert "DELETE /v1/signers/default\\n -> 422: invalid signer name" in ingress
     for name, text in replica_logs.items():
         assert "Traceback" not in text and "Request failed" not in text, (name, text[-3000:])
