@@ -308,6 +308,21 @@ async def _sign_access(credentials: BearerKey) -> None:
     _ingress().keys.check(credentials.credentials if credentials else None, write=False)
 
 
+class _JSONCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with its refused preflights (plain-text 400s) in the JSON shape."""
+
+    def preflight_response(self, request_headers: Any) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        headers = {
+            k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")
+        }
+        return JSONResponse(
+            {"error": bytes(response.body).decode()}, response.status_code, headers=headers
+        )
+
+
 class _ConfiguredCORS:
     """CORS as the config says: no grant at all by default (browsers then keep other sites'
     pages from reading answers or sending non-simple requests), else Starlette's middleware
@@ -324,7 +339,7 @@ class _ConfiguredCORS:
         if self.inner is None:
             origins = _ingress().config.cors_origins
             self.inner = (
-                CORSMiddleware(
+                _JSONCORSMiddleware(
                     self.app,
                     allow_origins=origins,
                     allow_methods=["GET", "POST", "DELETE"],

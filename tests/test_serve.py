@@ -199,7 +199,6 @@ def test_shed_and_lost_work_becomes_json_503_with_retry_after() -> None:
     from ray.exceptions import ActorDiedError
     from ray.serve._private.common import DeploymentID
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
     from starlette.requests import Request
 
     from slp_pipeline.serve_app import Unavailable, _error, _retryable_as_unavailable
@@ -388,6 +387,7 @@ def test_cors_is_granted_to_configured_origins_only(server: str) -> None:
     assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
     assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
     other = preflight("https://evil.example")
+    assert other.status_code == 400 and other.json() == {"error": "Disallowed CORS origin"}
     assert "access-control-allow-origin" not in other.headers
     listing = requests.get(
         f"{server}/v1/signers", headers={"Origin": "https://evil.example"}, timeout=10
