@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -340,7 +341,10 @@ def _half_written(run: Path) -> None:
     root = run / "checkpoints" if (run / "checkpoints").is_dir() else run / "train" / "checkpoints"
     (root / ".tmp").mkdir(exist_ok=True)
     (root / ".tmp" / "model.safetensors").write_bytes(b"half a checkpoint")
-    (root / "last").replace(root / ".old")  # the swap's first rename, not its second
+    # The swap's first rename, not its second (a SIGKILL after an earlier swap may have left
+    # a stale .old, which the swap deletes first).
+    shutil.rmtree(root / ".old", ignore_errors=True)
+    (root / "last").replace(root / ".old")
 
 
 def _stop_kinds(launch: Callable[..., Run], run: Path, rerun: bool) -> dict[str, int]:
