@@ -1,5 +1,7 @@
-"""Signer adaptation: the fine-tuning loop on a real clip (a few steps of a tiny PGMM), early
-stopping, bad clips, the registry's adapted signers and the renderer using their weights."""
+"""Signer adaptation: the train / validation / test split of the clip, the fine-tuning loop on a
+real clip (a few steps of a tiny PGMM) that selects on validation and reports on test frames,
+early stopping, bad clips, the registry's adapted signers and the renderer using their
+weights."""
 
 from __future__ import annotations
 
@@ -17,7 +19,16 @@ from tiny import TINY_PGMM
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from pgmm.pose.sequence import PoseSequence
-from pgmm.training.adapt import AdaptConfig, adapt_signer, person_box, source_signer
+from pgmm.training.adapt import (
+    AdaptConfig,
+    LabelledClip,
+    adapt_signer,
+    holdout_cut,
+    holdout_scores,
+    person_box,
+    source_signer,
+    split_clip,
+)
 from pgmm.video import VideoError, write_video
 from slp_pipeline.cli import main as slp
 from slp_pipeline.signers import SignerExists, SignerProtected, SignerRegistry
@@ -51,37 +62,83 @@ def adapted(clip, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict,
     return run, report, base
 
 
-def test_adaptation_keeps_the_best_held_out_step(adapted) -> None:
+@pytest.mark.parametrize("frames", [40, 41, 107, 135, 1000])
+def test_split_is_disjoint_consecutive_and_keeps_test_last(frames: int) -> None:
+    split = split_clip(frames, AdaptConfig.holdout)
+    parts = [split.train, split.validation, split.test]
+    assert [p.start for p in parts] == [0, split.train.stop, split.validation.stop]
+    assert split.test.stop == frames and all(len(p) >= 4 for p in parts)
+    seen = [set(p) for p in parts]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    assert set().union(*seen) == set(range(frames))
+    assert split.train.stop == holdout_cut(frames, AdaptConfig.holdout, minimum=8)
+    assert split.to_dict()["test"] == [split.test.start, frames]
+
+
+def test_split_of_a_clip_too_short_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="no training frames"):
+        split_clip(8, 0.2)
+
+
+def _scores(model: PGMM, run: Path, video: Path, part: range, split: str) -> dict[str, float]:
+    """``model``'s L1/SSIM re-enacting ``part`` of the clip, computed here independently."""
+    labels = run / "labels.npz"
+    train = LabelledClip(video, labels, "train", 128, range(0, 1))
+    frames = LabelledClip(video, labels, split, 128, part)
+    source, source_pose = train.load_frames(0)[0], train.load_poses(0).data[0]
+    args = (frames.load_frames(0), frames.load_poses(0).data, source, source_pose)
+    return holdout_scores(model, *args, keypoints=False)[0]
+
+
+def test_adaptation_selects_on_validation_and_reports_on_test_frames(adapted, clip) -> None:
     run, report, base = adapted
-    assert report["steps"] == STEPS and report["frames"] == {
-        "train": 86,
-        "holdout": 21,
-        "fps": 25.0,
-    }
+    video, _ = clip
+    split = split_clip(107, AdaptConfig.holdout)
+    assert report["steps"] == STEPS and report["scored_on"] == "test"
+    assert report["frames"] == {"train": [0, 86], "validation": [86, 96], "test": [96, 107],
+                                "fps": 25.0}  # fmt: skip
+    assert report["frames"] == {**split.to_dict(), "fps": 25.0}
     rows = list(csv.DictReader((run / "train" / "validation.csv").open()))
     assert [int(r["step"]) for r in rows] == [2, 4]
     best = min(float(r["score"]) for r in rows)
     assert report["best_validation_l1"] == pytest.approx(best, abs=1e-6)
-    # The registered model is the best step, re-scored from disk: the same held-out L1.
-    assert report["after"]["l1"] == pytest.approx(best, abs=1e-5)
+    tuned = PGMM.from_pretrained(run / "train" / "model")
+    # The registered model is the best step: the selection's L1 on the validation frames ...
+    validation = _scores(tuned, run, video, split.validation, "dev")
+    assert validation["l1"] == pytest.approx(best, abs=1e-5)
+    # ... while "before" and "after" are the base's and its scores on the test frames.
+    after = _scores(tuned, run, video, split.test, "test")
+    before = _scores(base, run, video, split.test, "test")
+    for key in ("l1", "ssim"):
+        assert report["after"][key] == pytest.approx(after[key], abs=1e-5)
+        assert report["before"][key] == pytest.approx(before[key], abs=1e-5)
+    assert abs(report["after"]["l1"] - best) > 1e-4  # other frames, another number
     for key in ("l1", "ssim", "ke_upper_body", "left_hand_found"):
         assert key in report["before"] and key in report["after"]
-    tuned = PGMM.from_pretrained(run / "train" / "model")
     assert any(not torch.equal(v, base.state_dict()[k]) for k, v in tuned.state_dict().items())
     assert json.loads((run / "report.json").read_text())["steps"] == STEPS
+    assert json.loads((run / "split.json").read_text()) == split.to_dict()
     assert (run / "contact_sheet.png").is_file()
+
+
+def test_a_run_folder_of_another_split_is_refused(clip, tmp_path: Path) -> None:
+    """A folder trained before the three-way split chose its best step on today's test frames:
+    resuming it would report numbers its selection has seen."""
+    video, labels = clip
+    (tmp_path / "train" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ValueError, match="another train/validation/test split.*new work folder"):
+        adapt_signer(video, _tiny(0), tmp_path, labels=labels, progress=False)
 
 
 def test_early_stopping_stops_after_patience(clip, tmp_path: Path) -> None:
     """A validator that never improves after its first score stops the run after `patience`
     further validations, and a re-run of the finished folder does not train again."""
-    from pgmm.training.adapt import LabelledClip
     from pgmm.training.config import TrainConfig
     from pgmm.training.trainer import PGMMTrainer
 
     video, labels = clip
     labels.save(tmp_path / "labels.npz")
-    data = LabelledClip(video, tmp_path / "labels.npz", "train", 128, 80, 107)
+    data = LabelledClip(video, tmp_path / "labels.npz", "train", 128, range(0, 80))
     scores = iter([1.0, 2.0, 3.0, 4.0, 5.0])
     cfg = PGMMConfig(variant="full", image_size=128, **TINY_PGMM)
     cfg.loss_weights["pose_distance"] = 0.0

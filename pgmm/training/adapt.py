@@ -10,15 +10,19 @@ labels. The recipe, and why:
   far worse than MediaPipe's, so the driving and source heatmaps come from the labels, and
   L_pd -- which needs P_e on the *generated* frame -- is switched off for adaptation.
 * Frames: a square crop around the person (from the labels, the same for every frame), resized
-  to the model's resolution. The last ``holdout`` share of the clip is never trained on: it
-  validates (pose-driven, the path text uses), picks the best step and stops early.
-* Report: L1, SSIM and keypoint agreement on the held-out frames *before* adaptation (the
+  to the model's resolution. The clip is split three ways in time (:func:`split_clip`): the
+  first frames train; the last ``holdout`` share is never trained on and is cut in two --
+  *validation* frames (re-enacted pose-driven, the path text uses) pick the best step and stop
+  early, and the final *test* frames are scored only once, for the report, so the reported
+  numbers are not chosen on the frames they are measured on.
+* Report: L1, SSIM and keypoint agreement on the test frames *before* adaptation (the
   SynthSigner model animating the first frame as a photo -- the "one photo only" case) and
   after; keypoints of generated frames are found by MediaPipe again, so the score does not
-  depend on our own P_e.
+  depend on our own P_e. ``frames`` gives each part's ``[start, stop)`` frame indices.
 
-A run folder is resumable (the trainer's checkpoints); :func:`adapt_signer` returns the report
-and leaves ``RUN/model`` (the best step) for the signer registry.
+A run folder is resumable (the trainer's checkpoints; Ctrl-C / SIGTERM stops it with a
+checkpoint); :func:`adapt_signer` returns the report and leaves ``RUN/model`` (the best step)
+for the signer registry.
 """
 
 from __future__ import annotations
@@ -48,11 +52,13 @@ from pgmm.video import contact_sheet, iter_frames, probe
 
 __all__ = [
     "AdaptConfig",
+    "ClipSplit",
     "LabelledClip",
     "adapt_signer",
     "holdout_cut",
     "holdout_scores",
     "person_box",
+    "split_clip",
 ]
 
 #: Points that bound a signer in the frame: upper body, face and both hands.
@@ -66,7 +72,7 @@ class AdaptConfig:
     steps: int = 300
     batch_size: int = 4
     lr: float = 1e-4  # half the from-scratch rate: the SynthSigner weights are a start point
-    holdout: float = 0.2  # tail share of the clip kept for validation
+    holdout: float = 0.2  # tail share of the clip never trained on: validation, then test
     validate_every: int = 25
     patience: int = 4
     min_frames: int = 40  # below ~1.5 s there are too few poses to learn a person from
@@ -79,9 +85,43 @@ class AdaptConfig:
             raise ValueError("steps, batch_size and validate_every must be >= 1")
 
 
-def holdout_cut(num_frames: int, holdout: float) -> int:
-    """First held-out frame: the clip's last ``holdout`` share (at least 4 frames) validates."""
-    return num_frames - max(4, round(num_frames * holdout))
+def holdout_cut(num_frames: int, holdout: float, minimum: int = 4) -> int:
+    """First held-out frame: the clip's last ``holdout`` share (at least ``minimum`` frames)."""
+    return num_frames - max(minimum, round(num_frames * holdout))
+
+
+@dataclass(frozen=True)
+class ClipSplit:
+    """Consecutive frame ranges of one clip: train, then validation, then test."""
+
+    train: range
+    validation: range
+    test: range
+
+    def to_dict(self) -> dict[str, list[int]]:
+        """``{"train": [start, stop], ...}``: half-open frame index ranges, for the report."""
+        return {
+            name: [part.start, part.stop]
+            for name, part in (
+                ("train", self.train),
+                ("validation", self.validation),
+                ("test", self.test),
+            )
+        }
+
+
+def split_clip(num_frames: int, holdout: float) -> ClipSplit:
+    """Train on the first frames; the held-out tail (:func:`holdout_cut`, at least 8 frames)
+    is halved into validation (best step, early stopping) and, last, test (reported).
+
+    The test frames come last so they are the furthest in time from anything trained on or
+    selected with; the validation frames sit between them and the training frames.
+    """
+    cut = holdout_cut(num_frames, holdout, minimum=8)
+    if cut < 1:
+        raise ValueError(f"a clip of {num_frames} frames leaves no training frames")
+    middle = cut + (num_frames - cut) // 2
+    return ClipSplit(range(0, cut), range(cut, middle), range(middle, num_frames))
 
 
 def person_box(labels: PoseSequence) -> tuple[float, float, float, float]:
@@ -110,21 +150,22 @@ def person_box(labels: PoseSequence) -> tuple[float, float, float, float]:
 
 
 class LabelledClip(SignVideoDataset):
-    """One real clip and its labels: frames ``[0, cut)`` for ``train``, ``[cut, end)`` for
-    ``dev``; every frame cropped to the same square around the signer."""
+    """The ``frames`` of one real clip and their labels as a one-video dataset; every frame
+    cropped to the same square around the signer. ``split`` (train, dev or test) only names
+    them: adaptation's validation frames are its ``dev``."""
 
     name = "labelled clip"
     layout = "VIDEO (any PyAV-readable file) + LABELS (.npz PoseSequence, one pose per frame)"
 
-    def __init__(
-        self, video: Path, labels: Path, split: str, size: int, cut: int, num_frames: int
-    ) -> None:
-        self._video, self._labels, self._cut, self._n = Path(video), Path(labels), cut, num_frames
+    def __init__(self, video: Path, labels: Path, split: str, size: int, frames: range) -> None:
+        if not len(frames) or frames.step != 1:
+            raise ValueError(f"{split}: frames must be a non-empty contiguous range, got {frames}")
+        self._video, self._labels, self._frames = Path(video), Path(labels), frames
         super().__init__(self._video.parent, split, size)
 
     def _scan(self) -> list[VideoRecord]:
         pose = PoseSequence.load(self._labels)
-        frames = (0, self._cut) if self.split == "train" else (self._cut, self._n)
+        frames = (self._frames.start, self._frames.stop)
         return [
             VideoRecord(
                 id=f"{self._video.stem}:{self.split}",
@@ -237,7 +278,9 @@ def adapt_signer(
     """Fine-tune ``base`` on ``video``; returns the report (also ``RUN/report.json``).
 
     ``labels`` defaults to MediaPipe's (computed once, kept in ``RUN/labels.npz``, so a resumed
-    run does not label again). ``estimator`` (P_e) only adds its measured PCK to the report.
+    run does not label again). ``estimator`` (P_e) only adds its measured PCK (on the test
+    frames) to the report. The split is kept in ``RUN/split.json``; a run folder trained with
+    another split is refused rather than resumed.
     """
     config = config or AdaptConfig()
     video, run_dir = Path(video), Path(run_dir)
@@ -259,10 +302,13 @@ def adapt_signer(
     labels = labels[:n]
     labels.save(labels_path)
     size = base.config.image_size
-    cut = holdout_cut(n, config.holdout)
-    train = LabelledClip(video, labels_path, "train", size, cut, n)
-    dev = LabelledClip(video, labels_path, "dev", size, cut, n)
-    dev_frames, dev_poses = dev.load_frames(0), dev.load_poses(0).data
+    split = split_clip(n, config.holdout)
+    _check_split(run_dir, split)
+    train = LabelledClip(video, labels_path, "train", size, split.train)
+    val = LabelledClip(video, labels_path, "dev", size, split.validation)
+    test = LabelledClip(video, labels_path, "test", size, split.test)
+    val_frames, val_poses = val.load_frames(0), val.load_poses(0).data
+    test_frames, test_poses = test.load_frames(0), test.load_poses(0).data
     source, source_pose = train.load_frames(0)[0], train.load_poses(0).data[0]
 
     mcfg = dataclasses.replace(
@@ -285,7 +331,7 @@ def adapt_signer(
     )
 
     def validate(model: PGMM) -> float:
-        return holdout_scores(model, dev_frames, dev_poses, source, source_pose,
+        return holdout_scores(model, val_frames, val_poses, source, source_pose,
                               keypoints=False)[0]["l1"]  # fmt: skip
 
     trainer = PGMMTrainer(
@@ -300,18 +346,21 @@ def adapt_signer(
         validate_every=config.validate_every,
         patience=config.patience,
     )
-    before, before_frames = holdout_scores(base, dev_frames, dev_poses, source, source_pose)
     start = time.perf_counter()
     state = trainer.run()
     seconds = time.perf_counter() - start
+    # Scored once, after training: nothing above has seen the test frames.
+    before, before_frames = holdout_scores(base, test_frames, test_poses, source, source_pose)
     adapted = PGMM.from_pretrained(run_dir / "train" / "model").eval()
-    after, after_frames = holdout_scores(adapted, dev_frames, dev_poses, source, source_pose)
+    after, after_frames = holdout_scores(adapted, test_frames, test_poses, source, source_pose)
     report: dict[str, Any] = {
         "video": str(video),
-        "frames": {"train": cut, "holdout": n - cut, "fps": info.fps},
+        # [start, stop) frame indices: trained on, best step chosen on, scored on.
+        "frames": {**split.to_dict(), "fps": info.fps},
         "steps": state.global_step,
         "stopped_early": state.stopped_early,
-        "best_validation_l1": state.best_score,
+        "best_validation_l1": state.best_score,  # on the validation frames
+        "scored_on": "test",
         "train_seconds": round(seconds, 1),
         "device": device,
         "before": before,
@@ -319,16 +368,34 @@ def adapt_signer(
         "config": dataclasses.asdict(config),
     }
     if estimator is not None:
-        report["pe_pck"] = estimator_pck(estimator, dev_frames, dev_poses)
-    # Rows: real held-out frames, before, after; each row starts with the source image.
+        report["pe_pck"] = estimator_pck(estimator, test_frames, test_poses)
+    # Rows: real test frames, before, after; each row starts with the source image.
     rows = [
-        np.concatenate([source[None], f[:7]]) for f in (dev_frames, before_frames, after_frames)
+        np.concatenate([source[None], f[:7]]) for f in (test_frames, before_frames, after_frames)
     ]
     sheet = contact_sheet(np.concatenate(rows), cols=8)
     Image.fromarray(sheet).save(run_dir / "contact_sheet.png")
     report = _json_safe(report)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _check_split(run_dir: Path, split: ClipSplit) -> None:
+    """Record the split in ``RUN/split.json``; refuse a training folder made with another one.
+
+    Resuming a run whose best step was chosen on other frames (an older version validated and
+    scored on one held-out tail) would report test numbers that the selection has seen.
+    """
+    path, wanted = run_dir / "split.json", split.to_dict()
+    trained = (run_dir / "train" / "checkpoints").exists()
+    recorded = json.loads(path.read_text()) if path.exists() else None
+    if trained and recorded != wanted:
+        raise ValueError(
+            f"{run_dir} was trained with another train/validation/test split "
+            f"({recorded or 'one held-out tail, before the three-way split'}); use a new work "
+            "folder"
+        )
+    path.write_text(json.dumps(wanted))
 
 
 def _json_safe(value: Any) -> Any:
