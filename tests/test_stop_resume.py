@@ -303,6 +303,77 @@ def start(tmp_path: Path, shared_data: Path):
             run.proc.wait()
 
 
+def test_checkpoints_by_steps_or_minutes_whichever_first(tmp_path: Path) -> None:
+    """Every 10 steps or 30 s (a fake clock, 4 s per step), and once more at the end."""
+    from pgmm.training.common import ResumableLoop
+
+    now, saves = [0.0], []
+    loop = ResumableLoop("t", tmp_path, tmp_path / "ckpt", lambda: saves.append(loop.step),
+                         start=0, total=25, every=10, minutes=0.5, progress=False,
+                         clock=lambda: now[0])  # fmt: skip
+    with loop:
+        for step in range(1, 26):
+            now[0] += 4.0
+            loop.end_step(step)
+    assert saves == [8, 10, 18, 20, 25]
+
+
+def test_sigterm_in_process_finishes_the_step_and_restores_the_handler(tmp_path: Path) -> None:
+    from pgmm.training.common import ResumableLoop, TrainingStopped
+
+    before = signal.getsignal(signal.SIGTERM)
+    saves: list[int] = []
+    finished: list[int] = []
+    loop = ResumableLoop("t", tmp_path, tmp_path / "ckpt", lambda: saves.append(loop.step),
+                         start=3, total=100, every=50, progress=False)  # fmt: skip
+    with pytest.raises(TrainingStopped) as stopped, loop:
+        for step in range(4, 100):
+            if step == 6:
+                os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-step ...
+            finished.append(step)  # ... which still finishes
+            loop.end_step(step)
+    assert finished == [4, 5, 6] and saves == [6]
+    assert (stopped.value.step, stopped.value.exit_code) == (6, 128 + signal.SIGTERM)
+    assert "stopped by SIGTERM at step 6" in str(stopped.value)
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_second_signal_abandons_the_step(tmp_path: Path) -> None:
+    """The second SIGTERM interrupts the step at once; the last finished step is saved."""
+    from pgmm.training.common import ResumableLoop, TrainingStopped
+
+    saves: list[int] = []
+    loop = ResumableLoop("t", tmp_path, tmp_path / "ckpt", lambda: saves.append(loop.step),
+                         start=0, total=100, every=50, progress=False)  # fmt: skip
+    with pytest.raises(TrainingStopped) as stopped, loop:
+        loop.end_step(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        pytest.fail("the second signal did not interrupt the step")
+    assert saves == [1] and stopped.value.signum == signal.SIGTERM
+
+
+def test_no_handlers_outside_the_main_thread(tmp_path: Path) -> None:
+    """Ray Train runs the loop in a worker thread: signals cannot be handled there."""
+    import threading
+
+    from pgmm.training.common import ResumableLoop
+
+    before = signal.getsignal(signal.SIGTERM)
+    seen: list[object] = []
+
+    def train() -> None:
+        with ResumableLoop("t", tmp_path, tmp_path / "ckpt", lambda: None, start=0, total=1,
+                           every=1, progress=False) as loop:  # fmt: skip
+            seen.append(signal.getsignal(signal.SIGTERM))
+            loop.end_step(1)
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    thread.join()
+    assert seen == [before]
+
+
 def _checkpoint_step(run: Path) -> int:
     """Load the run's checkpoint as its trainer does (all files) and return its step."""
     import torch

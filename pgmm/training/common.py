@@ -238,7 +238,8 @@ class ResumableLoop:
                 self.save()  # the final checkpoint
             elif issubclass(exc_type, KeyboardInterrupt) and not isinstance(exc, TrainingStopped):
                 self.save()
-                raise TrainingStopped(self.step, self.checkpoint, signal.SIGINT) from exc
+                signum = self._signals.signum or signal.SIGINT  # a second signal: the first's
+                raise TrainingStopped(self.step, self.checkpoint, signum) from exc
         finally:
             self._signals.__exit__()
             if self.bar is not None:
