@@ -368,13 +368,14 @@ class SignerRegistry:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """Serialise count-then-write across processes (several ingress replicas, the CLI)."""
-        with open(self.root / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        """Serialise count-then-write across processes (several ingress replicas, the CLI) with
+        an advisory lock on the registry folder itself."""
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _write(
         self,
