@@ -92,22 +92,22 @@ def test_text2pose_card(language: str, shared_data: Path) -> None:
 
 
 # --------------------------------------------------------------------------- P_e
-def pe_pck(identity: int, videos: int, data_dir: Path) -> dict:
-    """PCK of the shipped P_e on the first ``videos`` test sentences rendered for a held-out
-    identity, 8 frames each (what ``slp train pose-estimator`` scores into eval.json)."""
-    model = HRNetLite.from_pretrained(MODELS / "pose_estimator")
+def pe_pck(folder: str, identity: int, videos: int, data_dir: Path) -> dict:
+    """PCK of a shipped HRNetLite (P_e or the evaluator) on the first ``videos`` test sentences
+    rendered for a held-out identity, 8 frames each (what ``slp train pose-estimator`` scores
+    into eval.json)."""
+    model = HRNetLite.from_pretrained(MODELS / folder)
     held = RenderedSynthSigner("test", 128, identity=identity, max_videos=videos, data_dir=data_dir)
     return evaluate_pck(model, held, frames_per_video=8)
 
 
+@pytest.mark.parametrize("folder", ["pose_estimator", "evaluator"])
 @pytest.mark.parametrize("identity", [10, 11])
-def test_pose_estimator_card(identity: int, shared_data: Path) -> None:
+def test_pose_estimator_card(folder: str, identity: int, shared_data: Path) -> None:
     """PCK@0.05 (all points, hands) of each held-out identity; the card rounds to 3 places."""
-    pck, pck_hands = table_row("pose_estimator", rf"{identity} \(held out[^|]*", 2)
-    frames, videos = claimed(
-        "pose_estimator", r"(\d+) evenly spaced frames of each of the first (\d+)"
-    )
-    result = pe_pck(identity, int(videos), shared_data)
+    pck, pck_hands = table_row(folder, rf"{identity} \(held out[^|]*", 2)
+    frames, videos = claimed(folder, r"(\d+) evenly spaced frames of each of the first (\d+)")
+    result = pe_pck(folder, identity, int(videos), shared_data)
     assert result["frames"] == int(frames) * int(videos)
     assert result["pck"] == pytest.approx(pck, abs=0.0005)
     assert result["pck_hands"] == pytest.approx(pck_hands, abs=0.0005)
