@@ -332,7 +332,7 @@ def test_chunked_upload_is_cut_off_at_the_cap(server: str) -> None:
     client cannot push all of its 256 MB (before, all of it was read into memory first).
 
     Serve's proxy reads a body ahead of the app without backpressure, so more than the cap
-    arrives before the refusal: 41-87 MiB over loopback (``scripts/serve_upload_probe.py``)."""
+    arrives before the refusal: 33-86 MiB over loopback (``scripts/serve_upload_probe.py``)."""
     total, chunk = 256 * 1024 * 1024, b"0" * 256 * 1024
     frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
     sent, status = 0, None
