@@ -90,6 +90,7 @@ class DictionaryConfig:
     rest_tolerance: float = 0.01  # hand movement (canvas units) that ends a rest hold
     timing_prior: float = 2.0  # pseudo-occurrences pulling a gloss's timing to the pooled one
     length_model: bool = True  # rescale the plan with the learned sentence-length model
+    length_ridge: float = 30.0  # L2 penalty on the per-gloss terms of that model (dev-chosen)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -101,6 +102,8 @@ class DictionaryConfig:
             raise ValueError("profile_points, medoid_points and medoid_candidates must be >= 2")
         if self.min_profile_occurrences < 2 or self.profile_occurrences < 2:
             raise ValueError("a spread profile needs at least 2 occurrences")
+        if self.length_ridge < 0:
+            raise ValueError(f"length_ridge must be >= 0, got {self.length_ridge}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,7 +123,7 @@ class DictionaryTiming:
     lead_move: float  # entry movement: rest pose -> first core
     tail_move: float  # exit movement: last core -> rest pose
     tail_hold: float  # rest hold at the end
-    length_intercept: float = 0.0  # log T = intercept + slope * log R
+    length_intercept: float = 0.0  # log T = intercept + slope * log R + sum of gloss terms
     length_slope: float = 1.0
     profiled_glosses: int = 0  # glosses whose transition share came from their own profile
 
@@ -206,12 +209,14 @@ class GlossDictionary:
         arrays: dict[str, np.ndarray],
     ) -> None:
         """``arrays``: ``cores`` (F, J, 2) float16, ``offsets`` (G + 1,) int64 into the cores,
-        ``core_frames`` and ``transition_frames`` (G,), ``joints`` (J,) the whole-body joints
-        stored, ``rest`` (133, 2) the rest pose (also fills joints not stored)."""
+        ``core_frames``, ``transition_frames`` and ``length_bias`` (G,) (each gloss's term in
+        the sentence-length model), ``joints`` (J,) the whole-body joints stored, ``rest``
+        (133, 2) the rest pose (also fills joints not stored)."""
         self.config, self.timing, self.vocab = config, timing, vocab
         glosses = len(vocab) - len(GlossVocab.SPECIALS)
         expect = {"offsets": (glosses + 1,), "core_frames": (glosses,),
-                  "transition_frames": (glosses,), "rest": (L.NUM_WHOLEBODY, 2)}  # fmt: skip
+                  "transition_frames": (glosses,), "length_bias": (glosses,),
+                  "rest": (L.NUM_WHOLEBODY, 2)}  # fmt: skip
         for name, shape in expect.items():
             if name not in arrays or arrays[name].shape != shape:
                 found = arrays[name].shape if name in arrays else "missing"
@@ -228,6 +233,7 @@ class GlossDictionary:
         self.cores = cores.astype(np.float32)
         self.core_frames = arrays["core_frames"].astype(np.float64)
         self.transition_frames = arrays["transition_frames"].astype(np.float64)
+        self.length_bias = arrays["length_bias"].astype(np.float64)
         self.rest = arrays["rest"].astype(np.float32)
         self.confidence = np.zeros(L.NUM_WHOLEBODY, np.float32)
         self.confidence[joints] = 1.0
@@ -253,6 +259,15 @@ class GlossDictionary:
         """The sentence length ``R`` the length model reads: summed segments at speed 1."""
         return float(self._lengths(glosses).sum())
 
+    def predicted_frames(self, glosses: Sequence[str]) -> float:
+        """The length model: ``log T = a + b log R + sum of the glosses' terms`` (an unknown
+        gloss adds nothing). The per-gloss terms carry what the speed-1 timing misses, e.g.
+        that sentences with some signs run slower in the corpus."""
+        t = self.timing
+        rows = [r for r in map(self._row, glosses) if r is not None]
+        log_t = t.length_intercept + t.length_slope * np.log(self.planned_frames(glosses))
+        return float(np.exp(log_t + self.length_bias[rows].sum()))
+
     def plan(self, glosses: Sequence[str], max_frames: int | None = None) -> np.ndarray:
         """Integer frames of every segment: ``[lead hold, entry, core 1, trans 2, core 2, ...,
         core n, exit, tail hold]`` (``2n + 3`` entries), rescaled by the length model and cut
@@ -264,11 +279,9 @@ class GlossDictionary:
                 f"{len(glosses)} glosses exceed max_glosses - 2 = {self.config.max_glosses - 2}"
             )
         limit = self._limit(max_frames)
-        t = self.timing
         raw = self._lengths(glosses)
         if self.config.length_model:
-            total = float(raw.sum())
-            raw *= np.exp(t.length_intercept) * total ** (t.length_slope - 1.0)
+            raw *= self.predicted_frames(glosses) / float(raw.sum())
         bounds = np.round(np.concatenate([[0.0], np.cumsum(raw)])).astype(np.int64)
         frames = np.diff(bounds)
         frames[2:-1:2] = np.maximum(frames[2:-1:2], 1)  # every core shows at least one frame
@@ -557,6 +570,7 @@ def build_dictionary(data: G2PData, config: DictionaryConfig | None = None) -> G
         "offsets": np.concatenate([[0], np.cumsum([len(c) for c in cores])]).astype(np.int64),
         "core_frames": np.asarray(core_frames, np.float16),
         "transition_frames": np.asarray(trans_frames, np.float16),
+        "length_bias": np.zeros(len(core_frames), np.float16),
         "joints": joints.astype(np.int64),
         "rest": rest.astype(np.float16),
     }
@@ -569,15 +583,32 @@ def build_dictionary(data: G2PData, config: DictionaryConfig | None = None) -> G
         tail_hold=med["tail_hold"],
         profiled_glosses=len(shares),
     )
-    model = GlossDictionary(config, timing, vocab, arrays)
-    # Sentence length: least squares of log T on log R over the training sentences.
-    planned = np.log([model.planned_frames(g) for g in data.glosses])
-    actual = np.log(data.num_frames.astype(np.float64))
-    slope, intercept = np.polyfit(planned, actual, 1)
-    model.timing = dataclasses.replace(
-        timing, length_intercept=float(intercept), length_slope=float(slope)
-    )
-    return model
+    intercept, slope, bias = _fit_length(GlossDictionary(config, timing, vocab, arrays), data)
+    timing = dataclasses.replace(timing, length_intercept=intercept, length_slope=slope)
+    arrays["length_bias"] = bias.astype(np.float16)
+    return GlossDictionary(config, timing, vocab, arrays)
+
+
+def _fit_length(model: GlossDictionary, data: G2PData) -> tuple[float, float, np.ndarray]:
+    """Ridge regression of ``log T`` on ``[1, log R, gloss counts]`` over the training
+    sentences (``R``: the model's speed-1 plan); only the per-gloss terms are penalised
+    (``config.length_ridge``). Normal equations, accumulated over blocks of sentences."""
+    size = len(model.length_bias) + 2
+    gram, moment = np.zeros((size, size)), np.zeros(size)
+    for start in range(0, len(data), 1024):
+        block = range(start, min(start + 1024, len(data)))
+        x = np.zeros((len(block), size))
+        for i, k in enumerate(block):
+            glosses = data.glosses[k]
+            x[i, :2] = 1.0, np.log(model.planned_frames(glosses))
+            for row in (r for r in map(model._row, glosses) if r is not None):
+                x[i, 2 + row] += 1.0
+        gram += x.T @ x
+        moment += x.T @ np.log(data.num_frames[list(block)].astype(np.float64))
+    penalty = np.full(size, model.config.length_ridge)
+    penalty[:2] = 0.0
+    coef = np.linalg.lstsq(gram + np.diag(penalty), moment, rcond=None)[0]
+    return float(coef[0]), float(coef[1]), coef[2:]
 
 
 # --------------------------------------------------------------------------- build command
