@@ -54,6 +54,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
+    from slp_pipeline.local_ray import init_local_ray
     from slp_pipeline.serve_app import run_from_config
 
     serve_config = yaml.safe_load(args.config.read_text(encoding="utf-8"))
@@ -65,13 +66,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         # Started here (not in run_from_config) only to keep the replicas' logs off the
         # terminal: the demo prints its own summary; `slp serve` shows the full logs.
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
+        init_local_ray(log_to_driver=False, logging_level=logging.WARNING)
         run_from_config(serve_config)
         print(f"graph up in {time.perf_counter() - start:.0f} s at {base}", flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
