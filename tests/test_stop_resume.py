@@ -374,6 +374,35 @@ def test_no_handlers_outside_the_main_thread(tmp_path: Path) -> None:
     assert seen == [before]
 
 
+def test_t2g_run_folder_of_the_old_layout_resumes(
+    tmp_path: Path, shared_data: Path, capsys
+) -> None:
+    """Runs written before the weights and the history moved into ``state.pt`` (weights in
+    ``epochs/last.safetensors``, history in ``history.json``) still resume."""
+    import torch
+    from safetensors.torch import save_file
+
+    from text2pose.t2g import T2GConfig
+    from text2pose.train_t2g import T2GTrainConfig, train_t2g
+
+    model = T2GConfig(d_model=32, layers=1, heads=2, ffn_dim=64, text_vocab_size=200,
+                      max_len=64, num_beams=1)  # fmt: skip
+    cfg = T2GTrainConfig(model=model, epochs=1, batch_tokens=60, warmup_steps=10, max_train=24,
+                         max_eval=2, average_best=1, progress=False)  # fmt: skip
+    train_t2g(cfg, tmp_path, shared_data)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    weights = {k: v.clone() for k, v in state.pop("model").items()}  # no shared storage
+    save_file(weights, str(tmp_path / "epochs" / "last.safetensors"))
+    for key in ("history", "batch", "epoch_loss", "epoch_seconds"):
+        del state[key]
+    torch.save(state, tmp_path / "state.pt")
+    cfg.epochs = 2
+    train_t2g(cfg, tmp_path, shared_data)
+    assert f"resumed from step {state['step']} of" in capsys.readouterr().err
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2] and history[1]["step"] == 2 * state["step"]
+
+
 def _checkpoint_step(run: Path) -> int:
     """Load the run's checkpoint as its trainer does (all files) and return its step."""
     import torch
