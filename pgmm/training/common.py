@@ -71,9 +71,9 @@ class StopSignals:
     A handler that only records the signal lets the step in flight finish, so the checkpoint
     holds a consistent model, optimizer and step count; raising ``KeyboardInterrupt`` anywhere,
     as Python's default SIGINT handler does, could land between the optimizer update and the
-    step counter. ``on_signal`` runs on the first signal (the DDP driver uses it to tell its
-    workers). Previous handlers are restored on exit. Signal handlers can only be installed in
-    the main thread; elsewhere (a Ray Train worker thread) this does nothing.
+    step counter. ``on_signal`` runs on the first signal (the Ray Train driver uses it to tell
+    its workers). Previous handlers are restored on exit. Signal handlers can only be installed
+    in the main thread; elsewhere (a Ray Train worker thread) this does nothing.
     """
 
     def __init__(self, on_signal: Callable[[int], None] | None = None) -> None:
