@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgmm.models.hourglass import Hourglass, NormKind
-from pgmm.models.tps import TPS, apply_affine, make_coordinate_grid
+from pgmm.models.tps import TPS, apply_affine, exact_coordinates, make_coordinate_grid
 
 __all__ = ["DenseMotion", "MotionOutput"]
 
@@ -159,17 +159,15 @@ class DenseMotion(nn.Module):
                 source, size=(h, w), mode="bilinear", align_corners=False, antialias=True
             )
 
-        grid = make_coordinate_grid(h, w, source.device, source.dtype)
-        identity = grid.expand(batch, 1, h, w, 2)
-        background = identity if bg_param is None else apply_affine(grid[None, None], bg_param)
-        shape = (batch, self.num_tps, self.points_per_tps, 2)
-        tps = TPS.fit(kp_driving.view(shape), kp_source.view(shape)).warp_grid(h, w)
-        deformations = torch.cat([identity, background, tps], dim=1)
+        # Coordinates stay float32 even in a half-precision model (see ``_deformations``).
+        exact = torch.promote_types(source.dtype, torch.float32)
+        grid = make_coordinate_grid(h, w, source.device, exact)
+        deformations = self._deformations(grid, kp_driving, kp_source, bg_param)
 
         n = self.num_deformations
         repeated = small[:, None].expand(-1, n, -1, -1, -1).reshape(batch * n, -1, h, w)
         deformed = F.grid_sample(
-            repeated, deformations.reshape(batch * n, h, w, 2), align_corners=False
+            repeated, deformations.reshape(batch * n, h, w, 2).to(small.dtype), align_corners=False
         ).view(batch, n, -1, h, w)
 
         heatmaps = _gaussians(kp_driving, grid, self.kp_variance) - _gaussians(
@@ -184,7 +182,10 @@ class DenseMotion(nn.Module):
             keep = torch.cat([keep.new_ones(batch, 2), keep], dim=1)
             logits = logits.masked_fill(~keep[:, :, None, None], float("-inf"))
         contribution = torch.softmax(logits, dim=1)
-        optical_flow = torch.einsum("bnhw,bnhwc->bhwc", contribution, deformations)
+        with exact_coordinates(source.device):
+            optical_flow = torch.einsum(
+                "bnhw,bnhwc->bhwc", contribution.to(deformations.dtype), deformations
+            )
 
         occlusion = []
         for scale, level, head in zip(
@@ -204,3 +205,27 @@ class DenseMotion(nn.Module):
             features=levels[-1],
             deformed_source=deformed,
         )
+
+    def _deformations(
+        self,
+        grid: torch.Tensor,
+        kp_driving: torch.Tensor,
+        kp_source: torch.Tensor,
+        bg_param: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``(B, N, h, w, 2)`` sampling grids ``[identity, background, tps_1 ..]``, in
+        ``grid``'s dtype (float32 at least) even under autocast (see
+        :func:`~pgmm.models.tps.exact_coordinates`)."""
+        batch = kp_driving.shape[0]
+        h, w = grid.shape[:2]
+        with exact_coordinates(grid.device):
+            identity = grid.expand(batch, 1, h, w, 2)
+            background = (
+                identity
+                if bg_param is None
+                else apply_affine(grid[None, None], bg_param.to(grid.dtype))
+            )
+            shape = (batch, self.num_tps, self.points_per_tps, 2)
+            kp_driving, kp_source = (k.to(grid.dtype).view(shape) for k in (kp_driving, kp_source))
+            tps = TPS.fit(kp_driving, kp_source).warp_grid(h, w)
+            return torch.cat([identity, background, tps], dim=1)

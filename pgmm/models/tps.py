@@ -21,10 +21,33 @@ the point sets exactly; with ``P`` points it has ``P - 3`` non-rigid degrees of 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TPS", "apply_affine", "make_coordinate_grid", "random_tps", "solve_unrolled"]
+__all__ = [
+    "TPS",
+    "apply_affine",
+    "exact_coordinates",
+    "make_coordinate_grid",
+    "random_tps",
+    "solve_unrolled",
+]
+
+
+def exact_coordinates(device: torch.device) -> AbstractContextManager[object]:
+    """Autocast switched off on ``device``, for code that computes sampling coordinates.
+
+    Coordinates are not activations: in bf16 (8-bit mantissa) a value near 1 is off by up to
+    2^-8, half a pixel at 128x128 and a whole one at 256x256, which shows as wobbling frames.
+    The few ops that make warp grids are a sliver of the model's compute, so they keep float32
+    while the networks around them run in half precision. Devices without autocast (``meta``)
+    get a no-op.
+    """
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return nullcontext()
 
 
 def solve_unrolled(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -147,7 +170,9 @@ class TPS:
         (a detector can collapse points early in training); it does not affect the affine
         reproduction. The systems are solved in float64 -- they are tiny, and
         ``K`` mixes entries near 0 with entries near ``8 log 8`` -- and the parameters are
-        returned in the keypoints' dtype. Differentiable with respect to both point sets.
+        returned in the keypoints' dtype, but never below float32: under autocast the
+        keypoints may arrive in bf16/fp16, whose 8/11-bit mantissas would put the warp grids
+        up to half a pixel off at 128x128. Differentiable with respect to both point sets.
         A much smaller ridge on the affine block (``-1e-3 ridge I``, lower-right) keeps the
         system solvable when all points of a transform are collinear or coincide, as a freshly
         initialised detector can produce; the affine part then falls back towards zero in the
@@ -182,8 +207,12 @@ class TPS:
             dim=-2,
         )
         solution = _solve(system, F.pad(targets, (0, 0, 0, 3)))
-        solution = solution.to(kp_driving.dtype)
-        return cls(kp_driving, solution[..., :num_points, :], solution[..., num_points:, :])
+        solution = solution.to(torch.promote_types(kp_driving.dtype, torch.float32))
+        return cls(
+            kp_driving.to(solution.dtype),
+            solution[..., :num_points, :],
+            solution[..., num_points:, :],
+        )
 
     def warp_points(self, points: torch.Tensor) -> torch.Tensor:
         """Evaluate every spline at ``points``.
@@ -199,10 +228,11 @@ class TPS:
         if points.ndim < 3 or points.shape[-1] != 2:
             raise ValueError(f"points must be (B, T, ..., 2), got {tuple(points.shape)}")
         spatial = points.shape[2:-1]
-        flat = points.reshape(*points.shape[:2], -1, 2)  # (B, T, M, 2)
-        offsets = flat[..., :, None, :] - self.control_points[..., None, :, :]
-        radial = _radial_basis(offsets.square().sum(-1)) @ self.weights  # (B, T, M, 2)
-        warped = radial + flat @ self.affine[..., :2, :] + self.affine[..., 2:, :]
+        with exact_coordinates(points.device):  # no bf16/fp16 matmuls for coordinates
+            flat = points.reshape(*points.shape[:2], -1, 2).to(self.weights.dtype)  # (B, T, M, 2)
+            offsets = flat[..., :, None, :] - self.control_points[..., None, :, :]
+            radial = _radial_basis(offsets.square().sum(-1)) @ self.weights  # (B, T, M, 2)
+            warped = radial + flat @ self.affine[..., :2, :] + self.affine[..., 2:, :]
         return warped.reshape(*warped.shape[:2], *spatial, 2)
 
     def warp_grid(self, h: int, w: int) -> torch.Tensor:
