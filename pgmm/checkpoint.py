@@ -13,12 +13,39 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 T = TypeVar("T")
+
+
+class DeviceError(ValueError):
+    """A device this host cannot provide: the checkpoint is fine, the request is not."""
+
+
+def target_device(device: str | torch.device) -> torch.device:
+    """``device`` checked before a checkpoint is read, so that a missing GPU is reported as
+    such -- not as a corrupt file, which is what a failed load onto it looked like."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise DeviceError(f"unknown device {str(device)!r} ({e})") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {dev} requested, but this host has no usable CUDA device "
+                f"(PyTorch {torch.__version__}); use cpu, or auto to take a GPU where present"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {dev} requested, but this host has {torch.cuda.device_count()} CUDA "
+                "device(s)"
+            )
+    return dev
 
 
 def save_folder(directory: str | Path, module: nn.Module, config: dict[str, Any]) -> Path:
@@ -61,7 +88,7 @@ def load_weights(module: nn.Module, directory: str | Path) -> None:
     directory = Path(directory)
     try:
         state = load_file(str(directory / WEIGHTS_NAME))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
+    except SafetensorError as e:  # bad bytes only: other errors keep their own message
         raise ValueError(f"{directory}: cannot read {WEIGHTS_NAME} ({e})") from e
     expected = module.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]

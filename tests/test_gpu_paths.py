@@ -9,13 +9,16 @@ absent, and the serve configs checked as they would be on hosts with 0, 1 or 4 G
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+from pgmm.checkpoint import WEIGHTS_NAME, DeviceError, load_weights
 from pgmm.models.config import PGMMConfig
 from pgmm.models.dense_motion import DenseMotion
-from pgmm.models.pgmm import PGMM
+from pgmm.models.pgmm import PGMM, CheckpointError
 from pgmm.models.tps import TPS
 from slp_pipeline.standins import TINY_PGMM
 
@@ -105,3 +108,38 @@ def test_pgmm_background_grid_under_bf16_autocast() -> None:
     _, _, grids = _animate_fp32_and_half(torch.bfloat16)
     error = (grids[1][:, 1] - grids[0][:, 1]).abs().max().item() * PIXEL
     assert error <= 0.05, f"background grid {error:.3f} px off float32"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = PGMM(PGMMConfig(variant="full", image_size=SIZE, **TINY_PGMM))
+    return model.save_pretrained(tmp_path_factory.mktemp("ckpt") / "full")
+
+
+def test_from_pretrained_places_the_model_on_the_requested_device(checkpoint: Path) -> None:
+    """``meta`` stands in for a GPU: the weights are read on the CPU and the model moved."""
+    model = PGMM.from_pretrained(checkpoint, map_location="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
+def test_a_missing_gpu_is_a_device_error_not_a_corrupt_checkpoint(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="no usable CUDA device") as info:
+        PGMM.from_pretrained(checkpoint, map_location="cuda")
+    assert not isinstance(info.value, CheckpointError)
+    with pytest.raises(DeviceError, match="unknown device"):
+        PGMM.from_pretrained(checkpoint, map_location="gpu")
+
+
+def test_bad_bytes_are_still_an_unreadable_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    (broken / WEIGHTS_NAME).write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        PGMM.from_pretrained(broken)
+    with pytest.raises(ValueError, match=f"cannot read {WEIGHTS_NAME}"):
+        load_weights(PGMM(PGMMConfig(variant="full", image_size=SIZE, **TINY_PGMM)), broken)

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pgmm.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from pgmm.checkpoint import CONFIG_NAME, WEIGHTS_NAME, target_device
 from pgmm.models.bg_motion import BackgroundMotion
 from pgmm.models.config import PGMMConfig
 from pgmm.models.dense_motion import DenseMotion, MotionOutput
@@ -228,7 +229,12 @@ class PGMM(nn.Module):
         image_size: int | None = None,
         map_location: str | torch.device = "cpu",
     ) -> PGMM:
-        """Load a checkpoint folder; ``variant``/``image_size`` assert what the caller expects."""
+        """Load a checkpoint folder; ``variant``/``image_size`` assert what the caller expects.
+
+        A device this host lacks raises :class:`~pgmm.checkpoint.DeviceError` before anything
+        is read; only bytes safetensors cannot parse are reported as an unreadable file.
+        """
+        device = target_device(map_location)
         directory = Path(directory)
         cfg_path, weights = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (cfg_path, weights):
@@ -249,8 +255,8 @@ class PGMM(nn.Module):
             )
         model = cls(config)
         try:
-            state = load_file(str(weights), device=str(map_location))
-        except Exception as e:  # safetensors raises its own error types on bad bytes
+            state = load_file(str(weights))  # to the CPU; moved below, with the model
+        except SafetensorError as e:
             raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from e
         own = model.state_dict()
         missing = sorted(set(own) - set(state))
@@ -262,7 +268,7 @@ class PGMM(nn.Module):
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {shapes[:5]}"
             )
         model.load_state_dict(state)
-        return model.to(map_location)
+        return model.to(device)
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter count per top-level module (for model cards and closing notes)."""
