@@ -141,6 +141,7 @@ class TextEvalSettings:
     recognizer: Path | None = None
     config: Path = DEFAULT_CONFIG
     signer: str = "default"
+    threads: int = 1  # torch threads the CLI sets (only the speed depends on it)
 
     def __post_init__(self) -> None:
         if self.language not in ("de", "zh"):
@@ -165,6 +166,8 @@ class TextEvalSettings:
         parts += ["--recognizer", str(self.recognizer_path)]
         if self.config != DEFAULT_CONFIG:
             parts += ["--config", str(self.config)]
+        if self.threads != 1:
+            parts += ["--threads", str(self.threads)]
         parts += ["--out", str(self.out)] + (["--docs", str(docs)] if docs else [])
         return shlex.join(parts)
 
@@ -252,6 +255,7 @@ class TextEvalResult:
     models: dict[str, dict[str, str]]  # role -> {"path", "digest"}
     rows: list[RowResult]
     wall_seconds: float  # of this invocation (rows read from the cache cost nothing)
+    torch_threads: int
     command: str
     notes: list[str] = field(default_factory=list)
 
@@ -646,6 +650,7 @@ def run_text_eval(
         models=chain.fingerprint,
         rows=results,
         wall_seconds=time.perf_counter() - start,
+        torch_threads=torch.get_num_threads(),
         command=command or settings.command(),
         notes=[
             f"signer '{settings.signer}' = SynthSigner identity {settings.identity} (held out of "
@@ -807,7 +812,8 @@ def markdown(result: TextEvalResult) -> str:
         f"```bash\n{result.command}\n```\n\n"
         f"{markdown_table(result)}\n"
         f"Bold: the product (text2pose through a PGMM renderer). Models:\n\n{models}\n\n"
-        f"{notes}\n- wall time of this invocation: {result.wall_seconds / 60:.1f} min\n"
+        f"{notes}\n- wall time of this invocation: {result.wall_seconds / 60:.1f} min "
+        f"({result.torch_threads} torch thread(s))\n"
     )
 
 
