@@ -20,6 +20,7 @@ from pgmm.models.config import PGMMConfig
 from pgmm.models.dense_motion import DenseMotion
 from pgmm.models.pgmm import PGMM, CheckpointError
 from pgmm.models.tps import TPS
+from pgmm.training.common import load_scaler_state
 from slp_pipeline.standins import TINY_PGMM
 
 HALF = [torch.bfloat16, torch.float16]
@@ -143,3 +144,19 @@ def test_bad_bytes_are_still_an_unreadable_checkpoint(checkpoint: Path, tmp_path
         PGMM.from_pretrained(broken)
     with pytest.raises(ValueError, match=f"cannot read {WEIGHTS_NAME}"):
         load_weights(PGMM(PGMMConfig(variant="full", image_size=SIZE, **TINY_PGMM)), broken)
+
+
+# ----------------------------------------------------------------------------- resume
+def test_scaler_state_resumes_across_devices() -> None:
+    """A CPU run (AMP off) resumed with AMP on, and back. CPU GradScalers stand in for CUDA's:
+    an enabled one refuses ``{}`` the same way."""
+    cpu_run = torch.amp.GradScaler("cuda", enabled=False).state_dict()
+    assert cpu_run == {}
+    gpu_run = torch.amp.GradScaler("cpu", enabled=True)
+    load_scaler_state(gpu_run, cpu_run)  # a fresh scale, not "state dict is empty"
+    assert gpu_run.get_scale() == torch.amp.GradScaler("cpu").get_scale()
+    amp_run = torch.amp.GradScaler("cpu", init_scale=1024.0).state_dict()
+    load_scaler_state(torch.amp.GradScaler("cuda", enabled=False), amp_run)  # back to a CPU
+    again = torch.amp.GradScaler("cpu", enabled=True)
+    load_scaler_state(again, amp_run)
+    assert again.get_scale() == 1024.0

@@ -315,3 +315,16 @@ def save_step_checkpoint(
         (tmp / "state.json").write_text(json.dumps(state))
 
     write_checkpoint(ckpt, fill)
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: Mapping[str, Any] | None) -> None:
+    """Restore a gradient scaler from a checkpoint written on any device.
+
+    A run without AMP -- every CPU run -- saves its disabled scaler as ``{}``, which an enabled
+    scaler refuses, so resuming a CPU run on a GPU would fail. Such a run resumes with a fresh
+    scaler instead: its default scale is re-tuned by the first few overflowing steps (each
+    halves it), which costs those steps' updates, not the run. The other way round, a disabled
+    scaler ignores what an AMP run saved: there is nothing to scale.
+    """
+    if state:
+        scaler.load_state_dict(dict(state))
