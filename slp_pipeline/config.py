@@ -7,25 +7,31 @@ They live as the ``args`` of the application in a Ray Serve config file
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from pgmm.checkpoint import dataclass_from_dict
 from pgmm.training.config import TrainConfig
 from slp_pipeline.auth import ApiKeys, keys_from
-from slp_pipeline.stages import SKELETON, TextToPoseLoader
+from slp_pipeline.stages import PRECISIONS, SKELETON, TextToPoseLoader
 
 DEFAULT_CONFIG = Path("configs/serve/cpu.yaml")
 
 
 UPLOAD_POSES = ("mediapipe", "pe")
 ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?"  # a browser origin: no path, no trailing slash
+DEVICE = r"auto|cpu|cuda(:[0-9]+)?"
+#: Deployments whose replicas run PyTorch on their CPUs (``torch_threads`` threads each).
+TORCH_DEPLOYMENTS = ("Text2Pose", "Renderer")
 
 
 @dataclass
@@ -42,7 +48,10 @@ class PipelineConfig:
     # on real frames its hand PCK@0.05 is 0, see docs/results.md).
     upload_poses: str = "mediapipe"
     signers_dir: str = "data/signers"
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto (CUDA where present) | cpu | cuda | cuda:N
+    precision: str = (
+        "auto"  # renderer autocast: auto | fp32 | fp16 | bf16 (stages.resolve_precision)
+    )
     chunk_frames: int = 16
     max_text_chars: int = 500
     min_fps: float = 5.0
@@ -75,6 +84,12 @@ class PipelineConfig:
         if min(self.chunk_frames, self.max_text_chars, self.max_batch_size, self.max_signers) < 1:
             raise ValueError(
                 "chunk_frames, max_text_chars, max_batch_size and max_signers must be >= 1"
+            )
+        if not re.fullmatch(DEVICE, self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision != "auto" and self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be auto or one of {sorted(PRECISIONS)}, got {self.precision!r}"
             )
         bad = [o for o in self.cors_origins if o != "*" and not re.fullmatch(ORIGIN, o)]
         if bad:
@@ -118,8 +133,9 @@ class PipelineConfig:
             )
 
 
-def load_serve_config(path: str | Path) -> dict[str, Any]:
-    """A Ray Serve config file with exactly one application (ours)."""
+def load_serve_config(path: str | Path, gpus: int | None = None) -> dict[str, Any]:
+    """A Ray Serve config file with exactly one application (ours), its deployments fitted to
+    a host with ``gpus`` GPUs (default: this host's) by :func:`fit_to_host`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"serve config not found: {path}")
@@ -127,7 +143,102 @@ def load_serve_config(path: str | Path) -> dict[str, Any]:
     apps = data.get("applications") if isinstance(data, dict) else None
     if not isinstance(apps, list) or len(apps) != 1 or not isinstance(apps[0], dict):
         raise ValueError(f"{path}: expected a Ray Serve config with one entry in 'applications'")
+    try:
+        return fit_to_host(data, visible_gpus() if gpus is None else gpus)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process may use (``CUDA_VISIBLE_DEVICES`` applies)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def fit_to_host(serve_config: Mapping[str, Any], gpus: int) -> dict[str, Any]:
+    """A copy of a serve config whose Renderer deployment matches its ``device`` and a host with
+    ``gpus`` GPUs; refuses settings that cannot work there.
+
+    Ray shows an actor only the GPUs its ``ray_actor_options.num_gpus`` reserves, so the
+    Renderer's device and its ``num_gpus`` must agree:
+
+    * ``device: cuda`` needs ``num_gpus`` > 0 (without it Ray hides every GPU from the replica)
+      and a GPU on the host; ``device: cpu`` with ``num_gpus`` would idle the reserved GPU.
+    * ``device: auto`` follows the host: without a GPU the Renderer reserves none (a replica
+      that asks for one would never be placed); with GPUs and ``ray_actor_options`` that do
+      not mention ``num_gpus``, the replicas share them (``num_gpus`` = GPUs / max replicas,
+      at most 1). An explicit ``num_gpus: 0`` keeps the Renderer on the CPU.
+    * Autoscaling never asks for more Renderer replicas than the GPUs hold: ``max_replicas``
+      becomes min(its value, GPUs / ``num_gpus``) -- one GPU with ``num_gpus: 0.5`` takes 2.
+    * ``torch_threads`` may not exceed the CPUs a Text2Pose or Renderer replica reserves
+      (rounded up): more threads than cores slows PyTorch down several times, not a little.
+
+    Idempotent, so a config fitted once can be fitted again.
+    """
+    data = copy.deepcopy(dict(serve_config))
+    app = data["applications"][0]
+    config = PipelineConfig.from_dict(app.get("args") or {})
+    deployments = {d.get("name"): d for d in app.get("deployments") or []}
+    threads = config.torch_threads
+    for name in TORCH_DEPLOYMENTS:
+        cpus = (deployments.get(name, {}).get("ray_actor_options") or {}).get("num_cpus")
+        if cpus is not None and threads > max(1, math.ceil(cpus)):
+            raise ValueError(
+                f"torch_threads {threads} is more than the {cpus} CPUs a {name} replica "
+                "reserves (ray_actor_options.num_cpus): lower torch_threads or raise num_cpus"
+            )
+    renderer = deployments.get("Renderer") or {}
+    actor = renderer.get("ray_actor_options")  # None: the deployment's defaults (no GPU)
+    reserved = None if actor is None else actor.get("num_gpus")
+    scaling = renderer.get("autoscaling_config") or {}
+    replicas = int(scaling.get("max_replicas", renderer.get("num_replicas", 1)))
+    if config.device.startswith("cuda"):
+        if not reserved:
+            raise ValueError(
+                "the Renderer runs on device cuda but reserves no GPU: Ray hides every GPU from "
+                "a replica without ray_actor_options.num_gpus (set it, e.g. 0.5, or use device "
+                "auto)"
+            )
+        if gpus == 0:
+            raise ValueError(
+                "device cuda, but this host has no CUDA GPU: use device auto (the CPU here) "
+                "or configs/serve/cpu.yaml"
+            )
+    elif config.device == "cpu" and reserved:
+        raise ValueError(
+            f"device cpu, but the Renderer reserves num_gpus {reserved}: the GPU would sit idle"
+        )
+    elif actor is not None and config.device == "auto":
+        if gpus == 0:
+            actor["num_gpus"] = 0
+        elif reserved is None:
+            actor["num_gpus"] = min(1.0, gpus / replicas)
+    share = float((actor or {}).get("num_gpus") or 0)
+    if share == 0:
+        return data
+    if share > gpus:
+        raise ValueError(f"a Renderer replica reserves {share:g} GPUs; this host has {gpus}")
+    capacity = math.floor(gpus / share + 1e-9)
+    if scaling:
+        scaling["max_replicas"] = min(replicas, capacity)
+        scaling["min_replicas"] = min(int(scaling.get("min_replicas", 1)), capacity)
+    elif replicas > capacity:
+        raise ValueError(
+            f"{replicas} Renderer replicas with num_gpus {share:g} each need "
+            f"{replicas * share:g} GPUs; this host has {gpus}"
+        )
     return data
+
+
+def check_serve_config(
+    serve_config: Mapping[str, Any], root: str | Path = ".", gpus: int | None = None
+) -> PipelineConfig:
+    """Everything that can be checked before Ray starts: the pipeline settings, the resources
+    on a host with ``gpus`` GPUs (:func:`fit_to_host`) and every model folder (against
+    ``root``, the repository root). Returns the resolved pipeline config."""
+    fit_to_host(serve_config, visible_gpus() if gpus is None else gpus)
+    config = pipeline_config(serve_config).resolved(root)
+    config.check_models()
+    return config
 
 
 def pipeline_config(serve_config: Mapping[str, Any]) -> PipelineConfig:

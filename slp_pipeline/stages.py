@@ -18,7 +18,7 @@ import json
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -42,11 +42,32 @@ SKELETON = "skeleton"
 MEDIA_TYPES = {"mp4": "video/mp4", "frames-zip": "application/zip", "pose-json": "application/json"}
 
 
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA where present, so one config file serves CPU and GPU hosts."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def resolve_precision(
+    precision: str, device: torch.device, capability: tuple[int, int] | None = None
+) -> torch.dtype:
+    """The renderer's autocast dtype; ``auto``: float32 off CUDA, bf16 on GPUs that run it
+    natively (compute capability >= 8.0: A100, L4, H100, ...), else fp16 -- T4 and V100
+    emulate bf16 at a fraction of their fp16 speed. ``capability`` overrides the device's."""
+    if precision != "auto":
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}"
+            )
+        return PRECISIONS[precision]
+    if device.type != "cuda":
+        return torch.float32
+    major, minor = capability or torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if (major, minor) >= (8, 0) else torch.float16
 
 
 def _require_folder(path: str | Path, what: str) -> Path:
@@ -290,22 +311,29 @@ class RendererStage:
         model: PGMM | None,
         device: torch.device | str = "cpu",
         skeleton_size: int = 256,
+        precision: str = "auto",
     ) -> None:
         self.name = name
         self.device = torch.device(device)
         self.model = model.to(self.device).eval() if model is not None else None
         self.size = model.config.image_size if model is not None else skeleton_size
+        self.dtype = resolve_precision(precision, self.device)  # autocast dtype of animate()
 
     @classmethod
     def load(
-        cls, name: str, spec: str | Path, device: str = "auto", skeleton_size: int = 256
+        cls,
+        name: str,
+        spec: str | Path,
+        device: str = "auto",
+        skeleton_size: int = 256,
+        precision: str = "auto",
     ) -> RendererStage:
         """``spec`` is ``skeleton`` or a PGMM checkpoint folder."""
         if str(spec) == SKELETON:
             return cls(name, None, "cpu", skeleton_size)
         dev = resolve_device(device)
         model = PGMM.from_pretrained(_require_folder(spec, f"renderer '{name}'"), map_location=dev)
-        return cls(name, model, dev)
+        return cls(name, model, dev, precision=precision)
 
     @property
     def heatmap_size(self) -> int | None:
@@ -374,12 +402,7 @@ class RendererStage:
         lengths = [len(c.pose) for c in chunks]
         state = states[0] if len(states) == 1 else _stack_states(states, lengths)
         maps = torch.cat([c.heatmaps for c in chunks]).to(self.device)
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda"
-            else nullcontext()
-        )
-        with autocast:
+        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
             frames = _to_uint8(model.animate(state, maps))
         return list(np.split(frames, np.cumsum(lengths)[:-1]))
 
