@@ -9,13 +9,15 @@ The two variants are timed *interleaved* (A B A B ...) in one process, so load f
 on a shared machine hits both alike and the ratio stays meaningful when the absolute numbers do
 not. Peak memory on CPU is the peak RSS (``VmHWM``, reset before each step) of a fresh
 subprocess per (config, size) -- PyTorch's allocations bypass tracemalloc, and inside the timing
-process the other variant's pages would count. On CUDA it is ``torch.cuda.max_memory_allocated``
-per variant.
+process the other variant's pages would count; compiled CPU rows have none (the probe runs
+eager). On CUDA it is ``torch.cuda.max_memory_allocated`` per variant over building the step and
+its first run, so compiled and CUDA-graph rows report their own memory.
 
 CUDA (``--device cuda``): fp32, fp16 and bf16 autocast by default, plus ``--compile``
-(``torch.compile``) and ``--cuda-graphs`` (one captured graph per batch shape). Each setting
-that fails is recorded with its error instead of aborting the run. Without a GPU,
-``--device cuda`` prints that it measured nothing and exits 0.
+(``torch.compile``, compiled afresh for each model and batch) and ``--cuda-graphs`` (one
+captured graph per batch shape). Each setting that fails -- out of memory included -- is
+recorded with its error instead of aborting the run. Without a GPU, ``--device cuda`` prints
+that it measured nothing and exits 0.
 
 Run: ``python bench/render_speed.py [--device cpu|cuda] [--sets paper small] [--size 128 256]
 [--batch 1 16] [--iters 2]``. Writes ``bench/results/render_speed.json`` (``_gpu`` on CUDA).
@@ -33,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import cache, partial
 from pathlib import Path
 
 import torch
@@ -153,8 +156,10 @@ def probe_memory(variant: str, config_set: str, size: int, batches: list[int]) -
     return out
 
 
-def cpu_memory(variant: str, config_set: str, size: int, batches: list[int]) -> dict:
-    """:func:`probe_memory` in a fresh interpreter, so no other model's pages count."""
+@cache
+def cpu_memory(variant: str, config_set: str, size: int, batches: tuple[int, ...]) -> dict:
+    """:func:`probe_memory` in a fresh interpreter, so no other model's pages count; once per
+    model, when its first row needs it."""
     cmd = [sys.executable, __file__, "--probe", variant, config_set, str(size)]
     cmd += [str(b) for b in batches]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -162,16 +167,54 @@ def cpu_memory(variant: str, config_set: str, size: int, batches: list[int]) -> 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def cuda_memory(model: PGMM, batch: int, dtype: str) -> dict:
-    """Peak allocated memory of one step, and how much of it the step itself added."""
-    step = make_step(model, batch, "cuda", dtype, False, False)
+def cuda_memory(build: Callable[[], Callable[[], None]]) -> tuple[Callable[[], None], dict]:
+    """Build a step and run it once: the step, and the peak allocated memory of both with how
+    much of it they added. Building is included so that each row reports its own memory -- a
+    compiled step's first call (compilation), a CUDA graph's capture and private pool --
+    rather than an eager step's."""
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
+    step = build()
     step()
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated()
-    return {"peak_MiB": round(peak / 2**20), "over_model_MiB": round((peak - base) / 2**20)}
+    memory = {"peak_MiB": round(peak / 2**20), "over_model_MiB": round((peak - base) / 2**20)}
+    return step, memory
+
+
+def measure(
+    args: argparse.Namespace,
+    models: list[PGMM],
+    batch: int,
+    setting: tuple[str, bool, bool],
+    cpu_probe: Callable[[str], dict],
+) -> tuple[list[float], list[dict | None]]:
+    """Seconds per step and memory of each model for one setting.
+
+    ``torch.compile`` caches compiled code on ``PGMM.animate`` itself, for every model and batch
+    shape together; past ``recompile_limit`` (8) entries it would silently run eager. Hence a
+    fresh cache per setting (two entries: the two models) and a hard error at the limit, so a
+    compiled row is compiled or it is an error. CPU memory comes from a fresh process, eager
+    only: compiled CPU rows have none.
+    """
+    dtype, compiled, graphs = setting
+    if compiled:
+        torch._dynamo.reset()
+    limit = torch._dynamo.config.patch(fail_on_recompile_limit_hit=True)
+    with limit if compiled else nullcontext():
+        if args.device == "cuda":
+            built = [
+                cuda_memory(lambda m=m: make_step(m, batch, "cuda", dtype, compiled, graphs))
+                for m in models
+            ]
+            steps, memory = [s for s, _ in built], [m for _, m in built]
+        else:
+            steps = [make_step(m, batch, "cpu", dtype, compiled, graphs) for m in models]
+            probes = [None if compiled else cpu_probe(v) for v in args.variants]
+            memory = [p[str(batch)] if p else None for p in probes]
+        warmup = args.warmup + (2 if compiled else 0)
+        return time_pair(steps, args.device, warmup, args.iters), memory
 
 
 def settings(args: argparse.Namespace) -> list[tuple[str, bool, bool]]:
@@ -213,44 +256,40 @@ def run(args: argparse.Namespace) -> dict:
             if not batches:
                 continue
             models = [build(v, config_set, size, args.device) for v in (a, b)]
-            memory = (
-                {v: cpu_memory(v, config_set, size, batches) for v in (a, b)}
-                if args.device == "cpu"
-                else {}
-            )
             for batch in batches:
-                for dtype, compiled, graphs in settings(args):
+                for setting in settings(args):
+                    dtype, compiled, graphs = setting
                     label = f"{config_set:<6}{size:>4}px batch {batch:<3}{dtype} " + (
                         "compiled " if compiled else "cuda-graphs " if graphs else ""
                     )
                     row = {"set": config_set, "size": size, "batch": batch, "dtype": dtype}
                     row |= {"compiled": compiled, "cuda_graphs": graphs}
                     try:
-                        steps = [
-                            make_step(m, batch, args.device, dtype, compiled, graphs)
-                            for m in models
-                        ]
-                        warmup = args.warmup + (2 if compiled else 0)
-                        seconds = time_pair(steps, args.device, warmup, args.iters)
-                    except Exception as e:  # a CUDA setting may be unsupported: record, go on
+                        probe = partial(cpu_memory, config_set=config_set, size=size,
+                                        batches=tuple(batches))  # fmt: skip
+                        seconds, memory = measure(args, models, batch, setting, probe)
+                    except Exception as e:  # out of memory, an unsupported setting: record, go on
                         rows.append({**row, "error": f"{type(e).__name__}: {e}"[:500]})
                         print(f"{label}FAILED: {rows[-1]['error']}", flush=True)
+                        if args.device == "cuda":
+                            torch.cuda.empty_cache()  # what the failed setting held
                         continue
-                    for variant, model, sec in zip((a, b), models, seconds, strict=True):
+                    for variant, model, sec, mem in zip(
+                        (a, b), models, seconds, memory, strict=True
+                    ):
                         row[variant] = {
                             "fps": round(batch / sec, 2),
                             "ms_per_frame": round(1000 * sec / batch, 2),
                             "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-                            "memory": memory[variant][str(batch)]
-                            if memory
-                            else cuda_memory(model, batch, dtype),
+                            "memory": mem,
                         }
                     row[f"time_ratio_{a}_over_{b}"] = round(seconds[0] / seconds[1], 3)
                     rows.append(row)
+                    peaks = [f"{m['peak_MiB']:>6} MiB" if m else "   n/a MiB" for m in memory]
                     print(
-                        f"{label}{a} {row[a]['fps']:>8.2f} fps {row[a]['memory']['peak_MiB']:>6} "
-                        f"MiB | {b} {row[b]['fps']:>8.2f} fps {row[b]['memory']['peak_MiB']:>6} "
-                        f"MiB | time ratio {seconds[0] / seconds[1]:.2f}",
+                        f"{label}{a} {row[a]['fps']:>8.2f} fps {peaks[0]} | "
+                        f"{b} {row[b]['fps']:>8.2f} fps {peaks[1]} | "
+                        f"time ratio {seconds[0] / seconds[1]:.2f}",
                         flush=True,
                     )
             del models

@@ -8,10 +8,13 @@ absent, and the serve configs checked as they would be on hosts with 0, 1 or 4 G
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
+import importlib.util
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -21,7 +24,7 @@ import yaml
 from pgmm.checkpoint import WEIGHTS_NAME, DeviceError, load_weights
 from pgmm.models.config import PGMMConfig
 from pgmm.models.dense_motion import DenseMotion
-from pgmm.models.pgmm import PGMM, CheckpointError
+from pgmm.models.pgmm import PGMM, CheckpointError, SourceState
 from pgmm.models.tps import TPS
 from pgmm.pose.sequence import PoseSequence
 from pgmm.training.common import load_scaler_state
@@ -279,3 +282,71 @@ def test_renderer_stage_renders_in_reduced_precision(precision: str) -> None:
     chunk = DrivingChunk(pose, heatmaps=torch.rand(2, 36, 16, 16))
     diff = exact.render([state], [chunk])[0].astype(float) - half.render([state], [chunk])[0]
     assert 0 < abs(diff).mean() < 1  # 0 would mean autocast never ran
+
+
+# ----------------------------------------------------------------------------- benchmark
+def _render_speed(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """bench/render_speed.py with tiny models (its logic, not its numbers, is under test)."""
+    spec = importlib.util.spec_from_file_location("render_speed", REPO / "bench/render_speed.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def tiny(variant: str, config_set: str, size: int, device: str) -> PGMM:
+        return PGMM(PGMMConfig(variant=variant, image_size=size, **TINY_PGMM)).eval()
+
+    monkeypatch.setattr(bench, "build", tiny)
+    return bench
+
+
+def _bench_args(**kw: object) -> argparse.Namespace:
+    args = dict(device="cpu", variants=["full", "tpsmm"], sets=["small"], size=[64], batch=[1],
+                dtype=["fp32"], compile=False, cuda_graphs=False, iters=1, warmup=0,
+                no_skip=False)  # fmt: skip
+    return argparse.Namespace(**{**args, **kw})
+
+
+def _fake_probe(variant: str, config_set: str, size: int, batches: tuple[int, ...]) -> dict:
+    """Stands in for the fresh-process memory probe (seconds per model)."""
+    return {str(b): {"peak_MiB": 1, "over_model_MiB": 0} for b in batches}
+
+
+def test_bench_records_an_out_of_memory_setting_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A memory measurement that runs out of memory is that setting's error, not the run's."""
+    bench = _render_speed(monkeypatch)
+
+    def memory(variant: str, config_set: str, size: int, batches: tuple[int, ...]) -> dict:
+        if size == 64:
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+        return _fake_probe(variant, config_set, size, batches)
+
+    monkeypatch.setattr(bench, "cpu_memory", memory)
+    rows = bench.run(_bench_args(size=[64, 128], batch=[1, 2]))["rows"]
+    assert [(r["size"], r["batch"], "error" in r) for r in rows] == [
+        (64, 1, True), (64, 2, True), (128, 1, False), (128, 2, False),
+    ]  # fmt: skip
+    assert "OutOfMemoryError" in rows[0]["error"]
+    assert rows[2]["full"]["memory"] == {"peak_MiB": 1, "over_model_MiB": 0}
+
+
+def test_bench_compiles_each_model_and_batch_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile caches on ``PGMM.animate`` for every model and batch together: shared
+    across rows it would pass the recompile limit and run eager unnoticed. With the limit at 2
+    and made an error, every compiled row must still be compiled."""
+    bench = _render_speed(monkeypatch)
+
+    def animate(self: PGMM, state: SourceState, heatmaps: torch.Tensor) -> torch.Tensor:
+        # What dynamo guards on in the real one: the model's config and the batch shape.
+        scale = 2.0 if self.config.variant == "full" else 1.0
+        return heatmaps[:, :3] * scale + state.image.mean()  # PGMM itself: ~10 s a model
+
+    monkeypatch.setattr(PGMM, "animate", animate)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    monkeypatch.setattr(bench, "cpu_memory", _fake_probe)
+    rows = bench.run(_bench_args(size=[64, 128], batch=[1, 2], compile=True))["rows"]
+    compiled = [r for r in rows if r["compiled"]]
+    assert len(compiled) == 4 and not [r["error"] for r in rows if "error" in r]
+    assert all(r["full"]["memory"] is None for r in compiled)  # the probe runs eager only
