@@ -112,6 +112,12 @@ def register_tools(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="a gloss dictionary (run/model of --stage dict): adds its gold- and T2G-gloss rows",
     )
+    ev.add_argument(
+        "--doc",
+        type=Path,
+        help="also write the tables into this Markdown file, between <!-- text2pose-eval:"
+        "LANG-SPLIT:start/end --> markers (the rest of the file is kept)",
+    )
     ev.add_argument("--out", type=Path, required=True)
     ev.set_defaults(func=run_eval)
     gl = cmd.add_parser("glosses", help="print the glosses and frame count of a text")
@@ -149,7 +155,22 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     write(result, args.out)
     print(markdown(result))
+    if args.doc is not None:
+        from pgmm.evaluation import write_doc_block
+
+        tag = f"text2pose-eval:{result['language']}-{result['split']}"
+        body = f"`{_eval_command(args)}`\n\n{markdown(result)}"
+        write_doc_block(args.doc, f"<!-- {tag}:start -->", f"<!-- {tag}:end -->", body)
     return 0
+
+
+def _eval_command(args: argparse.Namespace) -> str:
+    """The ``slp text2pose eval`` command line that reproduces ``args`` (for the doc block)."""
+    parts = ["slp text2pose eval", f"--model {args.model}", f"--split {args.split}"]
+    for flag in ("max_sentences", "recognizer", "t2p", "dictionary"):
+        if getattr(args, flag) is not None:
+            parts.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
+    return " ".join([*parts, f"--out {args.out}", f"--doc {args.doc}"])
 
 
 def run_glosses(args: argparse.Namespace) -> int:

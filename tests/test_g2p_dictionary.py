@@ -228,3 +228,24 @@ def test_config_rejects_bad_settings() -> None:
         DictionaryConfig(core_threshold=1.5)
     with pytest.raises(ValueError, match="unknown"):
         DictionaryConfig.from_dict({"hand_weigth": 2.0})
+
+
+def test_build_command(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``slp train text2pose --stage dict`` on the first 40 PHOENIX training sentences."""
+    from slp_pipeline.cli import main
+
+    config = tmp_path / "dict.yaml"
+    config.write_text(
+        f"model:\n  language: de\ntrain:\n  cache_dir: {tmp_path / 'cache'}\n  max_sentences: 40\n"
+    )
+    out = tmp_path / "run"
+    assert main(["train", "text2pose", "--stage", "dict", "--config", str(config),
+                 "--out", str(out)]) == 0  # fmt: skip
+    report = json.loads((out / "build.json").read_text())
+    assert report["sentences"] == 40 and report["language"] == "de"
+    model = load_g2p(out / "model")
+    assert isinstance(model, GlossDictionary) and report["glosses"] == len(model.vocab) - 4
+    assert len(model.generate([["REGEN", "NORD"]])[0]) > 0
+    argv = ["train", "text2pose", "--stage", "dict", "--config", str(config), "--out", str(out)]
+    assert main([*argv, "--epochs", "3"]) == 2
+    assert "--epochs does not apply" in capsys.readouterr().err
