@@ -33,7 +33,7 @@ BATCH_SIZE = 16
 COMPARISON_VIDEOS = 4
 # ... and of slp_pipeline.evaluate_text's (same reason: it loads the serving stages).
 TEXT_TASK = "text"
-DEFAULT_SENTENCES = 16
+DEFAULT_SENTENCES = 6
 DEFAULT_RENDERERS = ("synth", "skeleton", "full", "tpsmm")
 DEFAULT_EVALUATOR = Path("models/evaluator")
 NO_EVALUATOR = "none"
@@ -118,8 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch threads; on a shared 2-core machine 1 thread renders ~2x faster than 2 "
-        "(default: %(default)s)",
+        help="torch threads; on the shared 2-core machine 1 thread ran 3-4x faster than 2 "
+        "(docs/results.md) (default: %(default)s)",
     )
     ev.set_defaults(func=run_eval)
 

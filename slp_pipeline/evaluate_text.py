@@ -70,7 +70,7 @@ from pgmm.pose.sequence import PoseSequence
 from pgmm.video import VideoWriter, read_video
 from slp_pipeline.config import PipelineConfig, pipeline_config
 from slp_pipeline.signers import BUILTIN_SIGNERS, InputError, Signer
-from slp_pipeline.stages import SKELETON, RendererStage
+from slp_pipeline.stages import SKELETON, RendererStage, resolve_device
 from slp_pipeline.synthesize import Synthesizer
 from text2pose.canonical import CANVAS, FPS, to_canonical
 from text2pose.normalize import TextInputError
@@ -96,8 +96,11 @@ __all__ = [
     "write_outputs",
 ]
 
-#: Sentences per language by default: the first N of the split, in corpus order.
-DEFAULT_SENTENCES = 16
+#: Sentences per language by default: the first N of the split, in corpus order. Six keep the
+#: default rows near 20 minutes per language on the shared 2-core CPU (~3 min per German
+#: sentence with 1 thread, measured in docs/results.md); their interval is wide, so published
+#: tables raise it (a re-run with a larger N only adds the new sentences).
+DEFAULT_SENTENCES = 6
 #: ``synth`` is SynthSigner's procedural render; the other names come from the serve config.
 SYNTH = "synth"
 DEFAULT_RENDERERS = (SYNTH, SKELETON, "full", "tpsmm")
@@ -381,7 +384,8 @@ def load_chain(
     if any(problems):
         raise FileNotFoundError("; ".join(p for p in problems if p))
     folders = {role: path for role, (path, _) in wanted.items()}
-    recognizer = PoseCTCRecognizer.from_pretrained(folders["recognizer"])
+    device = resolve_device(pipeline.device)  # the serve config's: the renderers' device too
+    recognizer = PoseCTCRecognizer.from_pretrained(folders["recognizer"], device)
     if recognizer.config.language != lang:
         raise ValueError(
             f"{folders['recognizer']} reads {recognizer.config.language!r} glosses, not {lang!r}"
@@ -392,7 +396,7 @@ def load_chain(
     return Chain(
         synthesizer=Synthesizer(pipeline),
         renderers={label: label if spec != SYNTH else SYNTH for label, spec in specs.items()},
-        evaluator=HRNetLite.from_pretrained(folders["evaluator"]).eval(),
+        evaluator=HRNetLite.from_pretrained(folders["evaluator"]).to(device).eval(),
         recognizer=recognizer,
         signer=signer,
         lexicon=lexicon or load_lexicon(signer, lang),
