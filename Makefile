@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) bench/pipeline.py
 	OMP_NUM_THREADS=1 $(PY) bench/export_speed.py
 	OMP_NUM_THREADS=1 $(PY) bench/serve_latency.py
+
+# On a CUDA host: training with AMP + resume, animate() compiled and in CUDA graphs, the serve
+# graph of gpu.yaml; a few minutes, one table (scripts/gpu_smoke.sh). Without CUDA: exits 0.
+gpu-check: $(STAMP)
+	scripts/gpu_smoke.sh
 
 clean:
 	rm -rf $(VENV) outputs
