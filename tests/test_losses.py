@@ -348,6 +348,19 @@ def test_pgmm_loss_on_tiny_model(variant: str) -> None:
     assert all(p.grad is None for p in criterion.parameters())  # VGG and P_e stay frozen
 
 
+@pytest.mark.parametrize("variant", ["tpsmm", "full"])
+def test_warp_loss_reuses_the_forward_pass_features_exactly(variant: str) -> None:
+    config, model, batch, out = _tiny_step(variant)
+    assert "source_features" in out and ("driving_features" in out) == (variant == "full")
+    criterion = PGMMLoss(config, estimator=PooledEstimator(), pyramid_scales=(1, 0.5, 0.25))
+    calls: list[int] = []
+    model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    shared = criterion(model, batch, out)["warp"]
+    assert len(calls) == (1 if variant == "tpsmm" else 0)  # only the missing driving pyramid
+    encoded = {k: v for k, v in out.items() if k not in ("source_features", "driving_features")}
+    assert torch.equal(shared, criterion(model, batch, encoded)["warp"])
+
+
 # Which parts of the full model each term must train (and no others). Exceptions, by design:
 # with CMM the generator computes its own flow, so the dense-motion contribution head that
 # mixes TPSMM's optical flow is trained only by the warp loss; Y_s are the generator's

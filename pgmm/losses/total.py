@@ -108,9 +108,12 @@ class PGMMLoss(nn.Module):
                 model.kp_detector, driving, out["kp_driving"]
             )
         if w["warp"] > 0:
-            # The warp loss detaches both pyramids, so neither needs a graph.
+            # The warp loss detaches both pyramids: the forward pass's own E_I features are
+            # reused where it returned them (the source always, the driving frame with
+            # L_align's pass), the rest is encoded here without a graph.
             with torch.no_grad():
-                driving_feats, source_feats = model.encoder(driving), model.encoder(source)
+                source_feats = out.get("source_features") or model.encoder(source)
+                driving_feats = out.get("driving_features") or model.encoder(driving)
             motion = out["motion"]
             # The baseline's dense-motion masks come coarsest first; CMM variants have none.
             visibility = motion.occlusion[::-1] if motion.occlusion else None

@@ -22,7 +22,7 @@ from pgmm.models.pfm import PFM, PoseSum
 
 @dataclass
 class GeneratorOutput:
-    image: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    image: torch.Tensor | None  # (B, 3, H, W) in [0, 1]; None when not asked for
     intermediates: list[torch.Tensor]  # Y^i, coarsest first
     flows: list[torch.Tensor | None]  # per-scale flows used by the warp (None in the no-CMM pass)
     occlusions: list[torch.Tensor | None]
@@ -83,8 +83,13 @@ class Generator(nn.Module):
         features: list[torch.Tensor],
         motion: MotionOutput | None,
         pose_features: list[torch.Tensor] | None,
+        with_image: bool = True,
     ) -> GeneratorOutput:
-        """``features``/``pose_features`` finest-first; ``motion=None`` disables the warp."""
+        """``features``/``pose_features`` finest-first; ``motion=None`` disables the warp.
+
+        ``with_image=False`` skips the output convolution (L_align's no-CMM pass needs only
+        the intermediates; the 7x7 convolution at full resolution is ~2 % of a training step).
+        """
         out: torch.Tensor | None = None
         inter, flows, occs = [], [], []
         motion_features = None
@@ -109,4 +114,6 @@ class Generator(nn.Module):
             x = self.refine[i](x)
             inter.append(x)
             out = self.ups[i](x) if level > 0 else x
-        return GeneratorOutput(torch.sigmoid(self.final(out)), inter, flows, occs)
+        # The frame in float32 also under autocast: the losses and the video writer want it.
+        image = torch.sigmoid(self.final(out).float()) if with_image else None
+        return GeneratorOutput(image, inter, flows, occs)

@@ -139,7 +139,8 @@ class PGMM(nn.Module):
         bg_param = self.bg_motion(source, driving)
         motion = self.dense_motion(source, kp_driving, kp_source, bg_param, dropout_p)
         pose = self.pose_features(driving_heatmaps)
-        out = self.generator(self.encoder(source), motion, pose)
+        source_features = self.encoder(source)
+        out = self.generator(source_features, motion, pose)
         result: dict[str, Any] = {
             "prediction": out.image,
             "kp_source": kp_source,
@@ -149,12 +150,17 @@ class PGMM(nn.Module):
             "Y_s": out.intermediates,
             "flows": out.flows,
             "occlusions": out.occlusions,
+            # E_I pyramids, returned so the warp loss reuses them instead of encoding again.
+            "source_features": source_features,
         }
         if with_align:
             # L_align uses Y_d as a fixed target (pgmm.losses.pose.align_loss), so the no-CMM
-            # pass needs no graph: about a third less training compute for `full`.
+            # pass needs no graph (about a third less training compute for `full`), and no
+            # image: only its intermediates are compared.
             with torch.no_grad():
-                result["Y_d"] = self.generator(self.encoder(driving), None, pose).intermediates
+                driving_features = self.encoder(driving)
+                no_cmm = self.generator(driving_features, None, pose, with_image=False)
+            result["Y_d"], result["driving_features"] = no_cmm.intermediates, driving_features
         if source_heatmaps is not None and driving_heatmaps is not None:
             # kp_source is an input of the head, not a prediction: detached, so the keypoint
             # detector (the distillation teacher) is not trained by the head's loss through it.
