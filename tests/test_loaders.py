@@ -12,6 +12,7 @@ from PIL import Image
 
 from pgmm.data.loaders import (
     CSLDaily,
+    FrameCache,
     Phoenix2014T,
     SignVideoDataset,
     load_dataset,
@@ -421,6 +422,40 @@ def test_window_sampler_covers_epoch_and_decodes_once(
     assert list(sampler) != order
     with pytest.raises(ValueError, match="cache_videos"):
         VideoWindowSampler(pairs, window=3)
+
+
+def test_frame_cache_decodes_each_video_once_per_run(
+    synth: SignVideoDataset, synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = count_decodes(synth, monkeypatch)
+    cache = FrameCache(synth, tmp_path / "frames", max_bytes=2**30)
+    decoded = [synth.load_frames(i) for i in range(len(synth))]
+    calls.clear()
+    for epoch in range(2):  # the pair dataset's LRU is fresh every epoch, as in a new worker
+        pairs = FramePairDataset(cache, pairs_per_video=4, seed=epoch)
+        items = [pairs[k] for k in range(len(pairs))]
+    assert calls == [0, 1, 2]  # decoded in the first epoch only
+    for i, frames in enumerate(decoded):
+        cached = cache.load_frames(i)
+        assert isinstance(cached, np.memmap) and np.array_equal(cached, frames)
+    assert items[0]["source_pose"].shape == (133, 3)  # poses come from the dataset
+    # A resumed run (a new wrapper on the same folder) reads the files; nothing is decoded.
+    again = FrameCache(synth, tmp_path / "frames", max_bytes=2**30)
+    assert again.folder == cache.folder and again.used_bytes == cache.used_bytes > 0
+    again.load_frames(2)
+    assert calls == [0, 1, 2]
+    # Another dataset (here: another frame size) gets its own folder.
+    other = FrameCache(
+        load_dataset("synthsigner", synth_root, "train", size=16), tmp_path / "frames", 2**30
+    )
+    assert other.folder != cache.folder and other.used_bytes == 0
+    # The cache stops growing at its cap: a video that does not fit is decoded every time.
+    small = FrameCache(synth, tmp_path / "small", max_bytes=decoded[0].nbytes + 200)
+    small.load_frames(0), small.load_frames(1), small.load_frames(1)
+    assert sorted(p.name for p in small.folder.glob("*.npy")) == ["0000000.npy"]
+    assert calls[-3:] == [0, 1, 1]
+    with pytest.raises(ValueError, match="max_bytes"):
+        FrameCache(synth, tmp_path / "bad", max_bytes=-1)
 
 
 def test_clip_dataset_counts(synth: SignVideoDataset) -> None:

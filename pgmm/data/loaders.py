@@ -16,7 +16,9 @@ unpickling a downloaded file can execute arbitrary code, so we read ``video_map.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -192,6 +194,12 @@ class SignVideoDataset(Dataset):
         size = size or self.size
         return PoseSequence(data, pose.fps, pose.layout, size, size)
 
+    def cache_key(self) -> str:
+        """What the frames of this dataset depend on: a :class:`FrameCache` keeps the frames of
+        different datasets (another root, split, size or video list) in different folders."""
+        ids = hashlib.sha1("\n".join(r.id for r in self.records).encode()).hexdigest()
+        return f"{type(self).__name__}|{self.root}|{self.split}|{self.size}|{ids}"
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         record = self.records[i]
         frames = self.load_frames(i)
@@ -208,6 +216,61 @@ class SignVideoDataset(Dataset):
             check_aligned(record, len(frames), len(poses))
             item["poses"] = torch.from_numpy(poses.data)
         return item
+
+
+class FrameCache(SignVideoDataset):
+    """Another dataset whose frames are decoded (or rendered) once, then read from disk.
+
+    Training visits each video once per epoch, and decoding an mp4 or rendering a SynthSigner
+    video costs about as much as the pairs drawn from it are worth on a CPU. This wrapper writes
+    each video's ``(T, S, S, 3)`` uint8 frames to ``folder/<index>.npy`` the first time they are
+    asked for and afterwards returns a read-only memory map of the file: a frame pair then costs
+    two page reads, in this process or in any DataLoader worker, and the files outlive a stopped
+    run. ``folder`` is a subfolder named after :meth:`SignVideoDataset.cache_key`, so another
+    dataset never reads stale frames. The cache stops growing at ``max_bytes`` (later videos
+    are decoded as before); poses are cheap and are always read from the dataset.
+    """
+
+    def __init__(self, dataset: SignVideoDataset, folder: str | Path, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        # No SignVideoDataset.__init__: the wrapped dataset has checked its root already.
+        self.dataset = dataset
+        self.name, self.layout = dataset.name, dataset.layout
+        self.root, self.split, self.size = dataset.root, dataset.split, dataset.size
+        self.records = dataset.records
+        key = hashlib.sha1(dataset.cache_key().encode()).hexdigest()[:16]
+        self.folder = Path(folder) / key
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = int(max_bytes)
+        self.used_bytes = sum(p.stat().st_size for p in self.folder.glob("*.npy"))
+
+    def cache_key(self) -> str:
+        return self.dataset.cache_key()
+
+    def frame_size(self, i: int) -> tuple[int, int]:
+        return self.dataset.frame_size(i)
+
+    def num_frames(self, i: int) -> int:
+        return self.dataset.num_frames(i)
+
+    def load_frames(self, i: int, size: int | None = None) -> np.ndarray:
+        if size not in (None, self.size):  # the cache holds one size
+            return self.dataset.load_frames(i, size)
+        path = self.folder / f"{i:07d}.npy"
+        if path.is_file():
+            return np.load(path, mmap_mode="r")
+        frames = np.ascontiguousarray(self.dataset.load_frames(i), dtype=np.uint8)
+        if self.used_bytes + frames.nbytes <= self.max_bytes:
+            # Written beside and renamed: a reader (another worker) never sees half a file.
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
+            np.save(tmp, frames)
+            tmp.replace(path)
+            self.used_bytes += path.stat().st_size
+        return frames
+
+    def load_poses(self, i: int, size: int | None = None) -> PoseSequence | None:
+        return self.dataset.load_poses(i, size)
 
 
 def check_aligned(record: VideoRecord, num_frames: int, num_poses: int) -> None:

@@ -55,8 +55,12 @@ class _VideoCache:
 
 
 def _to_float(frames: np.ndarray) -> torch.Tensor:
-    """uint8 ``(..., H, W, 3)`` -> float32 ``(..., 3, H, W)`` in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float().div_(255.0)
+    """uint8 ``(..., H, W, 3)`` -> float32 ``(..., 3, H, W)`` in [0, 1].
+
+    The frames are copied first: a :class:`~pgmm.data.loaders.FrameCache` hands out read-only
+    memory maps, which ``torch.from_numpy`` would only wrap (with a warning).
+    """
+    return torch.from_numpy(np.array(frames)).movedim(-1, -3).float().div_(255.0)
 
 
 class FramePairDataset(Dataset):

@@ -53,6 +53,10 @@ class RenderedSynthSigner(SignVideoDataset):
             for s in self.sentences
         ]  # fmt: skip
 
+    def cache_key(self) -> str:
+        # The frames depend on the signer's seed and the forced identity as well.
+        return f"{super().cache_key()}|seed={self.signer.seed}|identity={self.identity}"
+
     def frame_size(self, i: int) -> tuple[int, int]:
         return self.size, self.size
 
