@@ -55,6 +55,7 @@ class DrivingKeypointHead(nn.Module):
         )
         out = self.mlp(feats.to(self.mlp[0].weight.dtype))
         kp = kp_source + out[:, : self.num_tps_points * 2].view(b, -1, 2)
+        out = out.float()  # the background affine is a coordinate transform: float32 under autocast
         eye = torch.eye(3, device=out.device, dtype=out.dtype).expand(b, 3, 3).clone()
         eye[:, :2, :] += out[:, -6:].view(b, 2, 3)
         return kp, eye
