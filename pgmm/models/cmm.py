@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pgmm.models.tps import exact_coordinates
+
 
 def resize_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize sampling grids ``(..., h, w, 2)`` to ``size`` (values are resolution-free)."""
@@ -38,14 +40,22 @@ def resize_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def warp(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Backward warp: output pixel p takes ``features`` at ``grid[p]`` (grid_sample convention)."""
-    return F.grid_sample(
-        features,
-        grid.to(features.dtype),
-        mode="bilinear",
-        padding_mode="border",
-        align_corners=False,
-    )
+    """Backward warp: output pixel p takes ``features`` at ``grid[p]`` (grid_sample convention).
+
+    The grid is never rounded to the features' dtype (bf16 under autocast would put a sample up
+    to half a pixel off at 128x128): half-precision features are sampled in the grid's float32
+    and the result handed back in their dtype, so the layers after the warp still run in half.
+    """
+    dtype = torch.promote_types(features.dtype, grid.dtype)
+    with exact_coordinates(features.device):
+        warped = F.grid_sample(
+            features.to(dtype),
+            grid.to(dtype),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=False,
+        )
+    return warped.to(features.dtype)
 
 
 class CMM(nn.Module):
@@ -73,12 +83,19 @@ class CMM(nn.Module):
         m = motion_features
         if tuple(m.shape[-2:]) != work:
             m = F.interpolate(m, size=work, mode="bilinear", align_corners=False)
-        logits, mask = self.conv_flow(m), self.conv_mask(m)
+        mask = self.conv_mask(m)
         if work != size:
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
-        weights = torch.softmax(logits, dim=1)  # (B, N, h, w)
-        flow = (weights.unsqueeze(-1) * resize_grid(deformations, size)).sum(dim=1)
+        # The flow is a sampling grid: Conv-Flow's logits, their softmax and the weighted sum of
+        # the deformations stay in float32 under autocast (in bf16 the flow was ~0.2 px off at
+        # 128x128). Conv-Flow has only N output channels at the motion resolution: cheap.
+        with exact_coordinates(x.device):
+            logits = self.conv_flow(m.to(self.conv_flow.weight.dtype))
+            if work != size:
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            weights = torch.softmax(logits, dim=1)  # (B, N, h, w)
+            grids = resize_grid(deformations.to(weights.dtype), size)
+            flow = (weights.unsqueeze(-1) * grids).sum(dim=1)
         occlusion = torch.sigmoid(mask)
         return torch.cat([x, (1 - occlusion) * warp(x, flow)], dim=1), flow, occlusion
 
