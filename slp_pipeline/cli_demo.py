@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import yaml
+from slp_pipeline.config import load_serve_config
 
 SENTENCES = {
     "de": "Morgen regnet es im Norden, im Süden scheint die Sonne.",
@@ -49,15 +49,15 @@ def _post(url: str, body: dict, timeout: float = 300) -> bytes:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    if not args.config.is_file():
-        raise FileNotFoundError(f"serve config not found: {args.config}")
+    # Read and fitted to this host like `slp serve` does (device auto, precision, GPUs per
+    # Renderer replica), and before Ray is imported: a bad config costs no seconds.
+    serve_config = load_serve_config(args.config)
     import ray
     from ray import serve
 
     from slp_pipeline.local_ray import init_local_ray
     from slp_pipeline.serve_app import run_from_config
 
-    serve_config = yaml.safe_load(args.config.read_text(encoding="utf-8"))
     http = serve_config.get("http_options") or {}
     base = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")

@@ -20,10 +20,13 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgmm.data.loaders import SignVideoDataset, load_dataset
 from pgmm.data.synth.dataset import RenderedSynthSigner
+
+if TYPE_CHECKING:
+    import torch
 
 # Mirrors of pgmm.evaluation's constants (the tests check they agree): importing that module
 # here would load the trainer and metrics for every ``slp`` command, not just ``slp eval``.
@@ -94,7 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--drive", choices=DRIVES, default="image")
     ev.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     ev.add_argument("--comparison-videos", type=int, default=COMPARISON_VIDEOS)
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA where present) | cpu | cuda[:N] (reconstruction / cross-person; "
+        "--task text runs on the serve config's device) (default: %(default)s)",
+    )
     ev.add_argument("--out", type=Path, required=True, help="output folder")
     text = ev.add_argument_group("--task text")
     text.add_argument("--language", choices=("de", "zh"), help="required with --task text")
@@ -146,7 +154,16 @@ def _names(checkpoints: list[Path]) -> list[str]:
     return names
 
 
-def _metric_weights(args: argparse.Namespace) -> tuple[Any, Any]:
+def _device(value: str) -> torch.device:
+    """``--device``: ``auto`` as the serving stages resolve it; anything else checked first, so
+    a typo or a missing GPU is one line, not a traceback from the first model load."""
+    from pgmm.checkpoint import target_device
+    from slp_pipeline.stages import resolve_device
+
+    return resolve_device(value) if value == "auto" else target_device(value)
+
+
+def _metric_weights(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any]:
     """LPIPS and I3D, or the :class:`MetricWeightsMissing` that explains their absence."""
     from pgmm.metrics import I3D, LPIPS, MetricWeightsMissing
 
@@ -157,7 +174,7 @@ def _metric_weights(args: argparse.Namespace) -> tuple[Any, Any]:
         )
     else:
         try:
-            lpips = LPIPS(args.lpips_net, args.lpips_backbone, args.lpips_linear).to(args.device)
+            lpips = LPIPS(args.lpips_net, args.lpips_backbone, args.lpips_linear).to(device)
         except MetricWeightsMissing as e:
             lpips = e
     i3d: Any
@@ -166,7 +183,7 @@ def _metric_weights(args: argparse.Namespace) -> tuple[Any, Any]:
     elif not args.i3d.is_file():  # checked first: building I3D only to fail would be wasted
         i3d = MetricWeightsMissing(args.i3d, "I3D weights")
     else:
-        i3d = I3D().load_weights(args.i3d).to(args.device)
+        i3d = I3D().load_weights(args.i3d).to(device)
     return lpips, i3d
 
 
@@ -203,16 +220,17 @@ def run_video_tasks(args: argparse.Namespace) -> int:
     from pgmm.models.pgmm import PGMM
     from pgmm.models.pose_estimator import HRNetLite
 
+    device = _device(args.device)
     for path in args.checkpoint:
         if not path.is_dir():
             raise FileNotFoundError(f"checkpoint folder not found: {path}")
-    models = [PGMM.from_pretrained(p, map_location=args.device) for p in args.checkpoint]
+    models = [PGMM.from_pretrained(p, map_location=device) for p in args.checkpoint]
     estimator = evaluator = None
     if args.pose_estimator is not None:
-        estimator = HRNetLite.from_pretrained(args.pose_estimator).to(args.device)
+        estimator = HRNetLite.from_pretrained(args.pose_estimator).to(device)
     folder = _evaluator_folder(args.evaluator)
     if folder is not None:
-        evaluator = HRNetLite.from_pretrained(folder).to(args.device)
+        evaluator = HRNetLite.from_pretrained(folder).to(device)
     recognizer = None
     if args.recognizer is not None:
         from pgmm.metrics.recognizer import PoseCTCRecognizer
@@ -221,8 +239,8 @@ def run_video_tasks(args: argparse.Namespace) -> int:
             raise ValueError("--recognizer reads the evaluator's keypoints: give --evaluator")
         if not args.recognizer.is_dir():
             raise FileNotFoundError(f"recognizer folder not found: {args.recognizer}")
-        recognizer = PoseCTCRecognizer.from_pretrained(args.recognizer, args.device)
-    lpips, i3d = _metric_weights(args)
+        recognizer = PoseCTCRecognizer.from_pretrained(args.recognizer, device)
+    lpips, i3d = _metric_weights(args, device)
 
     datasets: dict[int, SignVideoDataset] = {}
     rows = []
