@@ -1,7 +1,13 @@
 """Small client for the sign-language HTTP service (``slp serve``): sync and async.
 
 Endpoints: ``POST /v1/sign`` (JSON ``{text, language, signer, renderer?, fps?, format,
-stream?}`` -> mp4 / zip / JSON bytes), ``GET /v1/signers``, ``GET /healthz``.
+stream?}`` -> mp4 / zip / JSON bytes), ``GET /v1/signers``, ``POST /v1/signers?name=NAME``
+(the raw PNG/JPEG photo, ``Content-Type: image/png`` or ``image/jpeg``),
+``DELETE /v1/signers/NAME``, ``GET /healthz``.
+
+``api_key`` is sent as ``Authorization: Bearer KEY`` with every request: a service that has
+keys (``SLP_API_KEY``) requires one to add or delete signers, and for ``/v1/sign`` too where
+it sets ``sign_requires_key``.
 
 Why a client at all, when it is "just HTTP":
 
@@ -30,6 +36,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 try:
     import httpx
@@ -42,6 +49,8 @@ RETRY_STATUSES = frozenset({429, 503})
 """Statuses that mean "busy, come back later": retried, honouring ``Retry-After``."""
 
 _CHUNK = 1 << 16
+#: Leading bytes of the image types the service accepts for a signer photo.
+_IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 
 
 class SignAPIError(RuntimeError):
@@ -106,6 +115,21 @@ def _error(response: httpx.Response) -> SignAPIError:
     return SignAPIError(response.status_code, detail, str(response.request.url))
 
 
+def _image_body(image: str | os.PathLike[str] | bytes) -> tuple[bytes, str]:
+    """A signer photo's bytes and Content-Type, told from its content (not its file name): the
+    service refuses anything but PNG and JPEG, so other bytes fail here, before the upload."""
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    for signature, content_type in _IMAGE_SIGNATURES.items():
+        if data.startswith(signature):
+            return data, content_type
+    what = "the image bytes" if isinstance(image, bytes) else str(image)
+    raise ValueError(f"{what}: not a PNG or JPEG image (the only types /v1/signers accepts)")
+
+
+def _signer_path(name: str) -> str:
+    return f"/v1/signers/{quote(name, safe='')}"
+
+
 def _temp_for(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
@@ -114,21 +138,29 @@ def _temp_for(path: Path) -> Path:
 class _Base:
     """Settings shared by the sync and async clients."""
 
-    def __init__(self, base_url: str, retries: int, backoff: float, max_delay: float) -> None:
+    def __init__(
+        self, base_url: str, retries: int, backoff: float, max_delay: float, api_key: str | None
+    ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
         self.max_delay = max_delay
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
+    def _with_auth(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Request arguments with the API key header added (a caller's headers kept)."""
+        return {**kwargs, "headers": {**self._auth, **(kwargs.get("headers") or {})}}
+
 
 class SignClient(_Base):
-    """Blocking client.  Pass ``http_client`` to reuse a configured ``httpx.Client`` (auth,
-    proxies, a test transport); otherwise one is created and closed with this client."""
+    """Blocking client.  Pass ``http_client`` to reuse a configured ``httpx.Client`` (proxies,
+    a test transport); otherwise one is created and closed with this client. ``api_key`` goes
+    with every request as ``Authorization: Bearer KEY``."""
 
     def __init__(
         self,
@@ -138,9 +170,10 @@ class SignClient(_Base):
         retries: int = 3,
         backoff: float = 1.0,
         max_delay: float = 30.0,
+        api_key: str | None = None,
         http_client: httpx.Client | None = None,
     ) -> None:
-        super().__init__(base_url, retries, backoff, max_delay)
+        super().__init__(base_url, retries, backoff, max_delay, api_key)
         self._owns = http_client is None
         self._http = http_client or httpx.Client(timeout=timeout)
 
@@ -163,7 +196,7 @@ class SignClient(_Base):
     def _request(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
         """A successful streamed response, after retrying busy answers; errors raise."""
         for attempt in range(self.retries + 1):
-            with self._http.stream(method, self._url(path), **kwargs) as response:
+            with self._http.stream(method, self._url(path), **self._with_auth(kwargs)) as response:
                 if response.status_code < 400:
                     yield response
                     return
@@ -184,6 +217,23 @@ class SignClient(_Base):
         with self._request("GET", "/v1/signers") as response:
             response.read()
             return response.json()["signers"]
+
+    def add_signer(self, name: str, image: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+        """Register signer ``name`` from one PNG/JPEG photo (a path or its bytes); returns the
+        service's record of it. Needs ``api_key`` where the service has keys."""
+        data, content_type = _image_body(image)
+        headers = {"Content-Type": content_type}
+        params = {"name": name}
+        with self._request(
+            "POST", "/v1/signers", params=params, content=data, headers=headers
+        ) as response:
+            response.read()
+            return response.json()
+
+    def delete_signer(self, name: str) -> None:
+        """Delete signer ``name`` (renders already under way with it still finish)."""
+        with self._request("DELETE", _signer_path(name)) as response:
+            response.read()
 
     def sign(
         self,
@@ -239,9 +289,10 @@ class AsyncSignClient(_Base):
         retries: int = 3,
         backoff: float = 1.0,
         max_delay: float = 30.0,
+        api_key: str | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        super().__init__(base_url, retries, backoff, max_delay)
+        super().__init__(base_url, retries, backoff, max_delay, api_key)
         self._owns = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
 
@@ -265,7 +316,8 @@ class AsyncSignClient(_Base):
         self, method: str, path: str, **kwargs: Any
     ) -> AsyncIterator[httpx.Response]:
         for attempt in range(self.retries + 1):
-            async with self._http.stream(method, self._url(path), **kwargs) as response:
+            request = self._http.stream(method, self._url(path), **self._with_auth(kwargs))
+            async with request as response:
                 if response.status_code < 400:
                     yield response
                     return
@@ -284,6 +336,20 @@ class AsyncSignClient(_Base):
         async with self._request("GET", "/v1/signers") as response:
             await response.aread()
             return response.json()["signers"]
+
+    async def add_signer(self, name: str, image: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+        data, content_type = _image_body(image)
+        headers = {"Content-Type": content_type}
+        params = {"name": name}
+        async with self._request(
+            "POST", "/v1/signers", params=params, content=data, headers=headers
+        ) as response:
+            await response.aread()
+            return response.json()
+
+    async def delete_signer(self, name: str) -> None:
+        async with self._request("DELETE", _signer_path(name)) as response:
+            await response.aread()
 
     async def sign(
         self,

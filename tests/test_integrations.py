@@ -497,6 +497,11 @@ def test_watch_folder_once(media: Path, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------- client
 
 
+API_KEY = "k-123"
+PNG = b"\x89PNG\r\n\x1a\n" + b"rest of a png"
+JPEG = b"\xff\xd8\xff\xe0" + b"rest of a jpeg"
+
+
 def sign_app(busy: int = 0) -> FastAPI:
     """A stand-in for the service: same routes and error shapes, bytes derived from the text."""
     app = FastAPI()
@@ -510,6 +515,26 @@ def sign_app(busy: int = 0) -> FastAPI:
     @app.get("/v1/signers")
     async def signers() -> dict[str, list]:
         return {"signers": [{"name": "default", "identity": 0}]}
+
+    def authorized(request: Request) -> bool:
+        return request.headers.get("authorization") == f"Bearer {API_KEY}"
+
+    @app.post("/v1/signers", status_code=201, response_model=None)
+    async def add_signer(request: Request, name: str) -> dict | JSONResponse:
+        if not authorized(request):
+            return JSONResponse({"error": "this request needs an API key"}, status_code=401)
+        content_type = request.headers.get("content-type")
+        if content_type not in ("image/png", "image/jpeg"):
+            return JSONResponse({"error": f"unsupported {content_type}"}, status_code=415)
+        state[f"signer:{name}"] = await request.body()
+        return {"name": name, "content_type": content_type}
+
+    @app.delete("/v1/signers/{name}", response_model=None)
+    async def delete_signer(request: Request, name: str) -> dict | JSONResponse:
+        if not authorized(request):
+            return JSONResponse({"error": "this request needs an API key"}, status_code=401)
+        del state[f"signer:{name}"]
+        return {"deleted": name}
 
     @app.post("/v1/sign")
     async def sign(request: Request) -> Response:
@@ -554,6 +579,25 @@ def test_client_sign_signers_health(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mp4"]
 
 
+def test_client_adds_and_deletes_signers_with_the_api_key(tmp_path: Path) -> None:
+    app = sign_app()
+    photo = tmp_path / "alice.jpg"
+    photo.write_bytes(JPEG)
+    with TestClient(app) as http:
+        with pytest.raises(SignAPIError) as info:
+            SignClient("http://testserver", http_client=http).add_signer("alice", PNG)
+        assert info.value.status == 401
+        client = SignClient("http://testserver", api_key=API_KEY, http_client=http)
+        assert client.add_signer("alice", photo) == {"name": "alice", "content_type": "image/jpeg"}
+        assert client.add_signer("bob", PNG)["content_type"] == "image/png"
+        assert app.state.calls["signer:alice"] == JPEG
+        assert client.sign("hallo") == expected("hallo")  # the key does not get in the way
+        client.delete_signer("alice")
+        assert "signer:alice" not in app.state.calls
+        with pytest.raises(ValueError, match="not a PNG or JPEG image"):
+            client.add_signer("carol", b"GIF89a...")
+
+
 def test_client_retries_busy_service() -> None:
     app = sign_app(busy=2)
     with TestClient(app) as http:
@@ -582,6 +626,12 @@ def test_async_client(tmp_path: Path) -> None:
             assert path.read_bytes() == expected("tschüss")
             with pytest.raises(SignAPIError, match="unknown signer"):
                 await client.sign("x", signer="nobody")
+            with pytest.raises(SignAPIError, match="401.*needs an API key"):
+                await client.add_signer("alice", PNG)
+            keyed = AsyncSignClient("http://test", api_key=API_KEY, http_client=http)
+            assert (await keyed.add_signer("alice", PNG))["content_type"] == "image/png"
+            await keyed.delete_signer("alice")
+            assert "signer:alice" not in app.state.calls
 
     asyncio.run(scenario())
 
