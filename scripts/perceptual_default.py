@@ -4,8 +4,10 @@ Without ImageNet weights the perceptual loss runs on a frozen, fixed-seed random
 (:mod:`pgmm.losses.perceptual`). Its width is a free choice: full width is the real VGG19's
 shape, 1/4 width costs ~1/16 of the FLOPs. This script trains the same model (the TPSMM
 baseline config, so only L_r differs) with each choice for the same steps, pairs and seed,
-then scores reconstruction on held-out SynthSigner videos. Resumable like
-``scripts/ablation.py``; the numbers in ``docs/results.md`` came from::
+then scores reconstruction on held-out SynthSigner videos; keypoint columns are read by
+``--evaluator`` (default ``models/evaluator``), never by the ``P_e`` that ``L_pd`` trained the
+models against. Resumable like ``scripts/ablation.py``; the numbers in ``docs/results.md`` came
+from::
 
     python scripts/perceptual_default.py --out outputs/perceptual --steps 300 \\
         --pose-estimator models/pose_estimator
@@ -16,7 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ablation import budget_parser, train_variant  # scripts/ is on sys.path when run as a script
+# scripts/ is on sys.path when run as a script
+from ablation import budget_parser, load_evaluator, train_variant
 
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.signer import SynthSigner
@@ -33,6 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     signer = SynthSigner()
     estimator = HRNetLite.from_pretrained(args.pose_estimator).freeze()
+    evaluator = load_evaluator(args, estimator)  # checked before hours of training
     seconds = {
         w: train_variant("tpsmm", args, signer, estimator, f"width-{w:g}", perceptual_width=w)
         for w in args.widths
@@ -45,7 +49,7 @@ def main() -> None:
             model,
             data,
             "reconstruction",
-            estimator=estimator,
+            evaluator=evaluator,
             max_frames=args.eval_frames,
             name=f"random VGG19 x{w:g} ({seconds[w] / 60:.0f} min)",
         )
