@@ -43,9 +43,9 @@ from typing import Any, Protocol
 import av
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from integrations.captions import Cue
+from pgmm.console import progress as progress_bar
 from pgmm.video import VideoError, VideoWriter, iter_frames, probe
 
 __all__ = [
@@ -132,7 +132,7 @@ def sign_track(
                 f"({duration_s:.2f} s); trimmed"
             )
     pos = 0
-    for i, cue in enumerate(tqdm(cues, desc="cues", unit="cue", disable=not progress)):
+    for i, cue in enumerate(progress_bar(cues, desc="cues", unit="cue", disable=not progress)):
         entry, start = entries[i], starts[i]
         if entry["action"] == "dropped":
             continue
@@ -283,7 +283,7 @@ def render_sign_track(
     log: TimingLog = []
     with VideoWriter(out_path, fps=renderer.fps) as writer:
         chunks = sign_track(cues, renderer, renderer.fps, num_frames, log, progress)
-        bar = tqdm(total=num_frames, desc="frames", unit="frame", disable=not progress)
+        bar = progress_bar(total=num_frames, desc="frames", unit="frame", disable=not progress)
         with closing(chunks), bar:
             for chunk in chunks:
                 writer.write(chunk)
@@ -327,7 +327,9 @@ def render_pip(
             track = sign_track(cues, renderer, info.fps, info.num_frames, log, progress)
             signs = _frames(chain(track, _idle_forever(renderer, info.fps / renderer.fps)))
             frames = iter_frames(source)
-            bar = tqdm(total=info.num_frames, desc="frames", unit="frame", disable=not progress)
+            bar = progress_bar(
+                total=info.num_frames, desc="frames", unit="frame", disable=not progress
+            )
             with closing(track), closing(frames), bar:
                 # signs never ends (idle after the last cue): the source sets the length.
                 for frame, sign in zip(frames, signs, strict=False):

@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from pgmm.console import progress as progress_bar
 from pgmm.data.loaders import SignVideoDataset
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.identity import HELD_OUT_IDENTITIES
@@ -541,7 +541,7 @@ def evaluate(
         if out is not None and comparison_videos > 0:
             out.mkdir(parents=True, exist_ok=True)
             writer = stack.enter_context(VideoWriter(out / "comparison.mp4", fps=fps))
-        bar = tqdm(
+        bar = progress_bar(
             range(num_videos), desc=f"eval {label} ({task})", unit="video", disable=not progress
         )
         for i in bar:

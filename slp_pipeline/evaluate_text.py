@@ -55,8 +55,8 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
+from pgmm.console import progress as progress_bar
 from pgmm.data.corpus import CorpusSentence
 from pgmm.data.synth.identity import make_identity
 from pgmm.data.synth.motion import sentence_pose, sentence_rng
@@ -626,7 +626,9 @@ def run_text_eval(
     renderers = Renderers(chain, sources.person, settings.identity)
     media = MediaStrips(out, sentences[:MEDIA_SENTENCES], list(chain.renderers))
     todo = sum(s.id not in done[r.key] for s in sentences for r in rows)
-    bar = tqdm(total=todo, desc=f"e2e {settings.language}", unit="row", disable=not progress)
+    bar = progress_bar(
+        total=todo, desc=f"e2e {settings.language}", unit="row", disable=not progress
+    )
     with bar:
         for sentence in sentences:
             missing = [r for r in rows if sentence.id not in done[r.key]]

@@ -248,10 +248,10 @@ def g2p_data_from_sentences(
     languages = {s.language for s in sentences}
     if len(languages) != 1:
         raise ValueError(f"sentences must share one language, got {sorted(languages)}")
-    from tqdm import tqdm
+    from pgmm.console import progress as progress_bar
 
     poses, durations, labelled = [], [], np.zeros(L.NUM_WHOLEBODY, bool)
-    for s in tqdm(sentences, desc="g2p poses", unit="sent", disable=not progress):
+    for s in progress_bar(sentences, desc="g2p poses", unit="sent", disable=not progress):
         xy, dur, lab = sentence_example(signer, s)
         poses.append(xy)
         durations.append(dur)

@@ -636,11 +636,11 @@ def cache_poses(
     times, so poses are computed once. float16 halves the memory (PHOENIX train: ~180 MB) at a
     resolution of ~5e-4 of the frame, far below the augmentation noise.
     """
-    from tqdm import tqdm
+    from pgmm.console import progress as progress_bar
 
     return [
         _sentence_keypoints(signer, s).astype(np.float16)
-        for s in tqdm(sentences, desc="poses", unit="sent", disable=not progress)
+        for s in progress_bar(sentences, desc="poses", unit="sent", disable=not progress)
     ]
 
 

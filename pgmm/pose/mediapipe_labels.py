@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from pgmm.console import progress as progress_bar
 from pgmm.pose import layout as L
 from pgmm.pose.sequence import PoseSequence
 from pgmm.video import iter_frames, probe
@@ -123,7 +123,10 @@ def label_video(
     total = info.num_frames if max_frames is None else min(max_frames, info.num_frames)
     frames: list[np.ndarray] = []
     with holistic() as graph, closing(iter_frames(path)) as stream:
-        for rgb in tqdm(stream, total=total, unit="frame", desc="labelling", disable=not progress):
+        bar = progress_bar(
+            stream, total=total, unit="frame", desc="labelling", disable=not progress
+        )
+        for rgb in bar:
             frames.append(label_frame(graph, rgb))
             if max_frames is not None and len(frames) >= max_frames:
                 break

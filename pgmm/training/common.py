@@ -35,6 +35,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pgmm.console import progress as progress_bar
+
 #: Default of every trainer's ``checkpoint_minutes``: a stop by SIGKILL loses at most this.
 CHECKPOINT_MINUTES = 5.0
 #: The signals handled like Ctrl-C: finish the step, write the checkpoint, stop.
@@ -189,8 +191,8 @@ class ResumableLoop:
                   file=sys.stderr, flush=True)  # fmt: skip
         if self._log_path is not None:
             self._log = CsvLog(self._log_path, self._log_header)
-        self.bar = tqdm(total=self.total, initial=min(self.step, self.total), unit="step",
-                        desc=self.name, disable=not self.progress)  # fmt: skip
+        self.bar = progress_bar(total=self.total, initial=min(self.step, self.total),
+                                unit="step", desc=self.name, disable=not self.progress)  # fmt: skip
         self._saved_at = self._clock()
         self._signals.__enter__()
         return self

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
+from pgmm.console import progress as progress_bar
 from pgmm.data.corpus import LANGUAGES, SPLITS, CorpusSentence
 from pgmm.data.synth.signer import SynthSigner, to_pose_sequence
 from pgmm.video import contact_sheet, write_video
@@ -148,7 +148,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> list[dict[str, str]]
     cfg.out.mkdir(parents=True, exist_ok=True)
     tasks = [(s, cfg) for s in sentences]
     workers = max(1, min(cfg.workers, len(tasks)))
-    bar = tqdm(total=len(tasks), desc="SynthSigner", unit="video", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc="SynthSigner", unit="video", disable=not progress)
     rows: list[dict[str, str]] = []
     if workers == 1:
         _WORKER["signer"] = signer
