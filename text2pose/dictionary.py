@@ -172,7 +172,8 @@ def transition_share(profile: np.ndarray, threshold: float) -> float:
 
     ``profile``: the hands' spread across occurrences at each normalised instant. The plateau
     is the median of its second half; the core starts at the first instant whose excess over
-    the plateau is at most ``threshold`` of the excess at the segment's start.
+    the plateau is at most ``threshold`` of the excess at the segment's start (half the
+    segment when it never gets there: too few occurrences to tell).
     """
     plateau = float(np.median(profile[len(profile) // 2 :]))
     excess = profile - plateau
@@ -241,7 +242,8 @@ class GlossDictionary:
     # ----------------------------------------------------------------------- planning
     def _row(self, gloss: str) -> int | None:
         index = self.vocab.index.get(gloss)
-        return None if index is None or index < len(GlossVocab.SPECIALS) else index - 4
+        specials = len(GlossVocab.SPECIALS)
+        return None if index is None or index < specials else index - specials
 
     def _lengths(self, glosses: Sequence[str]) -> np.ndarray:
         """Segment lengths at speed 1 (floats), before the length model."""
