@@ -31,6 +31,12 @@ def register(train: argparse._SubParsersAction) -> None:
     )
     t2p.add_argument("--out", type=Path, required=True, help="run folder (resumes if present)")
     t2p.add_argument("--epochs", type=int, help="override the config's epochs")
+    t2p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu | cuda | cuda:N for t2g, g2p and t2p; a run resumes on any device "
+        "(default: %(default)s)",
+    )
     t2p.set_defaults(func=run_text2pose)
 
 
@@ -64,6 +70,8 @@ def run_text2pose(args: argparse.Namespace) -> int:
 
         if args.epochs:
             raise ValueError("--epochs does not apply to --stage dict (it is built, not trained)")
+        if args.device != "cpu":
+            raise ValueError("--device does not apply to --stage dict (built on the CPU)")
         report = run_dictionary(DictionaryBuildConfig.from_yaml(args.config), args.out)
         print(
             f"{args.out / 'model'}: {report.glosses} glosses from {report.sentences} sentences, "
@@ -72,7 +80,7 @@ def run_text2pose(args: argparse.Namespace) -> int:
     elif args.stage == "t2g":
         from text2pose.train_t2g import T2GTrainConfig, train_t2g
 
-        train_t2g(T2GTrainConfig.from_yaml(args.config, overrides), args.out)
+        train_t2g(T2GTrainConfig.from_yaml(args.config, overrides), args.out, device=args.device)
     else:
         from text2pose.train_g2p import G2PTrainConfig, run_g2p
 
@@ -82,7 +90,7 @@ def run_text2pose(args: argparse.Namespace) -> int:
                 f"--stage {args.stage} needs a config with inputs: "
                 f"{'text' if args.stage == 't2p' else 'glosses'} ({args.config})"
             )
-        run_g2p(config, args.out)
+        run_g2p(config, args.out, device=args.device)
     return 0
 
 

@@ -42,7 +42,13 @@ from torch import nn
 from transformers import BertConfig, BertModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from pgmm.checkpoint import dataclass_from_dict, load_weights, read_config, save_folder
+from pgmm.checkpoint import (
+    dataclass_from_dict,
+    load_weights,
+    read_config,
+    save_folder,
+    target_device,
+)
 from pgmm.pose.layout import NUM_WHOLEBODY
 from pgmm.pose.sequence import PoseSequence
 from pgmm.training.common import (
@@ -495,8 +501,9 @@ def train_g2p(
     progress: bool = True,
     num_threads: int | None = None,
     checkpoint_minutes: float = CHECKPOINT_MINUTES,
+    device: str | torch.device = "cpu",
 ) -> GlossToPose:
-    """Train (or resume) a :class:`GlossToPose` for ``steps`` optimizer steps.
+    """Train (or resume) a :class:`GlossToPose` for ``steps`` optimizer steps on ``device``.
 
     ``out_dir`` gets ``checkpoints/last`` (model folder + ``optimizer.pt`` + ``state.json``,
     swapped in complete every ``checkpoint_every`` steps or ``checkpoint_minutes`` minutes, at
@@ -508,10 +515,13 @@ def train_g2p(
     from ``train_data``; ``config.vocab_size`` and ``language`` are filled in (a resumed run
     keeps the checkpoint's config and ignores ``config``). Dev losses are teacher-forced, on the
     first ``max_dev_sentences`` of ``dev_data``. AdamW, linear warm-up (default 5 % of
-    ``steps``) then cosine decay; gradients clipped to norm 1.
+    ``steps``) then cosine decay; gradients clipped to norm 1. A checkpoint resumes on any
+    device; an unknown device, or CUDA on a host without one, is a
+    :class:`~pgmm.checkpoint.DeviceError` before anything is read or written.
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    dev = target_device(device)
     previous_threads = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
@@ -519,6 +529,7 @@ def train_g2p(
         return _train(
             config, train_data, dev_data, Path(out_dir), steps, batch_size, lr, warmup,
             checkpoint_every, checkpoint_minutes, eval_every, max_dev_sentences, seed, progress,
+            dev,
         )  # fmt: skip
     finally:
         torch.set_num_threads(previous_threads)
@@ -539,12 +550,13 @@ def _train(
     max_dev_sentences: int,
     seed: int,
     progress: bool,
+    device: torch.device,
 ) -> GlossToPose:
     ckpt = out_dir / "checkpoints" / "last"
     torch.manual_seed(seed)
     found = find_checkpoint(ckpt)
     if found is not None:
-        model = GlossToPose.from_pretrained(found).train()
+        model = GlossToPose.from_pretrained(found, str(device)).train()
         state = json.loads((found / "state.json").read_text())
     else:
         vocab = GlossVocab.build(train_data.glosses)
@@ -552,13 +564,17 @@ def _train(
         cfg.update(vocab_size=len(vocab), language=train_data.language)
         model = GlossToPose(G2PConfig.from_dict(cfg), vocab)
         model.set_normalisation(train_data)
+        model.to(device)
         state = {"step": 0, "seconds": 0.0}
     too_long = int((train_data.num_frames > model.config.max_frames).sum())
     if too_long:
         raise ValueError(f"{too_long} training sentences exceed max_frames")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
     if found is not None and (found / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
+        # Read onto the CPU (a GPU run resumes anywhere); load_state_dict moves the moments to
+        # their parameters' device and leaves AdamW's step counts on the CPU, where it wants them.
+        saved = torch.load(found / "optimizer.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(saved)
     warm = max(1, steps // 20) if warmup is None else warmup
     schedule = cosine_schedule(optimizer, steps, state["step"], warmup=warm)
     dev = dev_data.subset(range(min(len(dev_data), max_dev_sentences))) if dev_data else None

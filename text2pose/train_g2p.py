@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
-from pgmm.checkpoint import dataclass_from_dict
+from pgmm.checkpoint import dataclass_from_dict, target_device
 from pgmm.data.synth.signer import SynthSigner
 from text2pose.data import as_text_data, build_g2p_data
 from text2pose.g2p import G2PConfig, GlossToPose, train_g2p
@@ -49,7 +50,12 @@ class G2PTrainConfig:
         return dataclass_from_dict(cls, {**train, "model": model}, f"{path} train")
 
 
-def run_g2p(cfg: G2PTrainConfig, out_dir: str | Path) -> GlossToPose:
+def run_g2p(
+    cfg: G2PTrainConfig, out_dir: str | Path, device: str | torch.device = "cpu"
+) -> GlossToPose:
+    """Build (or read from the cache) the pose targets, then train or resume on ``device``
+    (checked first: a typo must not cost the minutes of building the targets)."""
+    device = target_device(device)
     language = cfg.model.language
     if language not in ("de", "zh"):
         raise ValueError(f"the G2P config must name model.language de or zh, got {language!r}")
@@ -70,4 +76,5 @@ def run_g2p(cfg: G2PTrainConfig, out_dir: str | Path) -> GlossToPose:
         checkpoint_minutes=cfg.checkpoint_minutes,
         eval_every=cfg.eval_every,
         seed=cfg.seed,
+        device=device,
     )

@@ -13,6 +13,8 @@ What the recipe does, and why (numbers in docs/results.md):
   :class:`~pgmm.training.common.TrainingStopped`); a resumed run skips the batches of the epoch
   it already trained and continues exactly. Runs written before the weights moved into
   ``state.pt`` resume from ``epochs/last.safetensors`` and ``history.json``.
+* ``device``: the model, the batches and decoding live there; on CUDA ``state.pt`` also holds the
+  device's RNG state. A run resumes on any device (the checkpoint is read onto the CPU first).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from pgmm.checkpoint import dataclass_from_dict
+from pgmm.checkpoint import dataclass_from_dict, target_device
 from pgmm.data.corpus import load_corpus
 from pgmm.training.common import ResumableLoop
 from text2pose.normalize import normalize_sentence
@@ -109,13 +112,15 @@ class T2GPosition:
 
 
 def _load_state(
-    out: Path, model: TextToGloss, opt: torch.optim.Optimizer
+    out: Path, model: TextToGloss, opt: torch.optim.Optimizer, device: torch.device
 ) -> tuple[T2GPosition, list[dict]] | None:
-    """Restore ``out/state.pt`` into ``model``, ``opt`` and torch's RNG; ``None``: a new run."""
+    """Restore ``out/state.pt`` into ``model``, ``opt`` and torch's RNGs (``device``'s too, on
+    CUDA); ``None``: a new run. Read onto the CPU, so a GPU run resumes on a CPU-only host; the
+    optimizer's state follows its parameters onto ``device``."""
     path = out / "state.pt"
     if not path.exists():
         return None
-    st = torch.load(path, weights_only=True)
+    st = torch.load(path, map_location="cpu", weights_only=True)
     if "model" in st:
         model.model.load_state_dict(st["model"])
         history = st["history"]
@@ -124,6 +129,8 @@ def _load_state(
         history = json.loads((out / "history.json").read_text())
     opt.load_state_dict(st["optimizer"])
     torch.set_rng_state(st["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in st:  # absent: the run began on another device
+        torch.cuda.set_rng_state(st["cuda_rng"], device)
     known = T2GPosition.__dataclass_fields__
     return T2GPosition(**{k: v for k, v in st.items() if k in known}), history
 
@@ -132,13 +139,25 @@ def evaluate(
     model: TextToGloss, pairs: list[tuple[str, list[str]]], num_beams: int, batch: int = 64
 ) -> tuple[dict[str, float], list[list[str]]]:
     hyps: list[list[str]] = []
-    for i in range(0, len(pairs), batch):
-        hyps += model.translate_normalized([t for t, _ in pairs[i : i + batch]], num_beams)
+    device = next(model.parameters()).device
+    # TextToGloss builds its batches with tensor factories, on the CPU; elsewhere the default
+    # device makes them where the model is (not set on the CPU: it slows every op down).
+    with nullcontext() if device.type == "cpu" else device:
+        for i in range(0, len(pairs), batch):
+            hyps += model.translate_normalized([t for t, _ in pairs[i : i + batch]], num_beams)
     return gloss_scores(hyps, [g for _, g in pairs]), hyps
 
 
-def train_t2g(cfg: T2GTrainConfig, out_dir: str | Path, data_dir: str | Path | None = None) -> dict:
-    """Train (or resume) in ``out_dir``; writes ``model/`` (averaged) and ``results.json``."""
+def train_t2g(
+    cfg: T2GTrainConfig,
+    out_dir: str | Path,
+    data_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Train (or resume) in ``out_dir`` on ``device``; writes ``model/`` (averaged) and
+    ``results.json``. An unknown device, or CUDA on a host without one, is a
+    :class:`~pgmm.checkpoint.DeviceError` before anything is read or written."""
+    device = target_device(device)
     out = Path(out_dir)
     (out / "epochs").mkdir(parents=True, exist_ok=True)
     lang = cfg.model.language
@@ -152,6 +171,7 @@ def train_t2g(cfg: T2GTrainConfig, out_dir: str | Path, data_dir: str | Path | N
     else:
         model = build_model(cfg.model, train)
         model.save_pretrained(out / "init")
+    model.to(device)
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
     )
@@ -160,7 +180,7 @@ def train_t2g(cfg: T2GTrainConfig, out_dir: str | Path, data_dir: str | Path | N
         step = max(step, 1)
         return cfg.lr * min(step / cfg.warmup_steps, (cfg.warmup_steps / step) ** 0.5)
 
-    loaded = _load_state(out, model, opt)
+    loaded = _load_state(out, model, opt, device)
     pos, history = loaded or (T2GPosition(), [])
 
     def save() -> None:
@@ -172,6 +192,8 @@ def train_t2g(cfg: T2GTrainConfig, out_dir: str | Path, data_dir: str | Path | N
             "history": history,
             "torch_rng": torch.get_rng_state(),
         }
+        if device.type == "cuda":  # dropout draws from the device's generator
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
         tmp = out / ".state.pt.tmp"
         torch.save(state, tmp)
         tmp.replace(state_path)
@@ -192,8 +214,9 @@ def train_t2g(cfg: T2GTrainConfig, out_dir: str | Path, data_dir: str | Path | N
             batches = _batches(model, train, cfg.batch_tokens, rng)
             t0 = time.perf_counter() - pos.epoch_seconds
             for idx in batches[pos.batch :]:
-                batch = model.encode_text([train[i][0] for i in idx])
-                labels = model.encode_glosses([train[i][1] for i in idx])
+                text = model.encode_text([train[i][0] for i in idx])
+                batch = {k: v.to(device) for k, v in text.items()}
+                labels = model.encode_glosses([train[i][1] for i in idx]).to(device)
                 logits = model.model(**batch, labels=labels).logits
                 loss = loss_fn(logits.flatten(0, 1), labels.flatten())
                 opt.zero_grad(set_to_none=True)
@@ -218,7 +241,7 @@ def train_t2g(cfg: T2GTrainConfig, out_dir: str | Path, data_dir: str | Path | N
             history.append(row)
             loop.log(row)
             loop.write(json.dumps(row))
-            weights = {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+            weights = {k: v.detach().cpu().clone() for k, v in model.model.state_dict().items()}
             tmp = out / "epochs" / f".e{epoch + 1}.tmp"
             save_file(weights, str(tmp))
             tmp.replace(out / "epochs" / f"e{epoch + 1}.safetensors")
