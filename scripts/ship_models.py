@@ -1,7 +1,7 @@
 """Copy trained model folders into ``models/`` (what the package and `make demo` use).
 
 Large weight files are stored as float16: the shipped models must fit in the repository
-(< 60 MB in all), and every loader copies weights into its float32 parameters
+(< 80 MiB in all), and every loader copies weights into its float32 parameters
 (``load_state_dict`` casts), so inference is unchanged apart from the rounding of the weights
 themselves (relative 5e-4). Small files stay float32. Folders are replaced, never piled up.
 
