@@ -42,7 +42,7 @@ from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from pgmm.pose.sequence import PoseSequence
 from slp_pipeline.config import PipelineConfig
-from slp_pipeline.stages import SKELETON, EncodeStage
+from slp_pipeline.stages import SKELETON, EncodeStage, retarget_to
 from slp_pipeline.synthesize import Synthesizer
 from text2pose.canonical import FPS, to_canonical
 
@@ -153,13 +153,10 @@ def stream(
     called with the frame count after each chunk, ``max_chunks`` cuts the request short."""
     person = synth.registry.get("default")
     t2p, stage = synth.text2pose("de"), synth.renderer(renderer)
-    size = stage.heatmap_size
     start = time.perf_counter()
-    state = stage.encode_signer(
-        person, synth.heatmaps.source_heatmaps(person, size) if size else None
-    )
+    state = stage.prepare(person)
     signer_s = time.perf_counter() - start
-    stages = dict.fromkeys(("text2pose", "heatmaps+retarget", "render", "encode"), 0.0)
+    stages = dict.fromkeys(("text2pose", "retarget", "render", "encode"), 0.0)
     encoder = EncodeStage().mp4(FPS, fragmented=True)
     frames, first_frame, first_bytes = 0, None, None
     start = clock = time.perf_counter()
@@ -177,9 +174,9 @@ def stream(
         lap("text2pose")
         if chunk is None:
             break
-        drive = synth.heatmaps.drive(chunk, person, size)
-        lap("heatmaps+retarget")
-        rendered = stage.render([state], [drive])[0]
+        pose = retarget_to(chunk, person)
+        lap("retarget")
+        rendered = stage.render([state], [pose])[0]  # PGMM's heatmaps included
         elapsed = lap("render")
         first_frame = first_frame if first_frame is not None else elapsed
         data = encoder.write(rendered)

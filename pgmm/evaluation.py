@@ -18,7 +18,7 @@ Tasks (``evaluate(task=...)``):
   comparison that needs no pairing) and WER against the driving video's glosses.
 
 Heatmaps: from the dataset's ground-truth poses when it has them (rendered with
-:func:`pgmm.training.trainer.pose_heatmaps`, the exact maps the model was trained on), else
+:func:`pgmm.pose.heatmaps.pose_heatmaps`, the exact maps the model was trained on), else
 from the pose estimator ``P_e`` -- as in training.
 
 Two pose networks, never one: ``estimator`` (``P_e``, the network ``L_pd`` trains the renderer
@@ -65,9 +65,8 @@ from pgmm.metrics.tcd import tcd
 from pgmm.metrics.wer import GlossRecognizer, word_error_rate
 from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import PoseEstimator
+from pgmm.pose.heatmaps import pose_heatmaps
 from pgmm.pose.sequence import PoseSequence
-from pgmm.training.config import TrainConfig
-from pgmm.training.trainer import pose_heatmaps
 from pgmm.video import VideoWriter
 
 __all__ = [
@@ -450,7 +449,6 @@ def evaluate(
     evaluator: PoseEstimator | None = None,
     name: str | None = None,
     batch_size: int = BATCH_SIZE,
-    heatmap_sigma: float | None = None,
     comparison_videos: int = COMPARISON_VIDEOS,
     fps: float = 25.0,
     progress: bool = True,
@@ -466,10 +464,10 @@ def evaluate(
     frames (and, without dataset poses, the real ones) for the keypoint columns. ``recognizer``
     gives WER: a :class:`PoseCTCRecognizer` reads the evaluator's keypoints of each generated
     video, any other :class:`GlossRecognizer` reads the video itself (a
-    :class:`VideoGlossRecognizer` must hold the evaluator). ``heatmap_sigma`` must match
-    training (default: :class:`TrainConfig`'s). With ``out_dir``: ``metrics.json``,
-    ``metrics.md`` and ``comparison.mp4`` (source | driving | generated of the first
-    ``comparison_videos`` videos, one after the other), each written atomically.
+    :class:`VideoGlossRecognizer` must hold the evaluator). Heatmaps are drawn with the sigma
+    saved in the model's config, the one it was trained with. With ``out_dir``:
+    ``metrics.json``, ``metrics.md`` and ``comparison.mp4`` (source | driving | generated of
+    the first ``comparison_videos`` videos, one after the other), each written atomically.
 
     ``max_frames`` truncates every video (for quick runs); WER then compares a truncated
     video with the full gloss sequence, so only full-length runs give a meaningful WER.
@@ -503,7 +501,6 @@ def evaluate(
     num_videos = min(len(dataset), max_videos or len(dataset))
     if num_videos == 0:
         raise ValueError(f"{dataset.name} ({dataset.split}) has no videos to evaluate")
-    sigma = TrainConfig.heatmap_sigma if heatmap_sigma is None else heatmap_sigma
     device = next(model.parameters()).device
     model.eval()
     for network in (estimator, evaluator):
@@ -513,7 +510,9 @@ def evaluate(
 
     def heatmaps(points: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
         if points is not None:
-            return pose_heatmaps(points.to(device), cfg.image_size, cfg.heatmap_stride, sigma)
+            return pose_heatmaps(
+                points.to(device), cfg.image_size, cfg.heatmap_stride, cfg.heatmap_sigma
+            )
         if estimator is None:
             raise ValueError(
                 f"{dataset.name} has no poses: pass a pose estimator (P_e) for the heatmaps"
@@ -609,7 +608,7 @@ def evaluate(
                 "max_frames": max_frames,
                 "batch_size": batch_size,
                 "heatmaps": sorted(heatmap_source) or None,
-                "heatmap_sigma": sigma,
+                "heatmap_sigma": cfg.heatmap_sigma,
                 "keypoint_reference": sorted(kp_reference) or None,
                 "evaluator": None if evaluator is None else network_digest(evaluator),
                 "sources": sorted(set(sources)),

@@ -20,9 +20,8 @@ import torch
 import yaml
 
 from pgmm.checkpoint import dataclass_from_dict
-from pgmm.training.config import TrainConfig
 from slp_pipeline.auth import ApiKeys, keys_from
-from slp_pipeline.stages import PRECISIONS, SKELETON, TextToPoseLoader
+from slp_pipeline.stages import PRECISIONS, TextToPoseLoader, is_skeleton
 
 DEFAULT_CONFIG = Path("configs/serve/cpu.yaml")
 
@@ -56,7 +55,6 @@ class PipelineConfig:
     max_text_chars: int = 500
     min_fps: float = 5.0
     max_fps: float = 60.0
-    heatmap_sigma: float = TrainConfig.heatmap_sigma
     skeleton_size: int = 256
     torch_threads: int = 1  # per replica; CPU hosts run several replicas side by side
     max_batch_size: int = 4  # frame chunks per renderer forward pass
@@ -105,7 +103,7 @@ class PipelineConfig:
         root = Path(root).resolve()
 
         def fix(p: str) -> str:
-            return p if p == SKELETON else str(root / p)
+            return p if is_skeleton(p) else str(root / p)
 
         return dataclasses.replace(
             self,
@@ -122,7 +120,7 @@ class PipelineConfig:
     def check_models(self) -> None:
         """Fail before anything is deployed, naming every missing model folder at once."""
         folders = [(f"text2pose ({k})", v) for k, v in self.text2pose.items()]
-        folders += [(f"renderer '{k}'", v) for k, v in self.renderers.items() if v != SKELETON]
+        folders += [(f"renderer '{k}'", v) for k, v in self.renderers.items() if not is_skeleton(v)]
         if self.pose_estimator:
             folders.append(("pose estimator", self.pose_estimator))
         missing = [f"{what}: {path}" for what, path in folders if not Path(path).is_dir()]

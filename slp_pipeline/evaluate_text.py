@@ -21,8 +21,8 @@ Renderers: any PGMM checkpoint of the serve config (or a checkpoint folder), ``s
 ``synth`` -- SynthSigner's own procedural drawing (:func:`pgmm.data.synth.render.render_frame`)
 of the same poses, the "perfect renderer" for this signer. Every pose source goes through the
 serving code (:class:`~slp_pipeline.synthesize.Synthesizer`'s stages: canonical poses,
-:class:`~slp_pipeline.stages.HeatmapStage` retargeting onto the signer and heatmaps,
-:class:`~slp_pipeline.stages.RendererStage` encoding and rendering, chunk by chunk), so the
+:func:`~slp_pipeline.stages.retarget_to` onto the signer, then a
+:class:`~slp_pipeline.stages.Renderer` preparing the signer and rendering, chunk by chunk), so the
 rows differ only in where the poses come from and what draws them.
 
 One signer for all rows: the built-in ``default`` signer, SynthSigner's held-out identity 10.
@@ -70,7 +70,14 @@ from pgmm.pose.sequence import PoseSequence
 from pgmm.video import VideoWriter, read_video
 from slp_pipeline.config import PipelineConfig, pipeline_config
 from slp_pipeline.signers import BUILTIN_SIGNERS, InputError, Signer
-from slp_pipeline.stages import SKELETON, RendererStage, resolve_device
+from slp_pipeline.stages import (
+    SKELETON,
+    Renderer,
+    check_request,
+    is_skeleton,
+    resolve_device,
+    retarget_to,
+)
 from slp_pipeline.synthesize import Synthesizer
 from text2pose.canonical import CANVAS, FPS, to_canonical
 from text2pose.normalize import TextInputError
@@ -307,11 +314,13 @@ def require(path: Path, what: str, language: str) -> Path:
 
 
 def folder_digest(path: str | Path) -> str:
-    """Content hash of a model folder (every file, by relative path), independent of where it
-    lives: the identity a cached result is tied to."""
+    """Content hash of a model folder (every file but the model card, by relative path),
+    independent of where it lives: the identity a cached result is tied to. The card is
+    prose about the weights -- editing it must not invalidate results of the same weights."""
     root = Path(path)
     h = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+    files = (p for p in root.rglob("*") if p.is_file() and p.name != "MODEL_CARD.md")
+    for file in sorted(files):
         h.update(str(file.relative_to(root)).encode())
         h.update(file.read_bytes())
     return h.hexdigest()[:16]
@@ -338,7 +347,7 @@ def _renderer_specs(names: Sequence[str], pipeline: PipelineConfig) -> dict[str,
             label, spec = SYNTH, SYNTH
         elif name in pipeline.renderers:
             spec = pipeline.renderers[name]
-            label = SKELETON if spec == SKELETON else Path(spec).name
+            label = SKELETON if is_skeleton(spec) else Path(spec).name
         elif Path(name).is_dir():
             spec, label = str(Path(name).resolve()), Path(name).resolve().name
         else:
@@ -378,7 +387,7 @@ def load_chain(
         "text2pose": (Path(pipeline.text2pose[lang]), "text2pose"),
     }
     for label, spec in specs.items():
-        if spec not in (SYNTH, SKELETON):
+        if spec != SYNTH and not is_skeleton(spec):
             wanted[f"renderer {label}"] = (Path(spec), "renderer")
     problems = [_missing(path, what, lang) for path, what in wanted.values()]
     if any(problems):
@@ -450,14 +459,16 @@ class PoseSources:
                 truth = self.chain.signer.pose(sentence, self.identity)
                 canonical, depth = to_canonical(to_pose_sequence(truth)), truth.depth
             elif source == TEXT2POSE:
-                canonical = _concat(list(self.text2pose.stream(sentence.text, self.language)))
+                config = self.chain.synthesizer.config  # refused as the service would refuse it
+                job = check_request(config, sentence.text, self.language, None, None)
+                canonical = _concat(list(self.text2pose.stream(job.text, job.language)))
             else:
                 model = self.text2pose.models[self.language]
                 glosses = _glosses(model, sentence.text)
                 canonical = self.chain.lexicon.generate([glosses])[0]
         except (InputError, TextInputError) as e:  # the product would refuse this text too
             return DrivingPoses(None, None, None, time.perf_counter() - tic, str(e))
-        pose = self.chain.synthesizer.heatmaps.retarget(canonical, self.person)
+        pose = retarget_to(canonical, self.person)
         if depth is None:
             depth = np.broadcast_to(self.rest_depth, (len(pose), len(self.rest_depth)))
         return DrivingPoses(canonical, pose, depth, time.perf_counter() - tic)
@@ -480,15 +491,12 @@ class Renderers:
     def __init__(self, chain: Chain, person: Signer, identity: int) -> None:
         self.chain, self.person = chain, person
         self.look = make_identity(identity)
-        self._stages: dict[str, tuple[RendererStage, Any]] = {}
+        self._stages: dict[str, tuple[Renderer[Any], Any]] = {}
 
-    def _stage(self, label: str) -> tuple[RendererStage, Any]:
+    def _stage(self, label: str) -> tuple[Renderer[Any], Any]:
         if label not in self._stages:
-            synth = self.chain.synthesizer
-            stage = synth.renderer(label)
-            size = stage.heatmap_size
-            maps = synth.heatmaps.source_heatmaps(self.person, size) if size else None
-            self._stages[label] = (stage, stage.encode_signer(self.person, maps))
+            stage = self.chain.synthesizer.renderer(label)
+            self._stages[label] = (stage, stage.prepare(self.person))
         return self._stages[label]
 
     def frames(self, label: str, poses: DrivingPoses) -> np.ndarray:
@@ -502,12 +510,9 @@ class Renderers:
                 ]
             )
         stage, state = self._stage(label)
-        synth, size = self.chain.synthesizer, stage.heatmap_size
-        chunk = synth.config.chunk_frames
+        chunk = self.chain.synthesizer.config.chunk_frames
         parts = [
-            stage.render(
-                [state], [synth.heatmaps.drive(poses.canonical[s : s + chunk], self.person, size)]
-            )[0]
+            stage.render([state], [retarget_to(poses.canonical[s : s + chunk], self.person)])[0]
             for s in range(0, len(poses.canonical), chunk)
         ]
         return np.concatenate(parts)

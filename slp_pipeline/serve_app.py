@@ -2,7 +2,7 @@
 
     HTTP --> SignAPI (FastAPI ingress: validation, signers, encoding)
                |--stream--> Text2Pose   (Text2PoseStage: text -> canonical pose chunks)
-               '--chunks--> Renderer    (HeatmapStage + RendererStage: pose chunk -> frames)
+               '--chunks--> Renderer    (retarget_to + a stages.Renderer: pose chunk -> frames)
 
 Each deployment is a thin class around Ray-free stages from :mod:`slp_pipeline.stages`; the
 deployment options (replicas, CPUs/GPUs, queue limits) live in ``configs/serve/*.yaml``.
@@ -82,15 +82,15 @@ from slp_pipeline.signers import (
 )
 from slp_pipeline.stages import (
     MEDIA_TYPES,
-    DrivingChunk,
     EncodeStage,
-    FrameRateConverter,
-    HeatmapStage,
-    RendererStage,
     Text2PoseStage,
-    check_request_text,
+    check_request,
+    in_groups,
+    load_renderer,
+    retarget_to,
     upload_pose_estimator,
 )
+from slp_pipeline.stages import Renderer as FrameRenderer
 
 RENDER_WINDOW = 3  # chunks of one request in flight at once: overlaps rendering with encoding
 RETRY_AFTER_S = 2
@@ -388,12 +388,14 @@ class Text2Pose:
     def __init__(self, config: PipelineConfig) -> None:
         torch.set_num_threads(config.torch_threads)
         self.stage = Text2PoseStage.load(
-            config.text2pose, config.text2pose_loader, config.max_text_chars, config.chunk_frames
+            config.text2pose, config.text2pose_loader, config.chunk_frames
         )
 
-    def generate(self, text: str, language: str) -> Iterator[PoseSequence | Refusal]:
+    def generate(
+        self, text: str, language: str, fps: float | None
+    ) -> Iterator[PoseSequence | Refusal]:
         try:
-            yield from self.stage.stream(text, language)
+            yield from self.stage.stream(text, language, fps)
         except InputError as e:
             yield Refusal.of(e)
 
@@ -401,7 +403,7 @@ class Text2Pose:
 # --------------------------------------------------------------------------- Renderer
 @dataclass
 class _SignerCache:
-    """A signer and its per-renderer source encodings, cached per replica (multiplexing)."""
+    """A signer and its per-renderer states, cached per replica (multiplexing)."""
 
     signer: Signer
     states: dict[str, Any] = field(default_factory=dict)
@@ -410,8 +412,8 @@ class _SignerCache:
 @dataclass
 class _Job:
     renderer: str
-    state: Any
-    driving: DrivingChunk
+    state: Any  # what that renderer's prepare() returned for the signer
+    pose: PoseSequence  # on the signer's body
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
@@ -421,9 +423,8 @@ class Renderer:
     def __init__(self, config: PipelineConfig) -> None:
         torch.set_num_threads(config.torch_threads)
         self.registry = SignerRegistry(config.signers_dir, seed_builtins=False)
-        self.heatmaps = HeatmapStage(config.heatmap_sigma)
-        self.stages = {
-            name: RendererStage.load(name, spec, config.device, config.skeleton_size)
+        self.renderers: dict[str, FrameRenderer[Any]] = {
+            name: load_renderer(name, spec, config.device, config.precision, config.skeleton_size)
             for name, spec in config.renderers.items()
         }
         self.render_batch.set_max_batch_size(config.max_batch_size)
@@ -440,30 +441,23 @@ class Renderer:
             cache = await self.signer(serve.get_multiplexed_model_id())
         except InputError as e:
             return Refusal.of(e)
-        stage = self.stages[renderer]
-        size = stage.heatmap_size
         if renderer not in cache.states:
-            source = self.heatmaps.source_heatmaps(cache.signer, size) if size else None
-            cache.states[renderer] = await asyncio.to_thread(
-                stage.encode_signer, cache.signer, source
-            )
-        driving = self.heatmaps.drive(chunk, cache.signer, size)
-        return await self.render_batch(_Job(renderer, cache.states[renderer], driving))
+            prepare = self.renderers[renderer].prepare
+            cache.states[renderer] = await asyncio.to_thread(prepare, cache.signer)
+        pose = retarget_to(chunk, cache.signer)
+        return await self.render_batch(_Job(renderer, cache.states[renderer], pose))
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
     async def render_batch(self, jobs: list[_Job]) -> list[np.ndarray]:
         return await asyncio.to_thread(self._render_jobs, jobs)
 
     def _render_jobs(self, jobs: list[_Job]) -> list[np.ndarray]:
-        out: list[np.ndarray] = [np.empty(0)] * len(jobs)
-        for name in {j.renderer for j in jobs}:
-            idx = [i for i, j in enumerate(jobs) if j.renderer == name]
-            frames = self.stages[name].render(
-                [jobs[i].state for i in idx], [jobs[i].driving for i in idx]
-            )
-            for i, f in zip(idx, frames, strict=True):
-                out[i] = f
-        return out
+        return in_groups(
+            [j.renderer for j in jobs],
+            lambda idx: self.renderers[jobs[idx[0]].renderer].render(
+                [jobs[i].state for i in idx], [jobs[i].pose for i in idx]
+            ),
+        )
 
 
 # --------------------------------------------------------------------------- ingress
@@ -488,7 +482,6 @@ class SignAPI:
             config.signers_dir, seed_builtins=False, max_signers=config.max_signers
         )
         self.estimator = upload_pose_estimator(config.upload_poses, config.pose_estimator)
-        self.heatmaps = HeatmapStage(config.heatmap_sigma)
         self.encode = EncodeStage()
 
     @api.get("/healthz")
@@ -557,25 +550,18 @@ class SignAPI:
     )
     async def sign(self, req: SignRequest) -> Response:
         """Sign ``text``: an mp4 (or a zip of PNG frames, or the poses as JSON)."""
-        cfg = self.config
-        text = check_request_text(req.text, req.language, cfg.text2pose, cfg.max_text_chars)
-        renderer = req.renderer or cfg.default_renderer
-        if renderer not in cfg.renderers:
-            raise InputError(f"unknown renderer {renderer!r}; choose from {sorted(cfg.renderers)}")
-        if req.fps is not None and not cfg.min_fps <= req.fps <= cfg.max_fps:
-            raise InputError(f"fps must be in [{cfg.min_fps}, {cfg.max_fps}], got {req.fps}")
+        job = check_request(self.config, req.text, req.language, req.renderer, req.fps)
         if req.stream and req.format != "mp4":
             raise InputError("stream=true is only available for format mp4")
         person = await asyncio.to_thread(self.registry.get, req.signer)
-        poses = self._poses(text, req.language, req.fps)
+        poses = self._poses(job.text, job.language, job.fps)
         first = await anext(poses)  # text errors surface here, before any response starts
         media = MEDIA_TYPES[req.format]
         if req.format == "pose-json":
-            chunks = [self.heatmaps.retarget(first, person)]
-            chunks += [self.heatmaps.retarget(c, person) async for c in poses]
+            chunks = [retarget_to(first, person)] + [retarget_to(c, person) async for c in poses]
             data = await asyncio.to_thread(self.encode.pose_json, iter(chunks), person.name)
             return Response(data, media_type=media)
-        frames = self._frames(first, poses, person, renderer)
+        frames = self._frames(first, poses, person, job.renderer)
         if req.format == "frames-zip":
             chunks = [f async for f in frames]
             data = await asyncio.to_thread(self.encode.frames_zip, iter(chunks))
@@ -595,17 +581,13 @@ class SignAPI:
         return Response(data, media_type=media)
 
     async def _poses(self, text: str, language: str, fps: float | None) -> AsyncIterator:
-        """Canonical pose chunks from Text2Pose, resampled to ``fps`` if asked."""
-        converter = None
+        """Canonical pose chunks from Text2Pose, resampled there to ``fps`` if asked."""
         with _retryable_as_unavailable():
-            async for chunk in self.text2pose.options(stream=True).generate.remote(text, language):
+            stream = self.text2pose.options(stream=True).generate.remote(text, language, fps)
+            async for chunk in stream:
                 if isinstance(chunk, Refusal):
                     raise chunk.error()
-                if fps is not None and fps != chunk.fps:
-                    converter = converter or FrameRateConverter(chunk.fps, fps)
-                    chunk = converter.push(chunk)
-                if chunk is not None:
-                    yield chunk
+                yield chunk
 
     async def _frames(
         self, first: PoseSequence, rest: AsyncIterator, person: Signer, renderer: str

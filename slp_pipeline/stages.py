@@ -1,7 +1,8 @@
 """The stages of the text -> sign-video pipeline, as plain objects with no Ray in them.
 
-    text --Text2PoseStage--> canonical pose chunks --HeatmapStage--> signer-retargeted poses and
-    36 heatmaps --RendererStage--> uint8 frames --EncodeStage--> mp4 / fragmented mp4 / zip / json
+    text --Text2PoseStage--> canonical pose chunks --retarget_to--> poses on the signer's body
+    --Renderer (PGMMRenderer | SkeletonRenderer)--> uint8 frames --EncodeStage--> mp4 /
+    fragmented mp4 / zip / json
 
 Keeping the stages Ray-free lets the same code run in three places: the Ray Serve graph
 (:mod:`slp_pipeline.serve_app` wraps each stage in a small deployment), the in-process
@@ -14,15 +15,16 @@ long sentences and a streaming client sees its first frames before the sentence 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import av
 import numpy as np
@@ -31,12 +33,15 @@ from PIL import Image
 
 from pgmm.models.pgmm import PGMM, SourceState
 from pgmm.models.pose_estimator import HRNetLite
-from pgmm.pose.heatmaps import argmax_decode, render_heatmaps
-from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY, wholebody_to_pgmm36
+from pgmm.pose.heatmaps import argmax_decode, pose_heatmaps
+from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
 from pgmm.pose.sequence import PoseSequence
 from pgmm.pose.skeleton import draw_skeleton
 from slp_pipeline.signers import InputError, Signer
 from text2pose.canonical import retarget
+
+if TYPE_CHECKING:
+    from slp_pipeline.config import PipelineConfig
 
 SKELETON = "skeleton"
 MEDIA_TYPES = {"mp4": "video/mp4", "frames-zip": "application/zip", "pose-json": "application/json"}
@@ -100,29 +105,49 @@ def load_text_to_pose(path: Path) -> TextToPoseModel:
     return TextToPose.from_pretrained(path)
 
 
-def check_request_text(text: str, language: str, languages: Iterable[str], max_chars: int) -> str:
-    """Reject what no model can sign before any work is queued; returns the stripped text."""
-    if language not in languages:
-        raise InputError(f"unsupported language {language!r}; choose from {sorted(languages)}")
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A sign request that passed :func:`check_request`: what the stages may trust."""
+
+    text: str  # stripped
+    language: str
+    renderer: str  # a configured renderer's name
+    fps: float | None  # None: text2pose's own
+
+
+def check_renderer(config: PipelineConfig, renderer: str | None) -> str:
+    """The name of a configured renderer (``None``: the default one)."""
+    renderer = renderer or config.default_renderer
+    if renderer not in config.renderers:
+        raise InputError(f"unknown renderer {renderer!r}; choose from {sorted(config.renderers)}")
+    return renderer
+
+
+def check_request(
+    config: PipelineConfig, text: str, language: str, renderer: str | None, fps: float | None
+) -> CheckedRequest:
+    """Reject what no model can sign before any work is queued. The one check of a request,
+    shared by the service and ``slp synthesize``; the stages behind it do not repeat it."""
+    if language not in config.text2pose:
+        raise InputError(
+            f"unsupported language {language!r}; choose from {sorted(config.text2pose)}"
+        )
     text = (text or "").strip()
     if not text:
         raise InputError("text is empty")
-    if len(text) > max_chars:
-        raise InputError(f"text has {len(text)} characters; the limit is {max_chars}")
-    return text
+    if len(text) > config.max_text_chars:
+        raise InputError(f"text has {len(text)} characters; the limit is {config.max_text_chars}")
+    renderer = check_renderer(config, renderer)
+    if fps is not None and not config.min_fps <= fps <= config.max_fps:
+        raise InputError(f"fps must be in [{config.min_fps}, {config.max_fps}], got {fps}")
+    return CheckedRequest(text, language, renderer, fps)
 
 
 class Text2PoseStage:
     """Language -> text2pose model; text -> canonical whole-body pose chunks (25 fps)."""
 
-    def __init__(
-        self,
-        models: Mapping[str, TextToPoseModel],
-        max_chars: int = 500,
-        chunk_frames: int = 16,
-    ) -> None:
+    def __init__(self, models: Mapping[str, TextToPoseModel], chunk_frames: int = 16) -> None:
         self.models = dict(models)
-        self.max_chars = max_chars
         self.chunk_frames = chunk_frames
 
     @classmethod
@@ -130,7 +155,6 @@ class Text2PoseStage:
         cls,
         paths: Mapping[str, str | Path],
         loader: TextToPoseLoader | None = None,
-        max_chars: int = 500,
         chunk_frames: int = 16,
     ) -> Text2PoseStage:
         loader = loader or load_text_to_pose
@@ -140,16 +164,20 @@ class Text2PoseStage:
             if model.language != lang:
                 raise ValueError(f"{path} holds a {model.language!r} model, not {lang!r}")
             models[lang] = model
-        return cls(models, max_chars, chunk_frames)
+        return cls(models, chunk_frames)
 
-    def stream(self, text: str, language: str) -> Iterator[PoseSequence]:
-        """Pose chunks of ``chunk_frames`` frames.
+    def stream(self, text: str, language: str, fps: float | None = None) -> Iterator[PoseSequence]:
+        """Pose chunks of ``chunk_frames`` frames, resampled to ``fps`` if given.
 
-        text2pose validates the text when the first chunk is requested; its ``TextInputError``
-        (a ``ValueError``) at that point is the caller's fault and becomes an
+        ``text`` comes through :func:`check_request`. text2pose still validates it (it is a
+        library of its own) when the first chunk is requested; its ``TextInputError`` (a
+        ``ValueError``) at that point is the caller's fault and becomes an
         :class:`InputError`. Later errors are ours and propagate unchanged.
         """
-        text = check_request_text(text, language, self.models, self.max_chars)
+        if language not in self.models:
+            raise InputError(
+                f"unsupported language {language!r}; choose from {sorted(self.models)}"
+            )
         chunks = self.models[language].generate_stream(text, chunk_frames=self.chunk_frames)
         try:
             first = next(chunks)
@@ -157,8 +185,13 @@ class Text2PoseStage:
             raise InputError("text2pose produced no poses for this text") from None
         except ValueError as e:
             raise InputError(str(e)) from e
-        yield first
-        yield from chunks
+        converter = None
+        for chunk in itertools.chain([first], chunks):
+            if fps is not None and fps != chunk.fps:
+                converter = converter or FrameRateConverter(chunk.fps, fps)
+                chunk = converter.push(chunk)
+            if chunk is not None:
+                yield chunk
 
 
 class FrameRateConverter:
@@ -197,43 +230,7 @@ class FrameRateConverter:
         return PoseSequence(out, self.fps_out, chunk.layout, chunk.width, chunk.height)
 
 
-# --------------------------------------------------------------------------- pose -> heatmaps
-@dataclass
-class DrivingChunk:
-    """One chunk of what drives a renderer: the retargeted pose and, for PGMM, its heatmaps."""
-
-    pose: PoseSequence
-    heatmaps: torch.Tensor | None = None
-
-
-class HeatmapStage:
-    """Canonical poses -> the signer's body -> PGMM's 36 Gaussian heatmaps."""
-
-    def __init__(self, sigma: float = 1.5) -> None:
-        self.sigma = sigma  # map pixels; must match the renderer's training (TrainConfig)
-
-    def retarget(self, chunk: PoseSequence, signer: Signer) -> PoseSequence:
-        """Scale + shift text2pose's body-normalised chunk onto the signer's shoulders."""
-        size = int(signer.image.shape[0])
-        return retarget(chunk, signer.pose[:, :2], size, size)
-
-    def heatmaps(self, pose: PoseSequence, size: int) -> torch.Tensor:
-        """``(T, 36, size, size)`` maps of a whole-body sequence."""
-        points = torch.from_numpy(pose.to_layout("pgmm36").data)
-        return render_heatmaps(points, size, self.sigma)
-
-    def drive(self, chunk: PoseSequence, signer: Signer, heatmap_size: int | None) -> DrivingChunk:
-        """What a renderer needs for one canonical chunk; maps only where it uses them."""
-        pose = self.retarget(chunk, signer)
-        maps = self.heatmaps(pose, heatmap_size) if heatmap_size else None
-        return DrivingChunk(pose, maps)
-
-    def source_heatmaps(self, signer: Signer, size: int) -> torch.Tensor:
-        """``(1, 36, size, size)``: the signer's own pose, PGMM's reference for the motion."""
-        points = torch.from_numpy(wholebody_to_pgmm36(signer.pose)[None])
-        return render_heatmaps(points, size, self.sigma)
-
-
+# --------------------------------------------------------------------------- signer pose
 class PoseEstimatorStage:
     """P_e on one image: where a newly uploaded signer's body is, for retargeting."""
 
@@ -286,87 +283,124 @@ def upload_pose_estimator(
     return PoseEstimatorStage.load(pose_estimator) if pose_estimator else None
 
 
-# --------------------------------------------------------------------------- heatmaps -> frames
+# --------------------------------------------------------------------------- renderers
+def retarget_to(chunk: PoseSequence, signer: Signer) -> PoseSequence:
+    """Scale + shift text2pose's body-normalised chunk onto the signer's shoulders."""
+    size = int(signer.image.shape[0])
+    return retarget(chunk, signer.pose[:, :2], size, size)
+
+
 def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     """``(T, 3, H, W)`` in [0, 1] -> ``(T, H, W, 3)`` uint8, rounded rather than truncated."""
     out = frames.float().clamp(0, 1).mul(255).round().to(torch.uint8)
     return out.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def _resized(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[0] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
+
+
+StateT = TypeVar("StateT")
+
+
+def in_groups(
+    keys: Sequence[Hashable], render: Callable[[list[int]], list[np.ndarray]]
+) -> list[np.ndarray]:
+    """``render`` once per group of equal ``keys`` (given the indices); results in key order."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    out: list[np.ndarray] = [np.empty(0)] * len(keys)
+    for idx in groups.values():
+        for i, result in zip(idx, render(idx), strict=True):
+            out[i] = result
+    return out
+
+
+class Renderer(Protocol[StateT]):
+    """Poses on a signer's body -> frames. ``prepare`` does the per-signer work once (serving
+    caches it per signer); ``render`` takes chunks of several requests at once, so concurrent
+    requests share a forward pass. How inputs are shaped (heatmap size, sigma) is its own."""
+
+    name: str
+    size: int  # side of the square frames
+
+    def prepare(self, signer: Signer) -> StateT: ...
+
+    def render(self, states: Sequence[StateT], poses: Sequence[PoseSequence]) -> list[np.ndarray]:
+        """``(T_i, size, size, 3)`` uint8 frames for each (state, pose chunk) pair."""
+
+
 @dataclass
-class SignerState:
-    """An adapted signer's cached state: its own PGMM and the source encoded by it."""
+class SkeletonState:
+    """The skeleton preview's per-signer state: the faded signer image it draws over."""
+
+    background: np.ndarray
+
+
+class SkeletonRenderer:
+    """The pose drawn over the faded signer image: a preview that needs no model at all."""
+
+    def __init__(self, name: str, size: int = 256) -> None:
+        self.name, self.size = name, size
+
+    def prepare(self, signer: Signer) -> SkeletonState:
+        image = _resized(signer.image, self.size)
+        return SkeletonState((image.astype(np.float32) * 0.35).astype(np.uint8))
+
+    def render(
+        self, states: Sequence[SkeletonState], poses: Sequence[PoseSequence]
+    ) -> list[np.ndarray]:
+        return [
+            draw_skeleton(p.data, layout=p.layout, background=s.background)
+            for s, p in zip(states, poses, strict=True)
+        ]
+
+
+@dataclass
+class PGMMState:
+    """A signer encoded by a PGMM: the weights it renders with (the renderer's, or the
+    signer's own adapted ones) and its :class:`SourceState`."""
 
     model: PGMM
-    state: SourceState
+    source: SourceState
 
 
-class RendererStage:
-    """One renderer: a PGMM checkpoint (any variant, ``tpsmm`` included) or the ``skeleton``
-    preview, which draws the pose over the faded signer image and needs no model at all."""
+class PGMMRenderer:
+    """A PGMM checkpoint (any variant, ``tpsmm`` included), driven by 36 Gaussian heatmaps drawn
+    with the stride and sigma saved in its config -- those it was trained on."""
 
     def __init__(
-        self,
-        name: str,
-        model: PGMM | None,
-        device: torch.device | str = "cpu",
-        skeleton_size: int = 256,
-        precision: str = "auto",
+        self, name: str, model: PGMM, device: torch.device | str = "cpu", precision: str = "auto"
     ) -> None:
         self.name = name
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval() if model is not None else None
-        self.size = model.config.image_size if model is not None else skeleton_size
+        self.model = model.to(self.device).eval()
+        self.size = model.config.image_size
         self.dtype = resolve_precision(precision, self.device)  # autocast dtype of animate()
 
-    @classmethod
-    def load(
-        cls,
-        name: str,
-        spec: str | Path,
-        device: str = "auto",
-        skeleton_size: int = 256,
-        precision: str = "auto",
-    ) -> RendererStage:
-        """``spec`` is ``skeleton`` or a PGMM checkpoint folder."""
-        if str(spec) == SKELETON:
-            return cls(name, None, "cpu", skeleton_size)
-        dev = resolve_device(device)
-        model = PGMM.from_pretrained(_require_folder(spec, f"renderer '{name}'"), map_location=dev)
-        return cls(name, model, dev, precision=precision)
+    def heatmaps(self, points: np.ndarray) -> torch.Tensor:
+        """``(..., 36, h, w)`` maps of whole-body (or PGMM36) points, as in training."""
+        cfg = self.model.config
+        return pose_heatmaps(
+            torch.from_numpy(points), cfg.image_size, cfg.heatmap_stride, cfg.heatmap_sigma
+        )
 
-    @property
-    def heatmap_size(self) -> int | None:
-        """Side of the driving heatmaps this renderer wants; ``None`` for the skeleton."""
-        if self.model is None:
-            return None
-        return self.size // self.model.config.heatmap_stride
-
-    def _source_image(self, signer: Signer) -> np.ndarray:
-        if signer.image.shape[0] == self.size:
-            return signer.image
-        img = Image.fromarray(signer.image).resize((self.size, self.size), Image.Resampling.LANCZOS)
-        return np.asarray(img)
-
-    def encode_signer(self, signer: Signer, source_heatmaps: torch.Tensor | None) -> Any:
-        """Per-signer work done once and cached: PGMM's :class:`SourceState`, or the skeleton's
-        background."""
-        image = self._source_image(signer)
-        if self.model is None:
-            return (image.astype(np.float32) * 0.35).astype(np.uint8)
-        if source_heatmaps is None:
-            raise ValueError(f"renderer {self.name!r} needs the signer's source heatmaps")
+    def prepare(self, signer: Signer) -> PGMMState:
+        image = _resized(signer.image, self.size)
         x = torch.tensor(image).permute(2, 0, 1)[None].float().div(255).to(self.device)
         model = self.signer_model(signer)
-        state = model.encode_source(x, source_heatmaps.to(self.device))
-        return state if model is self.model else SignerState(model, state)
+        maps = self.heatmaps(signer.pose[None]).to(self.device)
+        return PGMMState(model, model.encode_source(x, maps))
 
     def signer_model(self, signer: Signer) -> PGMM:
         """The weights to render ``signer`` with: the signer's own (adapted) PGMM when it has
         one of this renderer's variant and size, else this renderer's. Loaded per signer and
-        kept only in the signer's cached state, so the serving layer's multiplexed LRU bounds
-        how many adapted models a replica holds."""
-        if signer.model_dir is None or self.model is None:
+        kept only in the signer's state, so the serving layer's multiplexed LRU bounds how many
+        adapted models a replica holds."""
+        if signer.model_dir is None:
             return self.model
         own = PGMM.from_pretrained(signer.model_dir, map_location=self.device)
         base = self.model.config
@@ -374,34 +408,23 @@ class RendererStage:
             return self.model
         return own.eval()
 
-    def render(self, states: Sequence[Any], chunks: Sequence[DrivingChunk]) -> list[np.ndarray]:
-        """Frames for several (signer state, chunk) pairs -- possibly of different requests --
-        in one forward pass, which is what makes cross-request batching pay off."""
-        if self.model is None:
-            return [
-                draw_skeleton(c.pose.data, layout=c.pose.layout, background=bg)
-                for bg, c in zip(states, chunks, strict=True)
-            ]
-        # One forward pass per model: adapted signers bring their own weights.
-        out: list[np.ndarray] = [np.empty(0)] * len(chunks)
-        groups: dict[int, list[int]] = {}
-        for i, s in enumerate(states):
-            groups.setdefault(id(s.model) if isinstance(s, SignerState) else 0, []).append(i)
-        for idx in groups.values():
-            first = states[idx[0]]
-            model = first.model if isinstance(first, SignerState) else self.model
-            group = [s.state if isinstance(s, SignerState) else s for s in (states[i] for i in idx)]
-            frames = self._animate(model, group, [chunks[i] for i in idx])
-            for i, f in zip(idx, frames, strict=True):
-                out[i] = f
-        return out
+    def render(
+        self, states: Sequence[PGMMState], poses: Sequence[PoseSequence]
+    ) -> list[np.ndarray]:
+        """One forward pass per set of weights: adapted signers bring their own."""
+        return in_groups(
+            [id(s.model) for s in states],
+            lambda idx: self._animate(
+                states[idx[0]].model, [states[i].source for i in idx], [poses[i] for i in idx]
+            ),
+        )
 
     def _animate(
-        self, model: PGMM, states: Sequence[SourceState], chunks: Sequence[DrivingChunk]
+        self, model: PGMM, sources: Sequence[SourceState], poses: Sequence[PoseSequence]
     ) -> list[np.ndarray]:
-        lengths = [len(c.pose) for c in chunks]
-        state = states[0] if len(states) == 1 else _stack_states(states, lengths)
-        maps = torch.cat([c.heatmaps for c in chunks]).to(self.device)
+        lengths = [len(p) for p in poses]
+        state = sources[0] if len(sources) == 1 else _stack_states(sources, lengths)
+        maps = torch.cat([self.heatmaps(p.data) for p in poses]).to(self.device)
         with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
             frames = _to_uint8(model.animate(state, maps))
         return list(np.split(frames, np.cumsum(lengths)[:-1]))
@@ -419,6 +442,27 @@ def _stack_states(states: Sequence[SourceState], lengths: Sequence[int]) -> Sour
         kp_source=cat([s.kp_source for s in states]),
         heatmaps=cat([s.heatmaps for s in states]),
     )
+
+
+def is_skeleton(spec: str | Path) -> bool:
+    """Whether a renderer spec names the skeleton preview rather than a checkpoint folder."""
+    return str(spec) == SKELETON
+
+
+def load_renderer(
+    name: str,
+    spec: str | Path,
+    device: str = "auto",
+    precision: str = "auto",
+    skeleton_size: int = 256,
+) -> Renderer[Any]:
+    """The renderer a serve config's ``renderers`` entry names: ``skeleton`` or a PGMM
+    checkpoint folder."""
+    if is_skeleton(spec):
+        return SkeletonRenderer(name, skeleton_size)
+    dev = resolve_device(device)
+    model = PGMM.from_pretrained(_require_folder(spec, f"renderer '{name}'"), map_location=dev)
+    return PGMMRenderer(name, model, dev, precision)
 
 
 # --------------------------------------------------------------------------- frames -> bytes

@@ -1,31 +1,34 @@
 """In-process synthesis: the serving graph's stages run one after another, without Ray.
 
-``slp synthesize`` uses this for a single video on a laptop: no cluster to start, a tqdm bar
-per frame, and the same chunked flow as the service -- each pose chunk is retargeted, rendered
-and handed to a streaming :class:`~pgmm.video.VideoWriter` before the next one is made, so
-memory stays flat however long the sentence is. Models are loaded on first use, so a
-command that renders with the skeleton never needs a PGMM checkpoint.
+``slp synthesize`` uses this for a single video on a laptop: no cluster to start, a progress
+bar per frame (:func:`pgmm.console.progress`: plain lines in a log), and the same chunked flow
+as the service -- each pose chunk is retargeted, rendered and handed to a streaming
+:class:`~pgmm.video.VideoWriter` before the next one is made, so memory stays flat however
+long the sentence is. Models are loaded on first use, so a command that renders with the
+skeleton never needs a PGMM checkpoint.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
+from pgmm.console import progress as progress_bar
 from pgmm.pose.sequence import PoseSequence
 from pgmm.video import VideoWriter
 from slp_pipeline.config import PipelineConfig, pipeline_config
-from slp_pipeline.signers import InputError, SignerRegistry
+from slp_pipeline.signers import SignerRegistry
 from slp_pipeline.stages import (
-    DrivingChunk,
-    FrameRateConverter,
-    HeatmapStage,
-    RendererStage,
+    Renderer,
     Text2PoseStage,
+    check_renderer,
+    check_request,
+    load_renderer,
+    retarget_to,
 )
 from text2pose.canonical import FPS
 
@@ -36,33 +39,24 @@ class Synthesizer:
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
         self.registry = SignerRegistry(config.signers_dir)  # seeds the built-in signers
-        self.heatmaps = HeatmapStage(config.heatmap_sigma)
         self._text2pose: dict[str, Text2PoseStage] = {}
-        self._renderers: dict[str, RendererStage] = {}
+        self._renderers: dict[str, Renderer[Any]] = {}
 
     def text2pose(self, language: str) -> Text2PoseStage:
+        """The stage of a configured ``language`` (checked by :func:`check_request`)."""
         cfg = self.config
-        if language not in cfg.text2pose:
-            raise InputError(
-                f"unsupported language {language!r}; choose from {sorted(cfg.text2pose)}"
-            )
         if language not in self._text2pose:
             self._text2pose[language] = Text2PoseStage.load(
-                {language: cfg.text2pose[language]},
-                cfg.text2pose_loader,
-                cfg.max_text_chars,
-                cfg.chunk_frames,
+                {language: cfg.text2pose[language]}, cfg.text2pose_loader, cfg.chunk_frames
             )
         return self._text2pose[language]
 
-    def renderer(self, name: str | None) -> RendererStage:
+    def renderer(self, name: str) -> Renderer[Any]:
+        """The configured renderer ``name`` (checked by :func:`check_request`)."""
         cfg = self.config
-        name = name or cfg.default_renderer
-        if name not in cfg.renderers:
-            raise InputError(f"unknown renderer {name!r}; choose from {sorted(cfg.renderers)}")
         if name not in self._renderers:
-            self._renderers[name] = RendererStage.load(
-                name, cfg.renderers[name], cfg.device, cfg.skeleton_size
+            self._renderers[name] = load_renderer(
+                name, cfg.renderers[name], cfg.device, cfg.precision, cfg.skeleton_size
             )
         return self._renderers[name]
 
@@ -77,27 +71,18 @@ class Synthesizer:
         progress: bool = True,
     ) -> Path:
         """Render ``text`` signed by ``signer`` to the mp4 ``out`` (written atomically)."""
-        cfg = self.config
-        if fps is not None and not cfg.min_fps <= fps <= cfg.max_fps:
-            raise InputError(f"fps must be in [{cfg.min_fps}, {cfg.max_fps}], got {fps}")
+        job = check_request(self.config, text, language, renderer, fps)
         person = self.registry.get(signer)
-        t2p, stage = self.text2pose(language), self.renderer(renderer)
-        size = stage.heatmap_size
-        state = stage.encode_signer(
-            person, self.heatmaps.source_heatmaps(person, size) if size else None
-        )
-        converter = None
+        t2p, stage = self.text2pose(job.language), self.renderer(job.renderer)
+        state = stage.prepare(person)
         with (
             VideoWriter(out, fps=fps or FPS) as writer,
-            tqdm(unit="frame", desc=f"{language} -> {stage.name}", disable=not progress) as bar,
+            progress_bar(
+                unit="frame", desc=f"{language} -> {stage.name}", disable=not progress
+            ) as bar,
         ):
-            for chunk in t2p.stream(text, language):
-                if fps is not None and fps != chunk.fps:
-                    converter = converter or FrameRateConverter(chunk.fps, fps)
-                    chunk = converter.push(chunk)
-                    if chunk is None:
-                        continue
-                frames = stage.render([state], [self.heatmaps.drive(chunk, person, size)])[0]
+            for chunk in t2p.stream(job.text, job.language, job.fps):
+                frames = stage.render([state], [retarget_to(chunk, person)])[0]
                 writer.write(frames)
                 bar.update(len(frames))
         return writer.path
@@ -112,14 +97,11 @@ class CaptionRenderer:
     ) -> None:
         self.synth = synthesizer
         self.person = synthesizer.registry.get(signer)
-        self.stage = synthesizer.renderer(renderer)
-        size = self.stage.heatmap_size
-        self.heatmap_size = size
-        self.state = self.stage.encode_signer(
-            self.person, synthesizer.heatmaps.source_heatmaps(self.person, size) if size else None
-        )
+        self.renderer = check_renderer(synthesizer.config, renderer)
+        self.stage = synthesizer.renderer(self.renderer)
+        self.state = self.stage.prepare(self.person)
         self.fps = FPS
-        rest = self._draw(self._rest_pose())
+        rest = self.stage.render([self.state], [self._rest_pose()])[0]
         self.size = (int(rest.shape[1]), int(rest.shape[2]))
         self._rest = rest[0]
 
@@ -129,15 +111,10 @@ class CaptionRenderer:
         side = int(self.person.image.shape[0])
         return PoseSequence(data, FPS, "wholebody133", side, side)
 
-    def _draw(self, pose: PoseSequence) -> np.ndarray:
-        maps = self.synth.heatmaps.heatmaps(pose, self.heatmap_size) if self.heatmap_size else None
-        return self.stage.render([self.state], [DrivingChunk(pose, maps)])[0]
-
     def render(self, text: str, language: str) -> Iterator[np.ndarray]:
-        for chunk in self.synth.text2pose(language).stream(text, language):
-            yield self.stage.render(
-                [self.state], [self.synth.heatmaps.drive(chunk, self.person, self.heatmap_size)]
-            )[0]
+        job = check_request(self.synth.config, text, language, self.renderer, None)
+        for chunk in self.synth.text2pose(job.language).stream(job.text, job.language):
+            yield self.stage.render([self.state], [retarget_to(chunk, self.person)])[0]
 
     def idle(self, num_frames: int) -> np.ndarray:
         # One rendered rest frame, repeated: continuous across calls by construction.

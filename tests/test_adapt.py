@@ -32,7 +32,7 @@ from pgmm.training.adapt import (
 from pgmm.video import VideoError, write_video
 from slp_pipeline.cli import main as slp
 from slp_pipeline.signers import SignerExists, SignerProtected, SignerRegistry
-from slp_pipeline.stages import DrivingChunk, HeatmapStage, RendererStage, SignerState
+from slp_pipeline.stages import PGMMRenderer
 
 STEPS = 4
 
@@ -209,15 +209,11 @@ def test_registry_and_renderer_use_the_signers_own_weights(adapted, tmp_path: Pa
         registry.add_adapted("real", default.image[:100], default.pose, run / "train" / "model", {})
     assert registry.get("real").key == person.key
 
-    stage = RendererStage("full", base)
-    heat = HeatmapStage()
-    size = stage.heatmap_size
-    own = stage.encode_signer(registry.get("real"), heat.source_heatmaps(person, size))
-    plain = stage.encode_signer(default, heat.source_heatmaps(default, size))
-    assert isinstance(own, SignerState) and not isinstance(plain, SignerState)
-    pose = PoseSequence(np.repeat(default.pose[None], 3, 0))
-    chunk = heat.drive(pose, default, size)
-    mixed = stage.render([own, plain], [chunk, DrivingChunk(chunk.pose, chunk.heatmaps)])
+    stage = PGMMRenderer("full", base)
+    own, plain = stage.prepare(registry.get("real")), stage.prepare(default)
+    assert own.model is not stage.model and plain.model is stage.model
+    chunk = PoseSequence(np.repeat(default.pose[None], 3, 0))
+    mixed = stage.render([own, plain], [chunk, chunk])
     alone_own = stage.render([own], [chunk])[0]
     alone_plain = stage.render([plain], [chunk])[0]
     np.testing.assert_array_equal(mixed[0], alone_own)

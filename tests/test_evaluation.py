@@ -37,9 +37,7 @@ from pgmm.metrics.wer import word_error_rate
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, PoseEstimator
-from pgmm.pose.heatmaps import render_heatmaps
-from pgmm.training.config import TrainConfig
-from pgmm.training.trainer import pose_heatmaps
+from pgmm.pose.heatmaps import pose_heatmaps, render_heatmaps
 from pgmm.video import probe, read_video
 from slp_pipeline import cli_eval, evaluate_text
 from slp_pipeline.cli import main
@@ -205,7 +203,7 @@ def test_reconstruction_writes_json_table_and_comparison(
     # The same frames generated through the model's own API, scored by the metric functions.
     target, points = video(data, 0, 6), truth36(data, 0, 6)
     cfg = model.config
-    maps = pose_heatmaps(points, 128, cfg.heatmap_stride, TrainConfig.heatmap_sigma)
+    maps = pose_heatmaps(points, 128, cfg.heatmap_stride, cfg.heatmap_sigma)
     with torch.no_grad():
         pred = model.reconstruct(target[:1].expand(6, -1, -1, -1), target, maps).clamp(0, 1)
     assert m["l1"] == pytest.approx(l1(pred, target), rel=1e-5)

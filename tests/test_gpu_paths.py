@@ -32,7 +32,7 @@ from pgmm.models.tps import TPS
 from pgmm.pose.sequence import PoseSequence
 from pgmm.training.common import load_scaler_state
 from slp_pipeline.config import check_serve_config, fit_to_host, load_serve_config
-from slp_pipeline.stages import PRECISIONS, DrivingChunk, RendererStage, resolve_precision
+from slp_pipeline.stages import PRECISIONS, PGMMRenderer, PGMMState, resolve_precision
 from slp_pipeline.standins import TINY_PGMM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -301,17 +301,18 @@ def test_precision_follows_the_device(
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_renderer_stage_renders_in_reduced_precision(precision: str) -> None:
+def test_pgmm_renderer_renders_in_reduced_precision(precision: str) -> None:
     """The renderer's autocast path, on the CPU: frames within a grey level of float32 on
     average (measured: bf16 0.74, fp16 0.09)."""
     torch.manual_seed(0)
     model = PGMM(PGMMConfig(variant="full", image_size=64, **TINY_PGMM))
-    exact, half = (RendererStage("r", model, "cpu", precision=p) for p in ("fp32", precision))
+    exact, half = (PGMMRenderer("r", model, "cpu", precision=p) for p in ("fp32", precision))
     assert (exact.dtype, half.dtype) == (torch.float32, PRECISIONS[precision])
-    state = exact.model.encode_source(torch.rand(1, 3, 64, 64), torch.rand(1, 36, 16, 16))
-    pose = PoseSequence(np.zeros((2, 133, 3), np.float32), 25.0, "wholebody133", 64, 64)
-    chunk = DrivingChunk(pose, heatmaps=torch.rand(2, 36, 16, 16))
-    diff = exact.render([state], [chunk])[0].astype(float) - half.render([state], [chunk])[0]
+    source = model.encode_source(torch.rand(1, 3, 64, 64), torch.rand(1, 36, 16, 16))
+    state = PGMMState(model, source)
+    points = np.random.default_rng(0).uniform(0.2, 0.8, (2, 133, 3)).astype(np.float32)
+    pose = PoseSequence(points, 25.0, "wholebody133", 64, 64)
+    diff = exact.render([state], [pose])[0].astype(float) - half.render([state], [pose])[0]
     assert 0 < abs(diff).mean() < 1  # 0 would mean autocast never ran
 
 

@@ -21,13 +21,17 @@ from pgmm.pose.heatmaps import argmax_decode
 from pgmm.pose.layout import WB, wholebody_to_pgmm36
 from pgmm.video import read_video
 from slp_pipeline import signers as S
+from slp_pipeline.config import PipelineConfig
 from slp_pipeline.stages import (
     EncodeStage,
     FrameRateConverter,
-    HeatmapStage,
+    PGMMRenderer,
     PoseEstimatorStage,
-    RendererStage,
+    SkeletonRenderer,
     Text2PoseStage,
+    check_request,
+    load_renderer,
+    retarget_to,
 )
 from text2pose.canonical import shoulders
 
@@ -41,7 +45,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> S.SignerRegistry:
 
 @pytest.fixture(scope="module")
 def t2p() -> Text2PoseStage:
-    return Text2PoseStage({"de": FakeTextToPose("de")}, max_chars=100, chunk_frames=16)
+    return Text2PoseStage({"de": FakeTextToPose("de")}, chunk_frames=16)
 
 
 def _png(image: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -63,20 +67,46 @@ def test_text2pose_streams_chunks(t2p: Text2PoseStage) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "language", "renderer", "fps", "message"),
+    [
+        ("", "de", None, None, "empty"),
+        ("   ", "de", None, None, "empty"),
+        ("x" * 101, "de", None, None, "limit is 100"),
+        ("hallo", "fr", None, None, "unsupported language"),
+        ("hallo", "de", "vae", None, "unknown renderer 'vae'"),
+        ("hallo", "de", None, 100.0, "fps must be in"),
+    ],
+)
+def test_check_request_rejects_bad_requests(
+    text: str, language: str, renderer: str | None, fps: float | None, message: str
+) -> None:
+    config = PipelineConfig({"de": "t2p"}, {"sk": "skeleton"}, "sk", max_text_chars=100)
+    with pytest.raises(S.InputError, match=message):
+        check_request(config, text, language, renderer, fps)
+    job = check_request(config, "  hallo ", "de", None, 12.5)
+    assert (job.text, job.renderer, job.fps) == ("hallo", "sk", 12.5)
+
+
+@pytest.mark.parametrize(
     ("text", "language", "message"),
     [
-        ("", "de", "empty"),
-        ("   ", "de", "empty"),
-        ("x" * 101, "de", "limit is 100"),
         ("hallo", "fr", "unsupported language"),
         (f"hallo {REJECTED}", "de", "unsupported text"),  # raised by the model itself
     ],
 )
-def test_text2pose_rejects_bad_text(
+def test_text2pose_rejects_what_its_model_cannot_sign(
     t2p: Text2PoseStage, text: str, language: str, message: str
 ) -> None:
     with pytest.raises(S.InputError, match=message):
         list(t2p.stream(text, language))
+
+
+def test_text2pose_stream_resamples_like_one_converter(t2p: Text2PoseStage) -> None:
+    text = "am tag regnet es im norden"
+    whole = FrameRateConverter(25, 10).push(FakeTextToPose("de").generate(text))
+    chunks = list(t2p.stream(text, "de", fps=10))
+    assert whole is not None and all(c.fps == 10 for c in chunks)
+    np.testing.assert_allclose(np.concatenate([c.data for c in chunks]), whole.data, atol=1e-6)
 
 
 def test_text2pose_load_names_missing_folder_and_wrong_language(tmp_path: Path) -> None:
@@ -100,13 +130,13 @@ def test_frame_rate_converter_is_chunking_independent() -> None:
     np.testing.assert_allclose(whole.xy[1], (seq.xy[2] + seq.xy[3]) / 2, atol=1e-6)
 
 
-# --------------------------------------------------------------------------- heatmaps
+# --------------------------------------------------------------------------- retargeting
 def test_retarget_puts_canonical_poses_on_the_signers_body(
     t2p: Text2PoseStage, registry: S.SignerRegistry
 ) -> None:
     person = registry.get("default")
     chunk = next(iter(t2p.stream("hallo welt", "de")))
-    pose = HeatmapStage().retarget(chunk, person)
+    pose = retarget_to(chunk, person)
     mid, width = shoulders(pose.xy)
     ref_mid, ref_width = shoulders(person.pose[:, :2])
     np.testing.assert_allclose(mid, ref_mid, atol=0.02)
@@ -114,38 +144,39 @@ def test_retarget_puts_canonical_poses_on_the_signers_body(
     assert (pose.width, pose.height) == person.image.shape[:2]
 
 
-def test_heatmaps_decode_back_to_the_retargeted_points(
+# --------------------------------------------------------------------------- renderers
+def test_pgmm_heatmaps_decode_back_to_the_retargeted_points(
     t2p: Text2PoseStage, registry: S.SignerRegistry
 ) -> None:
     person = registry.get("synth-11")
-    stage = HeatmapStage()
-    driving = stage.drive(next(iter(t2p.stream("hallo welt", "de"))), person, 32)
-    assert driving.heatmaps is not None and driving.heatmaps.shape == (16, 36, 32, 32)
-    points = wholebody_to_pgmm36(driving.pose.data)
+    model = PGMM(PGMMConfig(variant="full", image_size=128, heatmap_sigma=1.0, **TINY_PGMM))
+    stage = PGMMRenderer("r", model)
+    pose = retarget_to(next(iter(t2p.stream("hallo welt", "de"))), person)
+    maps = stage.heatmaps(pose.data)
+    assert maps.shape == (16, 36, 32, 32)
+    points = wholebody_to_pgmm36(pose.data)
     inside = (points[..., 2] > 0) & np.all((points[..., :2] > 0.02) & (points[..., :2] < 0.98), -1)
-    decoded = argmax_decode(driving.heatmaps).numpy()
+    decoded = argmax_decode(maps).numpy()
     error = np.abs(decoded[inside][:, :2] - points[inside][:, :2])
     # Exact for isolated points; finger joints a pixel apart blend, so allow one map pixel.
     assert np.median(error) < 1e-3 and error.max() < 1 / 32
-    source = stage.source_heatmaps(person, 32)
-    assert source.shape == (1, 36, 32, 32)
-    assert stage.drive(driving.pose, person, None).heatmaps is None  # the skeleton needs none
+    # The sigma is the checkpoint's: a wider blob has more mass.
+    model.config.heatmap_sigma = 2.0
+    assert stage.heatmaps(pose.data).sum() > maps.sum()
 
 
-# --------------------------------------------------------------------------- renderers
 @pytest.mark.parametrize("variant", ["full", "tpsmm"])
 def test_pgmm_renderer_batches_signers_like_single_renders(
     variant: str, t2p: Text2PoseStage, registry: S.SignerRegistry
 ) -> None:
-    stage, heatmaps = RendererStage("r", _pgmm(variant)), HeatmapStage()
-    size = stage.heatmap_size
-    assert (stage.size, size) == (SIZE, SIZE // 4)
+    stage = PGMMRenderer("r", _pgmm(variant))
     a, b = chunks = list(t2p.stream("am tag regnet es im norden", "de"))[1:]
     people = [registry.get("default"), registry.get("synth-11")]
-    states = [stage.encode_signer(p, heatmaps.source_heatmaps(p, size)) for p in people]
-    drives = [heatmaps.drive(c, p, size) for c, p in zip(chunks, people, strict=True)]
-    batched = stage.render(states, drives)
-    single = [stage.render([s], [d])[0] for s, d in zip(states, drives, strict=True)]
+    states = [stage.prepare(p) for p in people]
+    assert states[0].source.heatmaps.shape == (1, 36, SIZE // 4, SIZE // 4)
+    poses = [retarget_to(c, p) for c, p in zip(chunks, people, strict=True)]
+    batched = stage.render(states, poses)
+    single = [stage.render([s], [p])[0] for s, p in zip(states, poses, strict=True)]
     assert [f.shape for f in batched] == [(len(a), SIZE, SIZE, 3), (len(b), SIZE, SIZE, 3)]
     assert all(f.dtype == np.uint8 for f in batched)
     for x, y in zip(batched, single, strict=True):
@@ -155,20 +186,24 @@ def test_pgmm_renderer_batches_signers_like_single_renders(
 def test_skeleton_renderer_draws_over_the_faded_signer(
     t2p: Text2PoseStage, registry: S.SignerRegistry
 ) -> None:
-    stage = RendererStage("skeleton", None, skeleton_size=128)
+    stage = SkeletonRenderer("skeleton", size=128)
     person = registry.get("default")
-    background = stage.encode_signer(person, None)
-    assert background.shape == (128, 128, 3) and background.mean() < person.image.mean()
+    state = stage.prepare(person)
+    assert state.background.shape == (128, 128, 3)
+    assert state.background.mean() < person.image.mean()
     chunk = next(iter(t2p.stream("hallo", "de")))
-    (frames,) = stage.render([background], [HeatmapStage().drive(chunk, person, None)])
+    (frames,) = stage.render([state], [retarget_to(chunk, person)])
     assert frames.shape == (len(chunk), 128, 128, 3)
-    assert not np.array_equal(frames[0], background)
+    assert not np.array_equal(frames[0], state.background)
 
 
-def test_renderer_load_names_a_missing_checkpoint(tmp_path: Path) -> None:
+def test_load_renderer_names_a_missing_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="renderer 'full' model folder not found"):
-        RendererStage.load("full", tmp_path / "nope", "cpu")
-    assert RendererStage.load("sk", "skeleton").model is None
+        load_renderer("full", tmp_path / "nope", "cpu")
+    assert isinstance(load_renderer("sk", "skeleton"), SkeletonRenderer)
+    _pgmm("tpsmm").save_pretrained(tmp_path / "tpsmm")
+    loaded = load_renderer("t", tmp_path / "tpsmm", "cpu", precision="bf16")
+    assert isinstance(loaded, PGMMRenderer) and loaded.dtype == torch.bfloat16
 
 
 # --------------------------------------------------------------------------- encoding

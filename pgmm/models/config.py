@@ -86,7 +86,14 @@ class PGMMConfig:
     # Pose branch: PoseNet P_d over the 36 heatmaps of P_e (stride 4), and PFM.
     num_keypoints: int = 36
     heatmap_stride: int = 4
+    # Gaussian sigma (heatmap pixels) of the pose maps it was trained on, for serving and
+    # evaluation to draw alike; older checkpoints load with 1.5, what all of them were trained with.
+    heatmap_sigma: float = 1.5
     pose_block_expansion: int = 32
+    # How P_d doubles its resolution: "transposed" (3x3 stride-2 transposed conv, every
+    # checkpoint before issue 16) puts a checkerboard into the pose features that the generator
+    # adds to its 128^2 output stage (the dot artefact); "bilinear" is upsample-then-conv.
+    pose_upsample: str = "transposed"
     pfm_max_tokens: int = 1024  # attention only at scales with at most this many tokens
     # Width of the *random* perceptual VGG19 used when no real VGG19 weights are given
     # (pgmm.losses.perceptual.Vgg19Features); real weights always use the full network.
@@ -105,12 +112,18 @@ class PGMMConfig:
             raise ValueError(f"motion must be 'cmm' or 'tpsmm', got {self.motion!r}")
         if self.fusion not in ("pfm", "sum", "none"):
             raise ValueError(f"fusion must be 'pfm', 'sum' or 'none', got {self.fusion!r}")
+        if self.pose_upsample not in ("transposed", "bilinear"):
+            raise ValueError(
+                f"pose_upsample must be 'transposed' or 'bilinear', got {self.pose_upsample!r}"
+            )
         factor = 2**self.num_down_blocks
         if self.image_size % (factor * self.heatmap_stride) or self.image_size < 32:
             raise ValueError(
                 f"image_size {self.image_size} must be >= 32 and divisible by "
                 f"{factor * self.heatmap_stride} (2^num_down_blocks x heatmap stride)"
             )
+        if self.heatmap_sigma <= 0:
+            raise ValueError(f"heatmap_sigma must be positive, got {self.heatmap_sigma}")
         self.loss_weights = {**default_loss_weights(self.variant), **self.loss_weights}
 
     @property

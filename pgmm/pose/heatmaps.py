@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["argmax_decode", "render_heatmaps", "soft_argmax"]
+from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
+
+__all__ = ["argmax_decode", "pose_heatmaps", "render_heatmaps", "soft_argmax"]
 
 
 def _map_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -86,6 +88,14 @@ def render_heatmaps(
     gy = torch.exp(inv * (_pixel_centres(h, pts) - (y * h)[..., None]) ** 2)  # (..., P, h)
     gy = gy * valid[..., None].to(gy.dtype)  # fold the mask into the small factor
     return gy[..., :, None] * gx[..., None, :]
+
+
+def pose_heatmaps(points: torch.Tensor, image_size: int, stride: int, sigma: float) -> torch.Tensor:
+    """Poses ``(..., 133|36, 3)`` -> PGMM's 36 maps at ``1/stride`` of the image: what the
+    renderer is trained on and driven by, so training, serving and evaluation share it."""
+    if points.shape[-2] == NUM_WHOLEBODY:
+        points = points[..., torch.as_tensor(PGMM36_FROM_WHOLEBODY, device=points.device), :]
+    return render_heatmaps(points, image_size // stride, sigma=sigma)
 
 
 def _parabola_offset(left: torch.Tensor, centre: torch.Tensor, right: torch.Tensor) -> torch.Tensor:

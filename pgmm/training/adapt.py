@@ -45,9 +45,10 @@ from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import PoseEstimator
 from pgmm.pose import layout as L
 from pgmm.pose.agreement import part_distances
+from pgmm.pose.heatmaps import pose_heatmaps
 from pgmm.pose.sequence import PoseSequence
 from pgmm.training.config import TrainConfig
-from pgmm.training.trainer import PGMMTrainer, pose_heatmaps
+from pgmm.training.trainer import PGMMTrainer
 from pgmm.video import contact_sheet, iter_frames, probe
 
 __all__ = [
@@ -199,14 +200,15 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255)
 
 
-def _animate(model: PGMM, source: np.ndarray, source_pose: np.ndarray, poses: np.ndarray,
-             sigma: float) -> torch.Tensor:  # fmt: skip
-    """Pose-driven frames (the text path): the source image in every pose of ``poses``."""
-    cfg = model.config
-    device = next(model.parameters()).device
-    maps = pose_heatmaps(torch.from_numpy(poses), cfg.image_size, cfg.heatmap_stride, sigma)
-    src_maps = pose_heatmaps(
-        torch.from_numpy(source_pose[None]), cfg.image_size, cfg.heatmap_stride, sigma
+def _animate(
+    model: PGMM, source: np.ndarray, source_pose: np.ndarray, poses: np.ndarray
+) -> torch.Tensor:
+    """Pose-driven frames (the text path): the source image in every pose of ``poses``, with
+    the heatmaps drawn as the model was trained (its config's stride and sigma)."""
+    cfg, device = model.config, next(model.parameters()).device
+    maps, src_maps = (
+        pose_heatmaps(torch.from_numpy(p), cfg.image_size, cfg.heatmap_stride, cfg.heatmap_sigma)
+        for p in (poses, source_pose[None])
     )
     with torch.no_grad():
         state = model.encode_source(_to_tensor(source[None]).to(device), src_maps.to(device))
@@ -234,7 +236,6 @@ def holdout_scores(
     poses: np.ndarray,
     source: np.ndarray,
     source_pose: np.ndarray,
-    sigma: float = TrainConfig.heatmap_sigma,
     keypoints: bool = True,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Scores of ``model`` re-enacting the held-out ``frames`` from their labelled ``poses``.
@@ -244,7 +245,7 @@ def holdout_scores(
     the share of generated frames where it finds each hand.
     """
     model.eval()
-    generated = _animate(model, source, source_pose, poses, sigma)
+    generated = _animate(model, source, source_pose, poses)
     real = _to_tensor(frames)
     scores = {"l1": l1(generated, real), "ssim": ssim(generated, real)}
     if keypoints:
@@ -328,6 +329,7 @@ def adapt_signer(
         checkpoint_every=config.validate_every,
         amp=False,
         seed=config.seed,
+        heatmap_sigma=base.config.heatmap_sigma,  # the maps the base model was trained on
     )
 
     def validate(model: PGMM) -> float:
