@@ -23,7 +23,7 @@ from slp_pipeline.signers import (
     UploadTooLarge,
     check_name,
 )
-from slp_pipeline.stages import SKELETON, resolve_device, upload_pose_estimator
+from slp_pipeline.stages import is_skeleton, resolve_device, upload_pose_estimator
 from slp_pipeline.synthesize import Synthesizer
 
 
@@ -139,7 +139,7 @@ def _adapt(args: argparse.Namespace, config: PipelineConfig, registry: SignerReg
         raise ValueError(f"signer {args.name!r} is built in; choose another name")
     probe(args.clip)  # an unreadable clip fails here, before any model is loaded
     base_dir = config.renderers[config.default_renderer]
-    if base_dir == SKELETON:
+    if is_skeleton(base_dir):
         raise ValueError(f"the default renderer of {args.config} is the skeleton: no PGMM to adapt")
     device = str(resolve_device(args.device))
     work = args.work or Path("outputs") / "adapt" / args.name
