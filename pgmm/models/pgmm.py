@@ -78,7 +78,7 @@ class PGMM(nn.Module):
             pose_channels = pyramid_channels(
                 c.pose_block_expansion, c.max_features, c.num_down_blocks
             )
-            self.posenet = PoseNet(c.num_keypoints, pose_channels)
+            self.posenet = PoseNet(c.num_keypoints, pose_channels, c.pose_upsample)
         self.generator = Generator(
             self.encoder.channels,
             pose_channels,
