@@ -21,7 +21,7 @@ from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, heatmap_loss
 from pgmm.training import pose_estimator as pose_estimator_training
 from pgmm.training.config import TrainConfig
 from pgmm.training.pose_estimator import evaluate_pck, train_pose_estimator
-from pgmm.training.trainer import PGMMTrainer
+from pgmm.training.trainer import PGMMTrainer, cpu_computes_bf16, float32_islands
 from slp_pipeline.cli import main
 
 TINY = TINY_PGMM
@@ -82,6 +82,55 @@ def test_resume_refuses_a_different_config(data, tmp_path: Path) -> None:
     _trainer(data, tmp_path, max_steps=2).run()
     with pytest.raises(ValueError, match="different|requested"):
         _trainer(data, tmp_path, max_steps=3, variant="pfm").run()
+
+
+def _trainer_with(data, run: Path, max_steps: int, **train: object) -> PGMMTrainer:
+    mcfg = PGMMConfig(variant="full", image_size=128, **TINY)
+    tcfg = TrainConfig(**{**TINY_TRAIN, **train}, max_steps=max_steps)
+    torch.manual_seed(0)
+    estimator = HRNetLite(HRNetLiteConfig(widths=(8, 16)))
+    return PGMMTrainer(mcfg, tcfg, data, run, estimator=estimator, progress=False)
+
+
+def test_frame_cache_renders_each_video_once_per_run(data, tmp_path: Path, monkeypatch) -> None:
+    rendered: list[int] = []
+    original = data.load_frames
+    monkeypatch.setattr(
+        data, "load_frames", lambda i, size=None: rendered.append(i) or original(i, size)
+    )
+    trainer = _trainer_with(data, tmp_path, max_steps=6, frame_cache_gib=1.0)
+    assert trainer.run().epoch == 2  # two epochs of 3 steps
+    assert sorted(rendered) == [0, 1]  # the second epoch read the cache
+    assert len(list((tmp_path / "frames").glob("*/*.npy"))) == 2
+    uncached = _trainer_with(data, tmp_path / "plain", max_steps=6)
+    uncached.run()
+    a, b = trainer.model.state_dict(), uncached.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same frames, the same training
+
+
+def test_float32_islands_only_inside_the_step() -> None:
+    linear, other = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+    x = torch.randn(3, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16), float32_islands([linear], "cpu"):
+        assert linear(other(x).repeat(1, 2)[:, :4]).dtype == torch.float32
+        assert other(x).dtype == torch.bfloat16  # autocast is back after the island
+    assert not linear._forward_hooks and not linear._forward_pre_hooks
+
+
+@pytest.mark.skipif(not cpu_computes_bf16(), reason="this CPU has no bf16 instructions")
+def test_cpu_bf16_training_keeps_coordinates_in_float32(data, tmp_path: Path) -> None:
+    trainer = _trainer_with(data, tmp_path, max_steps=2, cpu_bf16=True)
+    assert trainer.autocast_dtype == torch.bfloat16
+    keypoints: list[torch.dtype] = []
+    features: list[torch.dtype] = []
+    trainer.model.kp_detector.register_forward_hook(lambda m, i, o: keypoints.append(o.dtype))
+    trainer.model.generator.register_forward_hook(
+        lambda m, i, o: features.append(o.intermediates[0].dtype)
+    )
+    trainer.run()
+    assert set(keypoints) == {torch.float32} and set(features) == {torch.bfloat16}
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert all(float(r["total"]) > 0 for r in rows)
 
 
 def _interrupt_after(monkeypatch, steps: int) -> None:

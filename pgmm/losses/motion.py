@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from pgmm.models.cmm import resize_grid, warp
-from pgmm.models.tps import random_tps
+from pgmm.models.tps import exact_coordinates, random_tps
 
 __all__ = ["background_loss", "equivariance_loss", "warp_loss"]
 
@@ -88,8 +88,9 @@ def background_loss(
         bg_param: ``bg_motion(source, driving)`` from the forward pass.
     """
     reverse = bg_motion(driving, source)
-    eye = torch.eye(3, device=bg_param.device, dtype=bg_param.dtype)
-    return (bg_param @ reverse - eye).abs().mean()
+    eye = torch.eye(3, device=bg_param.device, dtype=torch.float32)
+    with exact_coordinates(bg_param.device):  # a coordinate transform: no half-precision matmul
+        return (bg_param.float() @ reverse.float() - eye).abs().mean()
 
 
 def warp_loss(
@@ -132,8 +133,9 @@ def warp_loss(
                 f"level {level}: driving {tuple(target.shape)} != source {tuple(source.shape)}"
             )
         size = tuple(target.shape[-2:])
-        warped = warp(source.detach(), resize_grid(optical_flow, size))
-        target = target.detach()
+        # Float32 features (bf16 under autocast), so the flow keeps float32 coordinates.
+        warped = warp(source.detach().float(), resize_grid(optical_flow, size))
+        target = target.detach().float()
         if visibility is not None:
             mask = visibility[level].detach()
             if tuple(mask.shape[-2:]) != size:

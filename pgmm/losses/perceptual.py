@@ -260,5 +260,6 @@ def perceptual_loss(
         with torch.no_grad():
             target_feats = vgg(target_s)
         for weight, fp, ft in zip(layer_weights, vgg(pred_s), target_feats, strict=True):
-            total = total + weight * (fp - ft).abs().mean()
+            # Compared in float32: under bf16 autocast the features are bf16.
+            total = total + weight * (fp.float() - ft.float()).abs().mean()
     return total

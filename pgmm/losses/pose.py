@@ -64,7 +64,7 @@ def pose_distance_loss(
             "L_pd needs a frozen pose estimator (eval mode, no trainable parameters): "
             "call estimator.freeze() first"
         )
-    predicted_maps = estimator(generated)
+    predicted_maps = estimator(generated).float()  # bf16 under autocast: decode in float32
     if predicted_maps.shape[:2] != driving_heatmaps.shape[:2]:
         raise ValueError(
             f"P_e gives {tuple(predicted_maps.shape[:2])} (B, K) maps, driving heatmaps are "
@@ -98,7 +98,7 @@ def align_loss(Y_s: Sequence[torch.Tensor], Y_d: Sequence[torch.Tensor]) -> torc
     for level, (ys, yd) in enumerate(zip(Y_s, Y_d, strict=True)):
         if ys.shape != yd.shape:
             raise ValueError(f"level {level}: Y_s {tuple(ys.shape)} != Y_d {tuple(yd.shape)}")
-        levels.append((ys - yd.detach()).abs().mean())
+        levels.append((ys.float() - yd.detach().float()).abs().mean())
     return torch.stack(levels).mean()
 
 

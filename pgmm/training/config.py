@@ -30,6 +30,13 @@ class TrainConfig:
     dropout_until: float = 0.35
     heatmap_sigma: float = 1.5  # pixels of the stride-4 heatmap, for ground-truth poses
     amp: bool = True  # mixed precision on CUDA only
+    # bfloat16 autocast on a CPU that computes bf16 natively (AVX512-BF16 or AMX); ignored on
+    # other CPUs, which would emulate it more slowly than float32. bench/train_step.py
+    # measures its speed and its losses against float32.
+    cpu_bf16: bool = False
+    # Up to this many GiB of each video's frames kept in RUN/frames as uint8 .npy files (read by
+    # memory map), so a video is rendered or decoded once per run instead of once per epoch.
+    frame_cache_gib: float = 0.0
     num_workers: int = 0
     seed: int = 0
     log_every: int = 10
@@ -46,6 +53,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and pairs_per_video must be >= 1")
         if self.checkpoint_every < 1 or self.checkpoint_minutes <= 0:
             raise ValueError("checkpoint_every must be >= 1 and checkpoint_minutes > 0")
+        if self.frame_cache_gib < 0:
+            raise ValueError(f"frame_cache_gib must be >= 0, got {self.frame_cache_gib}")
 
     def dropout_p(self, epoch: int) -> float:
         if epoch >= self.epochs * self.dropout_until:

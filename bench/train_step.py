@@ -1,0 +1,442 @@
+"""Benchmark: one PGMM training step at 128^2, batch 4 -- where its time goes, and old vs new.
+
+Each *arm* is one trainer (``PGMMTrainer``, the code ``slp train pgmm`` runs) in its own worker
+process, built from a source tree and a config: ``new`` is this working tree, ``old`` a copy of
+it in which every file the training-step work changed (:data:`CHANGED`, code and
+``configs/pgmm/*-small.yaml``) is as it was at ``--baseline`` -- so other work since then is in
+both arms and the comparison isolates this one. The parent sends each worker a few steps at a
+time, round robin (old full, new full, old tpsmm, new tpsmm, old full, ...), so load from other
+jobs on a shared machine hits every arm alike: read the ratios. Each worker runs PyTorch on one
+thread; only one computes at a time.
+
+Data: ``--videos`` SynthSigner train videos rendered on the fly (``RenderedSynthSigner``, what
+``slp train pgmm`` trains on by default), ``pairs_per_video`` from the config (20), batches
+drawn by the trainer's own ``VideoWindowSampler``/``DataLoader``. A timed round is one epoch,
+so rendering is amortised as in a real run; at each epoch the pair dataset's 4-video LRU is
+emptied, as it is with any corpus of more than 4 videos. A data time is the wait for the next
+batch, a step time ``train_step``; samples/s = batch / (data + step).
+
+Parts (each one run of this script; all write into ``bench/results/train_step.json``):
+
+* ``speed`` (default): samples/s of every arm, new/old speed-up of full-small, and the
+  full/tpsmm step-time ratio of the new code (the issue's goals: >= 3x and <= 1.5), plus where
+  the time goes: ``torch.profiler`` attributes every op, forward and backward, to the module
+  that ran it (a backward op to its forward op by autograd sequence number).
+* ``losses``: the same seed for N steps: old, new with float32 (must be bit-identical to old:
+  those changes are pure speed), new with its defaults, and a control -- old with other random
+  draws for TPS dropout and the equivariance warps (same data): the noise against which "equal
+  loss per step" is judged.
+
+Run: ``OMP_NUM_THREADS=1 python bench/train_step.py [--part speed|losses] [--steps N]``.
+Prints a Markdown table for docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+#: The last commit before the training-step work of issue 16: the "old" arms.
+BASELINE = "91f29c6"
+#: Pieces of a step named in the profile, by the module that runs them.
+MODEL_PIECES = ("kp_detector", "bg_motion", "dense_motion", "encoder", "posenet", "generator",
+                "driving_head")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One trainer: which code, which config, which overrides."""
+
+    name: str
+    tree: str  # "old" | "new"
+    variant: str  # "full" | "tpsmm"
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
+    model: dict[str, Any] = field(default_factory=dict)  # PGMMConfig overrides
+    model_from: str = ""  # whose *-small.yaml model section; default: the arm's own tree
+    step_seed_offset: int = 0  # other random draws per step (the noise control)
+
+
+@dataclass
+class StepTimes:
+    data_s: list[float] = field(default_factory=list)
+    step_s: list[float] = field(default_factory=list)
+    losses: list[dict[str, float]] = field(default_factory=list)
+
+    def samples_per_s(self, batch: int) -> float:
+        return batch * len(self.step_s) / (sum(self.data_s) + sum(self.step_s))
+
+
+@dataclass
+class ArmResult:
+    arm: Arm
+    times: StepTimes
+    warm_s: float = 0.0  # filling the frame cache (the first epoch's rendering), if any
+    profile: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------- worker side
+def _worker(spec: dict[str, Any]) -> None:
+    """Build one trainer from ``spec`` and answer commands read line by line from stdin."""
+    import torch
+
+    from pgmm.data.synth.dataset import RenderedSynthSigner
+    from pgmm.models.config import PGMMConfig
+    from pgmm.models.pose_estimator import HRNetLite
+    from pgmm.training.config import TrainConfig
+    from pgmm.training.trainer import PGMMTrainer
+
+    torch.set_num_threads(1)
+    import yaml
+
+    config = yaml.safe_load(Path(spec["config"]).read_text())
+    model_config = yaml.safe_load(Path(spec["model_config"]).read_text())
+
+    def known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return {k: v for k, v in values.items() if k in names}  # old code lacks new keys
+
+    mcfg = PGMMConfig.from_dict(known(PGMMConfig, {**model_config["model"], **spec["model"]}))
+    tcfg = TrainConfig(**known(TrainConfig, {**config["train"], **spec["train"]}))
+    data = RenderedSynthSigner("train", mcfg.image_size, max_videos=spec["videos"])
+    estimator = HRNetLite.from_pretrained(ROOT / "models" / "pose_estimator")
+    run = Path(tempfile.mkdtemp(prefix="train-step-"))
+    trainer = PGMMTrainer(mcfg, tcfg, data, run, estimator=estimator, progress=False)
+
+    def batches() -> Iterator[dict[str, Any]]:
+        epoch = 0
+        while True:
+            trainer.pairs._cache._videos.clear()  # as with > 4 videos: evicted since last epoch
+            trainer.state.epoch = epoch
+            yield from trainer._batches(epoch, 0)
+            epoch += 1
+
+    stream = batches()
+
+    def step(times: StepTimes | None) -> None:
+        start = time.perf_counter()
+        batch = next(stream)
+        fetched = time.perf_counter()
+        trainer.state.global_step += spec["step_seed_offset"]
+        terms, _ = trainer.train_step(batch)
+        trainer.state.global_step += 1 - spec["step_seed_offset"]
+        if times is not None:
+            times.data_s.append(fetched - start)
+            times.step_s.append(time.perf_counter() - fetched)
+            times.losses.append(terms)
+
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "warm":  # fill the frame cache (if the arm has one) and warm up
+            start = time.perf_counter()
+            dataset = trainer.pairs.dataset
+            for i in range(len(dataset)):
+                dataset.load_frames(i)
+            answer: Any = {"warm_s": time.perf_counter() - start}
+            step(None)
+        elif cmd["cmd"] == "steps":
+            times = StepTimes()
+            for _ in range(cmd["n"]):
+                step(times)
+            answer = dataclasses.asdict(times)
+        elif cmd["cmd"] == "profile":
+            answer = _profile(trainer, next(stream))
+        else:
+            raise ValueError(f"unknown command {cmd}")
+        print(json.dumps(answer), flush=True)
+
+
+def _profile(trainer: Any, batch: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Milliseconds of one step per piece, forward and backward, from ``torch.profiler``."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    pieces = {name: getattr(trainer.model, name) for name in MODEL_PIECES
+              if hasattr(trainer.model, name)}  # fmt: skip
+    if trainer.loss.vgg is not None:
+        pieces["perceptual VGG19"] = trainer.loss.vgg
+    if trainer.loss.estimator is not None and trainer.loss.weights["pose_distance"] > 0:
+        pieces["P_e (L_pd)"] = trainer.loss.estimator
+    handles, open_scopes = [], []
+    for name, module in pieces.items():
+
+        def enter(module: Any, args: Any, name: str = name) -> None:
+            scope = record_function(f"piece:{name}")
+            scope.__enter__()
+            open_scopes.append(scope)
+
+        def leave(module: Any, args: Any, output: Any) -> None:
+            open_scopes.pop().__exit__(None, None, None)
+
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        trainer.train_step(batch)
+        wall = time.perf_counter() - start
+    for handle in handles:
+        handle.remove()
+    events = prof.events()
+    scopes = [e for e in events if e.name.startswith("piece:")]
+
+    def owner(event: Any) -> str:
+        inside = [s for s in scopes if s.time_range.start <= event.time_range.start
+                  and event.time_range.end <= s.time_range.end]  # fmt: skip
+        if not inside:
+            return "other (loss arithmetic, TPS warps, heatmaps)"
+        return min(inside, key=lambda s: s.time_range.elapsed_us()).name[len("piece:") :]
+
+    forward_owner: dict[int, str] = {}
+    for event in events:
+        if event.name.startswith("aten::") and event.sequence_nr >= 0:
+            forward_owner.setdefault(event.sequence_nr, owner(event))
+    result: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"forward_ms": 0.0, "backward_ms": 0.0}
+    )
+    for scope in scopes:  # nested pieces (none today) would be counted twice
+        result[scope.name[len("piece:") :]]["forward_ms"] += scope.cpu_time_total / 1e3
+    for event in events:
+        if event.name.startswith("autograd::engine::evaluate_function"):
+            piece = forward_owner.get(
+                event.sequence_nr, "other (loss arithmetic, TPS warps, heatmaps)"
+            )
+            result[piece]["backward_ms"] += event.cpu_time_total / 1e3
+        elif event.name.startswith("Optimizer.step"):
+            result["optimizer (Adam)"]["forward_ms"] += event.cpu_time_total / 1e3
+    accounted = sum(v["forward_ms"] + v["backward_ms"] for v in result.values())
+    result["other (loss arithmetic, TPS warps, heatmaps)"]["forward_ms"] += max(
+        0.0, wall * 1e3 - accounted
+    )
+    return dict(result)
+
+
+# ------------------------------------------------------------------------------- parent side
+class Worker:
+    """A worker process holding one arm's trainer."""
+
+    def __init__(self, arm: Arm, trees: dict[str, Path], videos: int) -> None:
+        self.arm = arm
+        tree = trees[arm.tree]
+        name = Path("configs", "pgmm", f"{arm.variant}-small.yaml")
+        spec = {
+            "config": str(tree / name),
+            "model_config": str(trees[arm.model_from or arm.tree] / name),
+            "train": arm.train,
+            "model": arm.model,
+            "videos": videos,
+            "step_seed_offset": arm.step_seed_offset,
+        }
+        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+        env.setdefault("SLP_SHARED_DATA", str(_shared_data()))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tempfile.gettempdir(),
+        )
+
+    def ask(self, **cmd: Any) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.arm.name} died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def _shared_data() -> Path:
+    from pgmm.data.corpus import default_data_dir
+
+    return default_data_dir()
+
+
+#: Every file the training-step work changed: the old arms run this tree with these files as
+#: they were at the baseline, so the comparison isolates that work from other changes.
+CHANGED = (
+    "pgmm/models/pgmm.py", "pgmm/models/generator.py", "pgmm/models/posenet.py",
+    "pgmm/losses/total.py", "pgmm/losses/perceptual.py", "pgmm/losses/pose.py",
+    "pgmm/losses/motion.py", "pgmm/training/trainer.py", "pgmm/training/config.py",
+    "pgmm/data/loaders.py", "pgmm/data/samplers.py", "pgmm/data/synth/dataset.py",
+    *(f"configs/pgmm/{v}-small.yaml" for v in ("tpsmm", "pose_sum", "pfm", "pfm_pd", "full")),
+)  # fmt: skip
+
+
+def export_tree(revision: str, into: Path) -> Path:
+    """This tree's ``pgmm`` and ``configs`` under ``into``, :data:`CHANGED` as of ``revision``."""
+    for folder in ("pgmm", "configs"):
+        shutil.copytree(ROOT / folder, into / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in CHANGED:
+        old = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:{path}"],
+                             check=True, capture_output=True).stdout  # fmt: skip
+        (into / path).write_bytes(old)
+    return into
+
+
+def run_arms(arms: list[Arm], trees: dict[str, Path], videos: int, rounds: int, steps: int,
+             profile: bool) -> list[ArmResult]:  # fmt: skip
+    """Warm every arm, then ``rounds`` x ``steps`` timed steps round robin (and a profile)."""
+    workers = [Worker(arm, trees, videos) for arm in arms]
+    results = [ArmResult(w.arm, StepTimes()) for w in workers]
+    try:
+        for worker, result in zip(workers, results, strict=True):
+            result.warm_s = worker.ask(cmd="warm")["warm_s"]
+        for r in range(rounds):
+            for worker, result in zip(workers, results, strict=True):
+                times = worker.ask(cmd="steps", n=steps)
+                for key in ("data_s", "step_s", "losses"):
+                    getattr(result.times, key).extend(times[key])
+                print(f"round {r + 1}/{rounds} {worker.arm.name}: "
+                      f"{statistics.mean(times['step_s']):.2f} s/step", flush=True)  # fmt: skip
+        if profile:
+            for worker, result in zip(workers, results, strict=True):
+                result.profile = worker.ask(cmd="profile")
+    finally:
+        for worker in workers:
+            worker.close()
+    return results
+
+
+def speed_table(results: list[ArmResult], batch: int) -> str:
+    lines = ["| arm | data s/step | step s/step | samples/s | speed-up vs old |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    old = {r.arm.variant: r.times.samples_per_s(batch) for r in results if r.arm.tree == "old"}
+    for r in results:
+        t = r.times
+        speedup = t.samples_per_s(batch) / old[r.arm.variant] if r.arm.variant in old else None
+        lines.append(f"| {r.arm.name} | {statistics.mean(t.data_s):.3f} | "
+                     f"{statistics.mean(t.step_s):.2f} | {t.samples_per_s(batch):.2f} | "
+                     f"{'' if speedup is None else f'{speedup:.2f}x'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def profile_table(results: list[ArmResult]) -> str:
+    pieces: list[str] = []
+    for r in results:
+        pieces += [p for p in r.profile if p not in pieces]
+    head = " | ".join(f"{r.arm.name} fwd / bwd ms" for r in results)
+    lines = [f"| piece | {head} |", "|---" * (len(results) + 1) + "|"]
+    for piece in sorted(
+        pieces, key=lambda p: -sum(sum(r.profile.get(p, {}).values()) for r in results)
+    ):
+        cells = []
+        for r in results:
+            v = r.profile.get(piece)
+            cells.append("–" if v is None else f"{v['forward_ms']:.0f} / {v['backward_ms']:.0f}")
+        lines.append(f"| {piece} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def loss_table(results: list[ArmResult]) -> str:
+    """Per-step total loss vs the first arm: mean |difference| and the last steps' mean."""
+    reference = [step["total"] for step in results[0].times.losses]
+    last = max(1, len(reference) // 2)
+    lines = [
+        "| arm | mean total loss, last half | mean abs. diff. vs old per step | max | identical |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        totals = [step["total"] for step in r.times.losses]
+        diffs = [abs(a - b) for a, b in zip(totals, reference, strict=True)]
+        lines.append(f"| {r.arm.name} | {statistics.mean(totals[-last:]):.4f} | "
+                     f"{statistics.mean(diffs):.4f} | {max(diffs):.4f} | "
+                     f"{'yes' if totals == reference else 'no'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=("speed", "losses"), default="speed")
+    parser.add_argument("--baseline", default=BASELINE, help="git revision of the old arms")
+    parser.add_argument("--videos", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="speed: timed epochs per arm")
+    parser.add_argument("--steps", type=int, default=20, help="losses: steps per arm")
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS / "train_step.json")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        _worker(json.loads(args.worker))
+        return 0
+    batch, pairs = 4, 20
+    with tempfile.TemporaryDirectory(prefix="train-step-old-") as old_tree:
+        trees = {"old": export_tree(args.baseline, Path(old_tree)), "new": ROOT}
+        start = time.perf_counter()
+        if args.part == "speed":
+            arms = [
+                Arm("old full-small", "old", "full"),
+                Arm("new full-small", "new", "full"),
+                Arm("old tpsmm-small", "old", "tpsmm"),
+                Arm("new tpsmm-small", "new", "tpsmm"),
+            ]
+            steps = args.videos * pairs // batch  # one epoch per round
+            results = run_arms(arms, trees, args.videos, args.rounds, steps, not args.no_profile)
+        else:
+            float32 = {"cpu_bf16": False, "frame_cache_gib": 1.0}
+            control = Arm(
+                "old, other random draws (control)", "old", "full", step_seed_offset=10**6
+            )
+            arms = [
+                Arm("old", "old", "full"),
+                Arm("new, float32 + frame cache", "new", "full", float32, model_from="old"),
+                Arm("new, defaults", "new", "full", model_from="old"),
+                control,
+            ]
+            results = run_arms(arms, trees, args.videos, 1, args.steps, profile=False)
+        seconds = time.perf_counter() - start
+    report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    report[args.part] = {
+        "command": " ".join(["python", "bench/train_step.py", *sys.argv[1:]]),
+        "baseline": args.baseline,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average "
+                   f"{os.getloadavg()[0]:.1f} at the end, 1 torch thread per arm",
+        "seconds": round(seconds, 1),
+        "videos": args.videos, "pairs_per_video": pairs, "batch": batch,
+        "arms": [dataclasses.asdict(r) for r in results],
+    }  # fmt: skip
+    if args.part == "speed":
+        by = {r.arm.name: r.times for r in results}
+        report["speed"]["speedup_full_small"] = by["new full-small"].samples_per_s(batch) / by[
+            "old full-small"
+        ].samples_per_s(batch)
+        for tree in ("old", "new"):
+            full = statistics.mean(by[f"{tree} full-small"].step_s)
+            report["speed"][f"full_over_tpsmm_{tree}"] = full / statistics.mean(
+                by[f"{tree} tpsmm-small"].step_s
+            )
+        print(speed_table(results, batch))
+        print(f"full-small samples/s new/old: {report['speed']['speedup_full_small']:.2f}x; "
+              f"step time full/tpsmm: old {report['speed']['full_over_tpsmm_old']:.2f}, "
+              f"new {report['speed']['full_over_tpsmm_new']:.2f}")  # fmt: skip
+        if not args.no_profile:
+            print(profile_table(results))
+    else:
+        print(loss_table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out} ({seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
