@@ -157,6 +157,16 @@ def cmd_measure(args: argparse.Namespace) -> None:
     for r in rows:
         print(f"| {r.model} | {r.laplacian_ratio:.2f} | {r.period2_ratio:.1f} | "
               f"{r.l1:.4f} | {r.ssim:.3f} |")  # fmt: skip
+    if args.knockout:  # where the pattern comes from: P_d's features, finest first
+        shipped = load(SHIPPED)
+        frames, poses = clips[0]
+        cfg = shipped.config
+        maps = pose_heatmaps(poses, cfg.image_size, cfg.heatmap_stride, TrainConfig.heatmap_sigma)
+        coarse = cfg.image_size // 2**cfg.num_down_blocks
+        with torch.no_grad():
+            features = shipped.posenet(maps, (coarse, coarse))
+        shares = ", ".join(f"{f.shape[-1]}^2: {_period2_share(f):.2f}" for f in features)
+        print(f"shipped P_d features, share of power at the 2-px period: {shares}")
     if args.out:
         args.out.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n")
 
