@@ -108,6 +108,20 @@ def test_frame_cache_renders_each_video_once_per_run(data, tmp_path: Path, monke
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same frames, the same training
 
 
+def test_init_from_a_transposed_checkpoint_warm_starts_a_bilinear_pose_net(
+    data, tmp_path: Path
+) -> None:
+    old = PGMM(PGMMConfig(variant="full", image_size=128, **TINY))
+    mcfg = PGMMConfig(variant="full", image_size=128, pose_upsample="bilinear", **TINY)
+    estimator = HRNetLite(HRNetLiteConfig(widths=(8, 16)))
+    trainer = PGMMTrainer(
+        mcfg, TrainConfig(**TINY_TRAIN), data, tmp_path, estimator=estimator, init_from=old
+    )
+    kernel = old.posenet.up[0][0].weight
+    assert torch.equal(trainer.model.posenet.up[0][0].weight, kernel.transpose(0, 1).flip(-2, -1))
+    assert torch.equal(trainer.model.encoder.stem[0].weight, old.encoder.stem[0].weight)
+
+
 def test_float32_islands_only_inside_the_step() -> None:
     linear, other = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
     x = torch.randn(3, 4)
