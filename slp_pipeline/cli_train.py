@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.identity import HELD_OUT_IDENTITIES
 from slp_pipeline.cli_recognizer import register as register_recognizer
 from slp_pipeline.cli_text2pose import register as register_text2pose
+
+if TYPE_CHECKING:  # heavy imports stay inside the commands
+    from pgmm.data.loaders import SignVideoDataset
+    from pgmm.models.pgmm import PGMM
+    from pgmm.models.pose_estimator import PoseEstimator
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +47,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     pg.add_argument("--max-steps", type=int)
     pg.add_argument("--epochs", type=int)
     pg.add_argument("--device", default="cpu", help="single-process training only")
+    pg.add_argument(
+        "--init-from",
+        type=Path,
+        help="start from this trained PGMM folder (e.g. models/pgmm/full-small) instead of "
+        "random weights; a transposed-P_d checkpoint converts to a bilinear config",
+    )
+    pg.add_argument(
+        "--validate-every",
+        type=int,
+        default=0,
+        help="every N steps, score L1 of pose-driven reconstruction on a fixed dev set; the "
+        "best by dev becomes RUN/model (0: no validation, the last step is the model)",
+    )
+    pg.add_argument("--validate-videos", type=int, default=4, help="dev videos for validation")
+    pg.add_argument("--validate-frames", type=int, default=48, help="frames of each dev video")
     pg.add_argument(
         "--workers",
         type=int,
@@ -84,7 +106,12 @@ def run_pgmm(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig.from_yaml(args.config, overrides)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    if args.workers > 1 or args.gpu or args.ray_address:
+    if args.validate_every < 0:
+        raise ValueError(f"--validate-every must be >= 0, got {args.validate_every}")
+    distributed = args.workers > 1 or args.gpu or args.ray_address
+    if distributed and (args.init_from or args.validate_every):
+        raise ValueError("--init-from and --validate-every are for single-process training")
+    if distributed:
         # Imported here, like every heavy import of the CLI; Ray itself loads only inside.
         from pgmm.training.distributed import DatasetSpec, train_distributed
 
@@ -101,6 +128,7 @@ def run_pgmm(args: argparse.Namespace) -> int:
         )
         how = f" on {state.world_size} workers"
     else:
+        from pgmm.models.pgmm import PGMM
         from pgmm.models.pose_estimator import HRNetLite
         from pgmm.training.distributed import (
             build_dataset,
@@ -113,8 +141,23 @@ def run_pgmm(args: argparse.Namespace) -> int:
         record_world_size(args.out, 1)
         estimator = HRNetLite.from_pretrained(args.pose_estimator) if args.pose_estimator else None
         data = build_dataset(args.data, "train", model_cfg.image_size, args.max_videos)
+        base = PGMM.from_pretrained(args.init_from) if args.init_from else None
+        validator = None
+        if args.validate_every:
+            dev = build_dataset(args.data, "dev", model_cfg.image_size, args.validate_videos)
+            validator = dev_l1_validator(dev, args.validate_frames, estimator)
         trainer = PGMMTrainer(
-            model_cfg, train_cfg, data, args.out, args.device, estimator, args.vgg19
+            model_cfg,
+            train_cfg,
+            data,
+            args.out,
+            args.device,
+            estimator,
+            args.vgg19,
+            init_from=base,
+            validator=validator,
+            validate_every=max(1, args.validate_every),
+            patience=10**9,  # a long run keeps going; selection is by the best dev score
         )
         state, how = trainer.run(), ""
     print(
@@ -122,3 +165,21 @@ def run_pgmm(args: argparse.Namespace) -> int:
         f"model: {args.out / 'model'}"
     )
     return 0
+
+
+def dev_l1_validator(
+    dev: SignVideoDataset, frames: int, estimator: PoseEstimator | None
+) -> Callable[[PGMM], float]:
+    """Mean L1 of pose-driven reconstruction on ``dev``: the same videos and frames each time.
+
+    L1 rather than a keypoint score, so that selection uses neither P_e (the L_pd network,
+    which would flatter) nor the independent evaluator whose hand readings are reported.
+    """
+    from pgmm.evaluation import evaluate
+
+    def score(model: PGMM) -> float:
+        row = evaluate(model, dev, drive="pose", estimator=estimator, max_frames=frames,
+                       progress=False)  # fmt: skip
+        return float(row["metrics"]["l1"])
+
+    return score
