@@ -45,6 +45,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -53,7 +54,7 @@ import torch
 from fastapi import FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from ray import serve
@@ -99,75 +100,25 @@ RESUBMIT_AFTER_S = 0.05
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 logger = logging.getLogger("ray.serve")
 
-# Defined before the ingress class: @serve.ingress serialises the FastAPI app (and the globals
-# its routes use) when the class is decorated.
-INDEX_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>pgmm-slp</title>
-<link rel="icon" href="data:,">
-<style>body{font-family:sans-serif;max-width:42rem;margin:2rem auto}textarea{width:100%}
-video{width:100%;background:#222;margin-top:1rem}</style></head>
-<body><h1>Text to sign language</h1>
-<textarea id="text" rows="3">am tag regnet es im norden</textarea>
-<p><select id="language"><option value="de">Deutsch (DGS)</option>
-<option value="zh">中文 (CSL)</option></select>
-<select id="signer"></select> <button id="go">Sign</button> <span id="status"></span></p>
-<p><label>API key, if this server asks for one:
-<input id="key" type="password" autocomplete="off"></label></p>
-<video id="video" controls autoplay muted></video>
-<p><a href="/docs">API docs</a></p>
-<script>
-const $ = (id) => document.getElementById(id);
-const MAX_TRIES = 4;
-const sleep = (s) => new Promise((done) => setTimeout(done, s * 1000));
-// The proxy in front of the app may answer by itself in plain text (a full queue: 503).
-async function errorOf(r) {
-  const type = r.headers.get("Content-Type") || "";
-  let detail = r.statusText;
-  try {
-    if (type.includes("application/json")) {
-      const doc = await r.json();
-      if (doc && doc.error) return doc.error;
-    } else if (type.startsWith("text/plain")) {
-      detail = (await r.text()).trim().slice(0, 200) || detail;
-    }
-  } catch (e) { /* an unreadable body: the status says enough */ }
-  return `error ${r.status}${detail ? `: ${detail}` : ""}`;
+# The page (``GET /`` and ``/web/*``): static files of the package, read once here -- before
+# the ingress class, because @serve.ingress serialises the app and the globals its routes use.
+# A fixed table rather than a folder route: no path from a request ever reaches the file system.
+WEB_TYPES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
 }
-// Seconds to wait before retrying a busy answer (503/429 with Retry-After), else null.
-function retryAfter(r) {
-  const header = r.headers.get("Retry-After");
-  const s = header === null ? NaN : Number(header);
-  return (r.status === 503 || r.status === 429) && s >= 0 && s <= 60 ? s : null;
+WEB_FILES = {
+    name: (resources.files("slp_pipeline") / "web" / name).read_bytes() for name in WEB_TYPES
 }
-async function call(url, options) {
-  for (let attempt = 1; ; attempt++) {
-    const r = await fetch(url, options);
-    const wait = retryAfter(r);
-    if (r.ok || wait === null || attempt === MAX_TRIES) return r;
-    $("status").textContent = `busy, retrying in ${wait} s...`;
-    await sleep(wait);
-  }
+# The page needs nothing from another origin; the policy makes that a rule the browser enforces.
+WEB_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+    "media-src 'self' blob:; style-src 'self'; script-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
 }
-call("/v1/signers").then(async (r) => {
-  if (!r.ok) { $("status").textContent = await errorOf(r); return; }
-  for (const s of (await r.json()).signers) $("signer").add(new Option(s.name, s.name));
-}).catch((e) => { $("status").textContent = `network error: ${e.message}`; });
-$("go").onclick = async () => {
-  $("status").textContent = "rendering...";
-  const headers = {"Content-Type": "application/json"};
-  if ($("key").value) headers.Authorization = `Bearer ${$("key").value}`;
-  const body = {text: $("text").value, language: $("language").value, signer: $("signer").value};
-  try {
-    const r = await call("/v1/sign", {method: "POST", headers, body: JSON.stringify(body)});
-    if (!r.ok) { $("status").textContent = await errorOf(r); return; }
-    $("video").src = URL.createObjectURL(await r.blob());
-    $("status").textContent = "";
-  } catch (e) {
-    $("status").textContent = `network error: ${e.message}`;
-  }
-};
-</script></body></html>
-"""
 
 
 api = FastAPI(
@@ -355,6 +306,12 @@ class _ConfiguredCORS:
 api.add_middleware(_ConfiguredCORS)
 
 
+def _web_file(name: str) -> Response:
+    if name not in WEB_FILES:
+        raise HTTPException(404, "Not Found")
+    return Response(WEB_FILES[name], media_type=WEB_TYPES[name], headers=WEB_HEADERS)
+
+
 async def _read_upload(request: Request) -> bytes:
     """The body of an image upload, refused by type and by size before it fills memory: by its
     declared ``Content-Length`` before any byte is read, and while a chunked body streams."""
@@ -488,9 +445,14 @@ class SignAPI:
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index(self) -> str:
-        return INDEX_HTML
+    @api.get("/", include_in_schema=False)
+    async def index(self) -> Response:
+        return _web_file("index.html")
+
+    @api.get("/web/{name}", include_in_schema=False)
+    async def web(self, name: str) -> Response:
+        """The page's script and style sheet."""
+        return _web_file(name)
 
     @api.get("/v1/signers")
     async def list_signers(self) -> dict[str, Any]:

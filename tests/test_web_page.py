@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 
 import pytest
 
-from slp_pipeline.serve_app import INDEX_HTML
+from slp_pipeline.serve_app import WEB_FILES
 
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="needs Node.js (18+, for fetch/Response)")
@@ -48,7 +47,7 @@ VIDEO = [200, {"Content-Type": "video/mp4"}, "mp4 bytes"]
 
 
 def _run(answers: list, key: str = "") -> dict:
-    script = re.search(r"<script>(.*)</script>", INDEX_HTML, re.DOTALL).group(1)
+    script = WEB_FILES["app.js"].decode()
     code = HARNESS % (json.dumps(answers), json.dumps(key), script)
     done = subprocess.run([NODE, "-e", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
