@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -351,13 +352,13 @@ def test_pgmm_loss_on_tiny_model(variant: str) -> None:
 @pytest.mark.parametrize("variant", ["tpsmm", "full"])
 def test_warp_loss_reuses_the_forward_pass_features_exactly(variant: str) -> None:
     config, model, batch, out = _tiny_step(variant)
-    assert "source_features" in out and ("driving_features" in out) == (variant == "full")
+    assert (out.driving_features is not None) == (variant == "full")  # from L_align's pass
     criterion = PGMMLoss(config, estimator=PooledEstimator(), pyramid_scales=(1, 0.5, 0.25))
     calls: list[int] = []
     model.encoder.register_forward_hook(lambda *_: calls.append(1))
     shared = criterion(model, batch, out)["warp"]
     assert len(calls) == (1 if variant == "tpsmm" else 0)  # only the missing driving pyramid
-    encoded = {k: v for k, v in out.items() if k not in ("source_features", "driving_features")}
+    encoded = dataclasses.replace(out, driving_features=None)
     assert torch.equal(shared, criterion(model, batch, encoded)["warp"])
 
 
@@ -412,9 +413,10 @@ def test_pgmm_loss_skips_zero_weights_and_checks_its_inputs() -> None:
     }
     with pytest.raises(ValueError, match="no estimator"):
         PGMMLoss(config)
-    del out["Y_d"]
     with pytest.raises(ValueError, match="with_align"):
-        criterion(model, batch, out)
+        criterion(model, batch, dataclasses.replace(out, Y_d=None))
+    with pytest.raises(ValueError, match="pose-driven head"):
+        criterion(model, batch, dataclasses.replace(out, kp_driving_from_pose=None))
     bad = PGMMConfig(variant="tpsmm", image_size=64, loss_weights={"perceptul": 1.0}, **TINY)
     with pytest.raises(ValueError, match="perceptul"):
         PGMMLoss(bad)

@@ -40,12 +40,12 @@ def test_output_shapes_per_variant(variant: str, size: int) -> None:
     src, drv, heat = inputs(size)
     with torch.no_grad():
         out = model(src, drv, heat, heat, with_align=True)
-    pred = out["prediction"]
+    pred = out.prediction
     assert pred.shape == (2, 3, size, size)
     assert pred.min() >= 0 and pred.max() <= 1
-    assert [y.shape[-1] for y in out["Y_s"]] == [size // 8, size // 4, size // 2, size]
-    assert [y.shape for y in out["Y_d"]] == [y.shape for y in out["Y_s"]]
-    assert out["kp_driving_from_pose"].shape == (2, 20, 2)
+    assert [y.shape[-1] for y in out.Y_s] == [size // 8, size // 4, size // 2, size]
+    assert out.Y_d is not None and [y.shape for y in out.Y_d] == [y.shape for y in out.Y_s]
+    assert out.kp_driving_from_pose is not None and out.kp_driving_from_pose.shape == (2, 20, 2)
     frames = model.animate(model.encode_source(src[:1], heat[:1]), heat)
     assert frames.shape == (2, 3, size, size)
 
@@ -61,12 +61,14 @@ def test_gradients_reach_every_parameter(variant: str) -> None:
     # The outputs the training losses read: reconstruction, L_align (on Y_s; Y_d is its
     # detached target), the dense-motion flow (TPSMM's warp loss), background and keypoint-head
     # distillation. Which term must reach which part: tests/test_losses.py.
+    assert out.Y_d is not None and out.kp_driving_from_pose is not None
+    assert out.bg_from_pose is not None
     loss = (
-        out["prediction"].mean()
-        + align_loss(out["Y_s"], out["Y_d"])
-        + out["motion"].optical_flow.mean()
-        + out["kp_driving_from_pose"].mean()
-        + out["bg_from_pose"].mean()
+        out.prediction.mean()
+        + align_loss(out.Y_s, out.Y_d)
+        + out.motion.optical_flow.mean()
+        + out.kp_driving_from_pose.mean()
+        + out.bg_from_pose.mean()
     )
     loss.backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

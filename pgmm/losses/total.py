@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +18,7 @@ from pgmm.losses.motion import background_loss, equivariance_loss, warp_loss
 from pgmm.losses.perceptual import TPSMM_SCALES, Vgg19Features, perceptual_loss
 from pgmm.losses.pose import align_loss, driving_keypoint_loss, pose_distance_loss
 from pgmm.models.config import PGMMConfig, default_loss_weights
-from pgmm.models.pgmm import PGMM
+from pgmm.models.pgmm import PGMM, PGMMOutput
 from pgmm.models.pose_estimator import PoseEstimator
 
 __all__ = ["PGMMLoss"]
@@ -82,7 +81,7 @@ class PGMMLoss(nn.Module):
         self.estimator = estimator.freeze() if estimator is not None else None
 
     def forward(
-        self, model: PGMM, batch: dict[str, torch.Tensor], out: dict[str, Any]
+        self, model: PGMM, batch: dict[str, torch.Tensor], out: PGMMOutput
     ) -> dict[str, torch.Tensor]:
         """Every non-zero weighted term, by its ``loss_weights`` name, and their sum ``"total"``.
 
@@ -92,7 +91,7 @@ class PGMMLoss(nn.Module):
             batch: ``"source"``, ``"driving"`` ``(B, 3, H, W)`` in [0, 1],
                 ``"driving_heatmaps"`` (for L_pd) and ``"source_heatmaps"``.
             out: ``model(source, driving, driving_heatmaps, source_heatmaps, with_align=...)``;
-                it must hold ``"Y_d"`` when L_align is weighted and the pose-driven head's
+                its ``Y_d`` must be set when L_align is weighted and the pose-driven head's
                 predictions when ``driving_keypoints`` is.
         """
         w = self.weights
@@ -101,45 +100,46 @@ class PGMMLoss(nn.Module):
         if self.vgg is not None:
             layer_weights = (w["perceptual"],) * len(self.vgg.layers)
             terms["perceptual"] = perceptual_loss(
-                out["prediction"], driving, self.vgg, self.pyramid_scales, layer_weights
+                out.prediction, driving, self.vgg, self.pyramid_scales, layer_weights
             )
         if w["equivariance"] > 0:
             terms["equivariance"] = w["equivariance"] * equivariance_loss(
-                model.kp_detector, driving, out["kp_driving"]
+                model.kp_detector, driving, out.kp_driving
             )
         if w["warp"] > 0:
             # The warp loss detaches both pyramids: the forward pass's own E_I features are
-            # reused where it returned them (the source always, the driving frame with
-            # L_align's pass), the rest is encoded here without a graph.
-            with torch.no_grad():
-                source_feats = out.get("source_features") or model.encoder(source)
-                driving_feats = out.get("driving_features") or model.encoder(driving)
-            motion = out["motion"]
+            # reused (the source always, the driving frame with L_align's pass); without
+            # L_align the driving frame is encoded here, without a graph.
+            driving_feats = out.driving_features
+            if driving_feats is None:
+                with torch.no_grad():
+                    driving_feats = model.encoder(driving)
+            motion = out.motion
             # The baseline's dense-motion masks come coarsest first; CMM variants have none.
             visibility = motion.occlusion[::-1] if motion.occlusion else None
             terms["warp"] = w["warp"] * warp_loss(
-                driving_feats, source_feats, motion.optical_flow, visibility
+                driving_feats, out.source_features, motion.optical_flow, visibility
             )
         if w["background"] > 0:
             terms["background"] = w["background"] * background_loss(
-                model.bg_motion, source, driving, out["bg_param"]
+                model.bg_motion, source, driving, out.bg_param
             )
         if w["driving_keypoints"] > 0:
-            if "kp_driving_from_pose" not in out:
+            if out.kp_driving_from_pose is None or out.bg_from_pose is None:
                 raise ValueError(
                     "driving_keypoints is weighted but `out` has no pose-driven head output: "
                     "call the model with both driving_heatmaps and source_heatmaps"
                 )
             terms["driving_keypoints"] = w["driving_keypoints"] * driving_keypoint_loss(
-                out["kp_driving_from_pose"], out["bg_from_pose"], out["kp_driving"], out["bg_param"]
+                out.kp_driving_from_pose, out.bg_from_pose, out.kp_driving, out.bg_param
             )
         if self.estimator is not None and w["pose_distance"] > 0:
             terms["pose_distance"] = w["pose_distance"] * pose_distance_loss(
-                self.estimator, out["prediction"], batch["driving_heatmaps"]
+                self.estimator, out.prediction, batch["driving_heatmaps"]
             )
         if w["align"] > 0:
-            if "Y_d" not in out:
+            if out.Y_d is None:
                 raise ValueError("L_align is weighted but `out` has no Y_d: use with_align=True")
-            terms["align"] = w["align"] * align_loss(out["Y_s"], out["Y_d"])
+            terms["align"] = w["align"] * align_loss(out.Y_s, out.Y_d)
         terms["total"] = sum(terms.values())
         return terms

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -49,6 +48,35 @@ class SourceState:
     features: list[torch.Tensor]  # E_I pyramid, finest first
     kp_source: torch.Tensor  # (B, K, 2)
     heatmaps: torch.Tensor | None  # (B, 36, H/4, W/4) source pose heatmaps
+
+
+@dataclass
+class PGMMOutput:
+    """One training forward (:meth:`PGMM.forward`): the prediction and what the losses read.
+
+    Names follow the paper (Eq. 2, 9-11): ``prediction`` is \\hat{I}_d, ``kp_source`` and
+    ``kp_driving`` are K_s and K_d, ``source_features``/``driving_features`` the E_I pyramids
+    X_s/X_d, ``Y_s``/``Y_d`` the generator intermediates of L_align. A field that the call did
+    not ask for is ``None``, so a loss that needs it says which argument is missing.
+    """
+
+    prediction: torch.Tensor  # \hat{I}_d (B, 3, H, W) in [0, 1]
+    kp_source: torch.Tensor  # K_s (B, K, 2)
+    kp_driving: torch.Tensor  # K_d (B, K, 2)
+    bg_param: torch.Tensor  # (B, 3, 3) background transform, driving -> source coordinates
+    motion: MotionOutput  # E_M's dense motion: X_m, the optical flow, TPSMM's occlusions
+    Y_s: list[torch.Tensor]  # generator intermediates, coarsest first
+    flows: list[torch.Tensor | None]  # the per-scale flows of the generator's warps
+    occlusions: list[torch.Tensor | None]
+    # X_s, returned so the warp loss reuses it instead of encoding the source again.
+    source_features: list[torch.Tensor]
+    # With ``with_align``: the no-CMM pass Y_d (no graph) and the X_d it was computed from.
+    Y_d: list[torch.Tensor] | None = None
+    driving_features: list[torch.Tensor] | None = None
+    # With ``source_heatmaps`` and ``driving_heatmaps``: the pose-driven head's K_d and
+    # background transform, distilled from ``kp_driving`` and ``bg_param``.
+    kp_driving_from_pose: torch.Tensor | None = None
+    bg_from_pose: torch.Tensor | None = None
 
 
 class PGMM(nn.Module):
@@ -125,7 +153,7 @@ class PGMM(nn.Module):
         source_heatmaps: torch.Tensor | None = None,
         dropout_p: float = 0.0,
         with_align: bool = False,
-    ) -> dict[str, Any]:
+    ) -> PGMMOutput:
         """Reconstruct ``driving`` from ``source`` (the paper's training setting).
 
         Returns the prediction and every intermediate the losses need: keypoints, background
@@ -141,33 +169,32 @@ class PGMM(nn.Module):
         pose = self.pose_features(driving_heatmaps)
         source_features = self.encoder(source)
         out = self.generator(source_features, motion, pose)
-        result: dict[str, Any] = {
-            "prediction": out.image,
-            "kp_source": kp_source,
-            "kp_driving": kp_driving,
-            "bg_param": bg_param,
-            "motion": motion,
-            "Y_s": out.intermediates,
-            "flows": out.flows,
-            "occlusions": out.occlusions,
-            # E_I pyramids, returned so the warp loss reuses them instead of encoding again.
-            "source_features": source_features,
-        }
+        assert out.image is not None  # with_image defaults to True
+        result = PGMMOutput(
+            prediction=out.image,
+            kp_source=kp_source,
+            kp_driving=kp_driving,
+            bg_param=bg_param,
+            motion=motion,
+            Y_s=out.intermediates,
+            flows=out.flows,
+            occlusions=out.occlusions,
+            source_features=source_features,
+        )
         if with_align:
             # L_align uses Y_d as a fixed target (pgmm.losses.pose.align_loss), so the no-CMM
             # pass needs no graph (about a third less training compute for `full`), and no
             # image: only its intermediates are compared.
             with torch.no_grad():
-                driving_features = self.encoder(driving)
-                no_cmm = self.generator(driving_features, None, pose, with_image=False)
-            result["Y_d"], result["driving_features"] = no_cmm.intermediates, driving_features
+                result.driving_features = self.encoder(driving)
+                no_cmm = self.generator(result.driving_features, None, pose, with_image=False)
+            result.Y_d = no_cmm.intermediates
         if source_heatmaps is not None and driving_heatmaps is not None:
             # kp_source is an input of the head, not a prediction: detached, so the keypoint
             # detector (the distillation teacher) is not trained by the head's loss through it.
-            kp_pred, bg_pred = self.driving_head(
+            result.kp_driving_from_pose, result.bg_from_pose = self.driving_head(
                 driving_heatmaps, source_heatmaps, kp_source.detach()
             )
-            result["kp_driving_from_pose"], result["bg_from_pose"] = kp_pred, bg_pred
         return result
 
     # ------------------------------------------------------------------ inference
@@ -179,7 +206,7 @@ class PGMM(nn.Module):
         driving_heatmaps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The paper's inference: animate ``source`` with the motion of a driving image."""
-        return self.forward(source, driving, driving_heatmaps)["prediction"]
+        return self.forward(source, driving, driving_heatmaps).prediction
 
     @torch.no_grad()
     def encode_source(

@@ -55,6 +55,7 @@ from torch.utils.data import DataLoader
 
 from pgmm.data.loaders import SignVideoDataset, load_dataset
 from pgmm.models.config import PGMMConfig
+from pgmm.models.pgmm import PGMMOutput
 from pgmm.models.pose_estimator import PoseEstimator
 from pgmm.training.common import StopSignals, TrainingStopped, find_checkpoint
 from pgmm.training.config import TrainConfig
@@ -188,7 +189,7 @@ class _ModelLoss(nn.Module):
         # Not a registered submodule: the frozen VGG / P_e buffers need no per-step broadcast.
         self._loss = (loss,)
 
-    def forward(self, batch: dict[str, torch.Tensor], out: dict[str, Any]) -> dict[str, Any]:
+    def forward(self, batch: dict[str, torch.Tensor], out: PGMMOutput) -> dict[str, torch.Tensor]:
         return self._loss[0](self.model, batch, out)
 
 
@@ -251,8 +252,8 @@ class DistributedPGMMTrainer(PGMMTrainer):
 
     # ------------------------------------------------------------------ step
     def _ddp_loss(
-        self, model: nn.Module, batch: dict[str, torch.Tensor], out: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, model: nn.Module, batch: dict[str, torch.Tensor], out: PGMMOutput
+    ) -> dict[str, torch.Tensor]:
         """``PGMMLoss``'s call signature, computed through DDP (``model`` is ``self.model``)."""
         return self.ddp(batch, out)
 

@@ -342,7 +342,7 @@ class PGMMTrainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {k: float(v.detach()) for k, v in terms.items()}, out["prediction"].detach()
+        return {k: float(v.detach()) for k, v in terms.items()}, out.prediction.detach()
 
     def _batches(self, epoch: int, skip: int):
         self.pairs.set_epoch(epoch)
