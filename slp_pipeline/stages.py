@@ -14,9 +14,11 @@ long sentences and a streaming client sees its first frames before the sentence 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
+import math
 import tempfile
 import zipfile
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -38,10 +40,11 @@ from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
 from pgmm.pose.sequence import PoseSequence
 from pgmm.pose.skeleton import draw_skeleton
 from slp_pipeline.signers import InputError, Signer
-from text2pose.canonical import retarget
+from text2pose.canonical import FPS, retarget
 
 if TYPE_CHECKING:
     from slp_pipeline.config import PipelineConfig
+    from text2pose.pipeline import GlossTimeline
 
 SKELETON = "skeleton"
 MEDIA_TYPES = {"mp4": "video/mp4", "frames-zip": "application/zip", "pose-json": "application/json"}
@@ -166,6 +169,39 @@ class Text2PoseStage:
             models[lang] = model
         return cls(models, chunk_frames)
 
+    def timeline(self, text: str, language: str, fps: float | None = None) -> GlossTimeline:
+        """The glosses ``text`` is signed with and each sign's frames at the output rate ``fps``
+        (what :meth:`stream` resamples to), from the model's plan -- no pose is made. A model
+        without gloss timing (the SynthSigner stand-in, test doubles) gives an empty one."""
+        from text2pose.pipeline import GlossTimeline
+
+        model = self._model(language)
+        if not hasattr(model, "timeline"):
+            return GlossTimeline([], [], 0, timed=False, fps=fps or FPS)
+        try:
+            timeline = model.timeline(text)
+        except ValueError as e:  # TextInputError: the caller's text, as in stream()
+            raise InputError(str(e)) from e
+        if fps is None or fps == timeline.fps or not timeline.timed:
+            return dataclasses.replace(timeline, fps=fps or timeline.fps)
+        # Output frame j shows input time j * step (FrameRateConverter): a span [a, b) of input
+        # frames holds the output frames ceil(a / step) .. ceil(b / step) - 1.
+        step = timeline.fps / fps
+        frames = math.floor((timeline.frames - 1) / step) + 1 if timeline.frames else 0
+
+        def at(frame: int) -> int:
+            return min(math.ceil(frame / step - 1e-9), frames)
+
+        spans = [dataclasses.replace(s, start=at(s.start), end=at(s.end)) for s in timeline.spans]
+        return dataclasses.replace(timeline, spans=spans, frames=frames, fps=fps)
+
+    def _model(self, language: str) -> TextToPoseModel:
+        if language not in self.models:
+            raise InputError(
+                f"unsupported language {language!r}; choose from {sorted(self.models)}"
+            )
+        return self.models[language]
+
     def stream(self, text: str, language: str, fps: float | None = None) -> Iterator[PoseSequence]:
         """Pose chunks of ``chunk_frames`` frames, resampled to ``fps`` if given.
 
@@ -174,11 +210,7 @@ class Text2PoseStage:
         ``ValueError``) at that point is the caller's fault and becomes an
         :class:`InputError`. Later errors are ours and propagate unchanged.
         """
-        if language not in self.models:
-            raise InputError(
-                f"unsupported language {language!r}; choose from {sorted(self.models)}"
-            )
-        chunks = self.models[language].generate_stream(text, chunk_frames=self.chunk_frames)
+        chunks = self._model(language).generate_stream(text, chunk_frames=self.chunk_frames)
         try:
             first = next(chunks)
         except StopIteration:

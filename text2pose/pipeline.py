@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pgmm.checkpoint import CONFIG_NAME
 from pgmm.pose.sequence import PoseSequence
@@ -46,6 +48,30 @@ def load_g2p(directory: str | Path) -> G2PModel:
     if model_type == GlossDictionary.__name__:
         return GlossDictionary.from_pretrained(directory)
     return GlossToPose.from_pretrained(directory)
+
+
+@dataclass(frozen=True)
+class GlossSpan:
+    """One sign of the output: its gloss, the sentence it belongs to, and the frames
+    ``[start, end)`` of the output (at its timeline's ``fps``) in which it is signed."""
+
+    gloss: str
+    sentence: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class GlossTimeline:
+    """What the text was understood as, before any pose is made: the gloss sequence with each
+    sign's frames, and the output's length. ``timed`` is False for a G2P model that learns the
+    length only while decoding (the AR network): its spans are then empty and ``frames`` 0."""
+
+    glosses: list[list[str]]  # per sentence
+    spans: list[GlossSpan]
+    frames: int
+    timed: bool
+    fps: float = canonical.FPS
 
 
 class TextToPose:
@@ -94,6 +120,48 @@ class TextToPose:
         if len(glosses) > limit:
             log.warning("T2G produced %d glosses; keeping the first %d", len(glosses), limit)
         return glosses[:limit]
+
+    def timeline(self, text: str) -> GlossTimeline:
+        """The glosses of ``text`` and the frames each is signed in, from the G2P model's own
+        plan (no pose is made). For the dictionary a sign's span is its core, without the
+        incoming transition; for the NAR network it is the gloss's predicted duration."""
+        sentences = self.glosses(text)
+        spans: list[GlossSpan] = []
+        offset = 0
+        for k, glosses in enumerate(sentences):
+            bounds = self._sign_bounds(glosses)
+            if bounds is None:
+                return GlossTimeline(sentences, [], 0, timed=False)
+            starts, ends, total = bounds
+            spans += [
+                GlossSpan(g, k, offset + int(a), offset + int(b))
+                for g, a, b in zip(glosses, starts, ends, strict=True)
+            ]
+            offset += total
+        return GlossTimeline(sentences, spans, offset, timed=True)
+
+    def _sign_bounds(self, glosses: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """Start and end frame of every sign of one sentence and the sentence's length, as
+        :meth:`generate_stream` will make them (same default frame limit); None for AR."""
+        if isinstance(self.g2p, GlossDictionary):
+            # plan(): [lead hold, entry, core 1, trans 2, core 2, ..., core n, exit, tail hold]
+            segments = self.g2p.plan(glosses)
+            edges = np.concatenate([[0], np.cumsum(segments)])
+            cores = np.arange(2, 2 * len(glosses) + 1, 2)
+            return edges[cores], edges[cores + 1], int(edges[-1])
+        if self.g2p.config.mode != "nar":
+            return None
+        g2p = self.g2p
+        was_training = g2p.training
+        g2p.eval()
+        try:
+            with torch.no_grad():
+                ids, mask = g2p.encode_ids([glosses])
+                durations = g2p.predict_durations(g2p._encode(ids, mask), mask, g2p._limit(None))
+        finally:
+            g2p.train(was_training)
+        edges = np.concatenate([[0], np.cumsum(durations[0])])
+        return edges[:-1], edges[1:], int(edges[-1])
 
     def generate(self, text: str) -> PoseSequence:
         """The whole text as one canonical whole-body sequence (25 fps)."""
