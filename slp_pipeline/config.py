@@ -22,6 +22,7 @@ import yaml
 from pgmm.checkpoint import dataclass_from_dict
 from slp_pipeline.auth import ApiKeys, keys_from
 from slp_pipeline.stages import PRECISIONS, TextToPoseLoader, is_skeleton
+from slp_pipeline.store import is_url
 
 DEFAULT_CONFIG = Path("configs/serve/cpu.yaml")
 
@@ -46,7 +47,7 @@ class PipelineConfig:
     # extra) or "pe" (our P_e, trained on SynthSigner: right for synthetic images only --
     # on real frames its hand PCK@0.05 is 0, see docs/results.md).
     upload_poses: str = "mediapipe"
-    signers_dir: str = "data/signers"
+    signers_dir: str = "data/signers"  # a local folder or any fsspec URL (docs/cluster.md)
     device: str = "auto"  # auto (CUDA where present) | cpu | cuda | cuda:N
     precision: str = (
         "auto"  # renderer autocast: auto | fp32 | fp16 | bf16 (stages.resolve_precision)
@@ -103,7 +104,7 @@ class PipelineConfig:
         root = Path(root).resolve()
 
         def fix(p: str) -> str:
-            return p if is_skeleton(p) else str(root / p)
+            return p if is_skeleton(p) or is_url(p) else str(root / p)
 
         return dataclasses.replace(
             self,

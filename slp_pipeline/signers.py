@@ -2,17 +2,28 @@
 
 A signer is one source image plus its whole-body reference pose -- all PGMM needs to animate
 someone, and all retargeting needs to fit text2pose's canonical poses to that person's body.
-Each signer is a sub-folder ``<root>/<name>/`` holding ``image.png`` (square RGB), ``pose.npz``
-(``(133, 3)`` normalised COCO-WholeBody points, confidence 0 where unknown) and ``meta.json``;
-an *adapted* signer (``slp signers adapt``) also has ``model/``, a PGMM fine-tuned on a clip of
+An *adapted* signer (``slp signers adapt``) also has ``model/``, a PGMM fine-tuned on a clip of
 that person, which the renderer of the same variant uses instead of its own weights.
-Folders are written under a temporary name (``.NAME.xxxxxxxx.tmp``) and renamed into place, so
-a crash never leaves a half-written signer that a renderer replica could pick up; only folders
-whose name is a valid signer name are listed, so leftovers never are. A deleted signer is renamed
-to ``.NAME@DIGEST.xxxxxxxx.deleted`` rather than removed: a render in flight asks for the signer
-by its content key (``name@digest``) and still finds it there, on any replica. Both kinds of
-hidden folder are removed once older than :data:`STALE_AFTER_S`, whenever the registry is opened
-by a process that starts (``slp serve``, ``slp signers``) or a signer is deleted.
+
+The registry lives in a :class:`~slp_pipeline.store.Store` -- a local folder (the default,
+``data/signers``) or any fsspec URL (``s3://bucket/signers``), which is what lets every replica
+of a Ray cluster see a signer uploaded through any node. Its layout::
+
+    files/NAME@DIGEST.CREATED.XXXXXXXX/   image.png (square RGB), pose.npz ((133, 3) normalised
+                                          COCO-WholeBody points), model/ (adapted signers)
+    published/NAME.json                   the manifest: meta + which files/ key holds the signer
+    retired/NAME@DIGEST.XXXXXXXX.json     the manifest of a deleted or replaced version
+
+A signer's files are written under a key of their own first and its manifest is published
+last, in one whole-object write; only published manifests are listed, so no reader ever sees
+half a signer, and a crash between the two writes leaves only unreferenced files. Deleting
+writes the retired manifest and then removes the published one, before any file: a render in
+flight asks for the signer by its content key (``name@digest``) and still finds it, on any
+replica. Retired versions and unreferenced files are removed once older than
+:data:`STALE_AFTER_S`, whenever the registry is opened by a process that starts (``slp serve``,
+``slp signers``) or a signer is deleted. Replicas cache decoded signers (and copies of adapted
+weights, see :func:`~slp_pipeline.store.cache_dir`) by digest, so a re-uploaded name is never
+served stale.
 
 Uploads are untrusted: they are size-capped before decoding, decoded with Pillow inside a
 try/except (a corrupt or hostile file becomes an :class:`UploadError`, never a server error),
@@ -25,6 +36,7 @@ flatter the model.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -48,6 +60,7 @@ from pgmm.data.synth.identity import make_identity
 from pgmm.data.synth.motion import sentence_pose, sentence_rng
 from pgmm.data.synth.render import render_frame
 from pgmm.pose.layout import NUM_WHOLEBODY
+from slp_pipeline.store import Store, cache_dir, is_url
 
 #: Always used with ``fullmatch``: ``$`` with ``match`` also matched before a final newline.
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -60,11 +73,14 @@ STORED_SIZE = 256  # every signer is stored at this square size; renderers resiz
 ALLOWED_FORMATS = ("PNG", "JPEG")
 #: Transparent pixels are composited on white: the colour stored under them is arbitrary.
 ALPHA_BACKGROUND = (255, 255, 255)
+#: The store's three prefixes (see the module docstring).
+FILES, PUBLISHED, RETIRED = "files", "published", "retired"
+#: Hidden folders of the layout before the store, removed when a registry is opened to start.
 TMP_SUFFIX = ".tmp"
 DELETED_SUFFIX = ".deleted"
-#: Age after which temporary and deleted signer folders are removed. Longer than any render (a
-#: render in flight may still load a deleted signer) and than any write (a younger temporary
-#: folder may belong to a write under way in another process).
+#: Age after which retired versions and unreferenced files are removed. Longer than any render
+#: (a render in flight may still load a deleted signer) and than any write (younger files may
+#: belong to a write under way in another process).
 STALE_AFTER_S = 30 * 60
 #: Built-in signers: name -> SynthSigner identity (both held out from every training set).
 BUILTIN_SIGNERS = {"default": 10, "synth-11": 11}
@@ -123,6 +139,23 @@ class Signer:
         """Cache key that changes when the signer's content changes, so a replica never keeps
         serving a stale encoding after a signer is deleted and re-uploaded under its name."""
         return f"{self.name}@{self.meta.get('digest', '')}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A published (or retired) signer: its meta and the ``files/`` key holding its files."""
+
+    meta: dict[str, Any]
+    files: str
+    retired_at: float = 0.0  # when it was deleted or replaced; 0 while published
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), indent=2).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        raw = json.loads(data)
+        return cls(dict(raw["meta"]), str(raw["files"]), float(raw.get("retired_at", 0.0)))
 
 
 def shown(value: object, limit: int = 40) -> str:
@@ -211,54 +244,69 @@ def synth_rest_signer(identity_id: int, size: int = STORED_SIZE) -> tuple[np.nda
 
 
 class SignerRegistry:
-    """Signers on disk: list, get, add, delete. Safe to share between processes.
+    """Signers in a :class:`~slp_pipeline.store.Store`: list, get, add, delete. Safe to share
+    between processes and, with a shared location, between the nodes of a cluster.
 
+    ``root``: a local folder or any fsspec URL (``s3://bucket/signers``).
     ``seed_builtins``: this process is starting (the service or a CLI command), so it also writes
-    any missing built-in signer and removes stale temporary/deleted folders; replicas pass False.
+    any missing built-in signer, imports signers of the old one-folder-per-signer layout and
+    removes stale files; replicas pass False.
     ``max_signers`` bounds how many signers (built-ins included) may exist; ``None``: no bound.
+    ``cache``: where this node keeps copies of adapted signers' weights from a remote store.
     """
 
     def __init__(
-        self, root: str | Path, seed_builtins: bool = True, max_signers: int | None = None
+        self,
+        root: str | Path,
+        seed_builtins: bool = True,
+        max_signers: int | None = None,
+        cache: Path | None = None,
     ) -> None:
-        self.root = Path(root)
+        self.store = Store(root)
+        self.root = root if is_url(str(root)) else Path(root)
         self.max_signers = max_signers
+        self.model_cache = (cache or cache_dir()) / "signers"
         self._cache: dict[str, Signer] = {}
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._thread_lock = threading.Lock()
         if seed_builtins:
+            self._import_folders()
             self.remove_stale()
             for name, identity in BUILTIN_SIGNERS.items():
-                if not (self.root / name / "meta.json").is_file():
+                if not self.store.exists(f"{PUBLISHED}/{name}.json"):
                     image, pose = synth_rest_signer(identity)
                     meta = {"source": f"SynthSigner identity {identity}", "builtin": True}
                     self._write(name, image, pose, meta)
 
     def names(self) -> list[str]:
-        """Registered signers; hidden folders (writes under way, deleted signers) never count."""
+        """Registered signers: published manifests only, never files of a write under way."""
         return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if NAME_PATTERN.fullmatch(p.name) and (p / "meta.json").is_file()
+            key.removesuffix(".json")
+            for key in self.store.children(PUBLISHED)
+            if key.endswith(".json") and NAME_PATTERN.fullmatch(key.removesuffix(".json"))
         )
 
     def list(self) -> list[dict[str, Any]]:
         return [{"name": n, **self._meta(n)} for n in self.names()]
 
-    def _meta(self, name: str) -> dict[str, Any]:
-        path = self.root / check_name(name) / "meta.json"
-        if not path.is_file():
+    def _manifest(self, name: str) -> Manifest:
+        try:
+            data = self.store.read(f"{PUBLISHED}/{check_name(name)}.json")
+        except FileNotFoundError:
             # The other names are not listed: whoever may list them asks GET /v1/signers.
-            raise SignerNotFound(f"unknown signer {name!r}")
-        return json.loads(path.read_text())
+            raise SignerNotFound(f"unknown signer {name!r}") from None
+        return Manifest.from_json(data)
+
+    def _meta(self, name: str) -> dict[str, Any]:
+        return self._manifest(name).meta
 
     def get(self, name: str) -> Signer:
-        """The signer as stored now. Files are read only when the signer's digest changed
-        since the last call: the ingress asks once per request, from worker threads."""
-        meta = self._meta(name)
+        """The signer as published now. Its files are read only when its digest changed since
+        the last call: the ingress asks once per request, from worker threads."""
+        manifest = self._manifest(name)
         cached = self._cache.get(name)
-        if cached is not None and cached.meta.get("digest") == meta.get("digest"):
+        if cached is not None and cached.meta.get("digest") == manifest.meta.get("digest"):
             return cached
-        person = self._load(self.root / name, name, meta)
+        person = self._load(name, manifest)
         if len(self._cache) >= CACHE_SIGNERS:
             self._cache.pop(next(iter(self._cache)))
         self._cache[name] = person
@@ -275,27 +323,36 @@ class SignerRegistry:
             person = self.get(name)
             if person.key == key:
                 return person
-        for folder in self.root.glob(f".{name}@{digest}.*{DELETED_SUFFIX}"):
-            meta = json.loads((folder / "meta.json").read_text())
-            return self._load(folder, name, meta)
+        for retired in self.store.children(RETIRED):
+            if retired.startswith(f"{key}."):
+                with suppress(FileNotFoundError):  # purged meanwhile
+                    return self._load(
+                        name, Manifest.from_json(self.store.read(f"{RETIRED}/{retired}"))
+                    )
         raise SignerNotFound(f"signer {name!r} was changed or deleted before this request")
 
-    @staticmethod
-    def _load(folder: Path, name: str, meta: dict[str, Any]) -> Signer:
-        with Image.open(folder / "image.png") as img:
+    def _load(self, name: str, manifest: Manifest) -> Signer:
+        try:
+            image_png = self.store.read(f"{manifest.files}/image.png")
+            pose_npz = self.store.read(f"{manifest.files}/pose.npz")
+        except FileNotFoundError:  # purged after its grace period
+            raise SignerNotFound(f"signer {name!r} was deleted before this request") from None
+        with Image.open(io.BytesIO(image_png)) as img:
             image = np.asarray(img.convert("RGB"), dtype=np.uint8)
         # np.load parses the .npy header with ast.literal_eval; CPython 3.11.7 raised
         # "SystemError: AST constructor recursion depth mismatch" under 20 concurrent
         # requests (ast is not thread-safe there), so loads are serialised.
-        with _LOAD_LOCK, np.load(folder / "pose.npz") as npz:
+        with _LOAD_LOCK, np.load(io.BytesIO(pose_npz)) as npz:
             pose = npz["pose"].astype(np.float32)
-        model = folder / "model"
-        return Signer(name, image, pose, meta, model if (model / "config.json").is_file() else None)
+        model = None
+        if manifest.meta.get("adapted"):
+            model = self.store.fetch_folder(f"{manifest.files}/model", self.model_cache)
+        return Signer(name, image, pose, manifest.meta, model)
 
     def add(self, name: str, data: bytes, estimate_pose: PoseEstimate | None) -> Signer:
         """Validate an uploaded image, find the signer's pose in it and store it."""
         check_name(name)
-        if (self.root / name / "meta.json").is_file():
+        if self.store.exists(f"{PUBLISHED}/{name}.json"):
             raise SignerExists(f"signer {name!r} already exists; delete it first")
         self._check_room()  # before the costly pose estimate; checked again under the lock
         image = decode_upload(data)
@@ -306,6 +363,8 @@ class SignerRegistry:
             raise ValueError(f"pose estimator returned {pose.shape}, expected (133, 3)")
         meta = {"source": "upload", "builtin": False}
         with self._locked():
+            if self.store.exists(f"{PUBLISHED}/{name}.json"):  # a concurrent upload won
+                raise SignerExists(f"signer {name!r} already exists; delete it first")
             self._check_room()
             return self._write(name, image, pose, meta)
 
@@ -320,44 +379,60 @@ class SignerRegistry:
             raise ValueError(f"signer image must be square RGB, got {image.shape}")
         meta = {**meta, "adapted": True, "builtin": False}
         with self._locked():
-            if (self.root / name / "meta.json").is_file():
-                old = self._meta(name)
-                if old.get("builtin"):
+            try:
+                old = self._manifest(name)
+            except SignerNotFound:
+                self._check_room()
+            else:
+                if old.meta.get("builtin"):
                     raise SignerProtected(f"signer {name!r} is built in and cannot be replaced")
-                if not old.get("adapted"):
+                if not old.meta.get("adapted"):
                     raise SignerExists(f"signer {name!r} already exists; delete it first")
                 self._retire(name, old)
-            else:
-                self._check_room()
             return self._write(name, image, np.asarray(pose, np.float32), meta, Path(model_dir))
 
     def delete(self, name: str) -> None:
         """Unlist the signer at once; its files stay for renders in flight (see the module)."""
-        meta = self._meta(name)
-        if meta.get("builtin"):
+        manifest = self._manifest(name)
+        if manifest.meta.get("builtin"):
             raise SignerProtected(f"signer {name!r} is built in and cannot be deleted")
-        self._retire(name, meta)
+        self._retire(name, manifest)
         self.remove_stale()
 
-    def _retire(self, name: str, meta: dict[str, Any]) -> None:
-        retired = self.root / f".{name}@{meta.get('digest', '')}.{uuid.uuid4().hex[:8]}"
-        retired = retired.with_name(retired.name + DELETED_SUFFIX)
+    def _retire(self, name: str, manifest: Manifest) -> None:
+        """Keep the version findable by its key, then unpublish it: the manifest goes before
+        any of its files."""
+        digest = manifest.meta.get("digest", "")
+        retired = dataclasses.replace(manifest, retired_at=time.time())
+        key = f"{RETIRED}/{name}@{digest}.{uuid.uuid4().hex[:8]}.json"
+        self.store.write(key, retired.to_json())
         try:
-            (self.root / name).rename(retired)
+            self.store.fs.rm_file(self.store.path(f"{PUBLISHED}/{name}.json"))
         except FileNotFoundError:  # deleted by a concurrent request
+            self.store.remove(key)
             raise SignerNotFound(f"unknown signer {name!r}") from None
-        os.utime(retired)  # a rename keeps the old mtime; the grace period starts now
 
     def remove_stale(self, max_age_s: float = STALE_AFTER_S) -> None:
-        """Remove temporary and deleted signer folders older than ``max_age_s``."""
+        """Forget deleted versions older than ``max_age_s`` and remove files no manifest refers
+        to once they are that old (a younger one may belong to a write under way)."""
         cutoff = time.time() - max_age_s
-        for folder in self.root.iterdir():
-            name = folder.name
-            if not (name.startswith(".") and name.endswith((TMP_SUFFIX, DELETED_SUFFIX))):
-                continue
-            with suppress(OSError):  # removed meanwhile by another process
-                if folder.is_dir() and folder.stat().st_mtime < cutoff:
-                    shutil.rmtree(folder)
+        referenced = set()
+        try:
+            for key in self.store.children(RETIRED):
+                manifest = Manifest.from_json(self.store.read(f"{RETIRED}/{key}"))
+                if manifest.retired_at < cutoff:
+                    self.store.remove(f"{RETIRED}/{key}")
+                else:
+                    referenced.add(manifest.files)
+            for name in self.names():
+                referenced.add(self._manifest(name).files)
+        except (FileNotFoundError, SignerNotFound):  # changed under us: sweep another time
+            return
+        for key in self.store.children(FILES):
+            created = key.rsplit(".", 2)[-2] if key.count(".") >= 2 else ""
+            stale = created.isdigit() and int(created) < cutoff
+            if f"{FILES}/{key}" not in referenced and stale:
+                self.store.remove(f"{FILES}/{key}")
 
     def _check_room(self) -> None:
         if self.max_signers is not None and len(self.names()) >= self.max_signers:
@@ -368,14 +443,20 @@ class SignerRegistry:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """Serialise count-then-write across processes (several ingress replicas, the CLI) with
-        an advisory lock on the registry folder itself."""
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+        """Serialise check-then-write: across processes with an advisory lock on a local
+        registry folder (several ingress replicas, the CLI); object stores have no lock, so
+        there it holds within this process only (docs/cluster.md)."""
+        folder = self.store.local_path("")
+        with self._thread_lock:
+            if folder is None:
+                yield
+                return
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the lock
 
     def _write(
         self,
@@ -385,25 +466,48 @@ class SignerRegistry:
         meta: dict,
         model_dir: Path | None = None,
     ) -> Signer:
+        """Write the signer's files under a key of their own, then publish its manifest: until
+        that last write nobody sees the signer, and a crash leaves files that
+        :meth:`remove_stale` removes later."""
         files = sorted(p for p in model_dir.iterdir() if p.is_file()) if model_dir else []
         weights = [p.read_bytes() for p in files]
         meta = {**meta, "digest": _digest(image, pose, *weights), "size": int(image.shape[0])}
-        tmp = self.root / f".{name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
-        tmp.mkdir()
+        prefix = f"{FILES}/{name}@{meta['digest']}.{int(time.time())}.{uuid.uuid4().hex[:8]}"
+        png, npz = io.BytesIO(), io.BytesIO()
+        Image.fromarray(image).save(png, format="PNG")
+        np.savez(npz, pose=pose)
         try:
-            Image.fromarray(image).save(tmp / "image.png")
-            np.savez(tmp / "pose.npz", pose=pose)
+            self.store.write(f"{prefix}/image.png", png.getvalue())
+            self.store.write(f"{prefix}/pose.npz", npz.getvalue())
             if model_dir is not None:
-                shutil.copytree(model_dir, tmp / "model")
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-            tmp.rename(self.root / name)
-        except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if (self.root / name).exists():  # a concurrent upload under the same name won
-                raise SignerExists(f"signer {name!r} already exists; delete it first") from e
-            raise
+                self.store.put_folder(model_dir, f"{prefix}/model")
+            manifest = Manifest(meta, prefix)
+            self.store.write(f"{PUBLISHED}/{name}.json", manifest.to_json())
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            with suppress(Exception):
+                self.store.remove(prefix)
             raise
-        own = self.root / name / "model" if model_dir is not None else None
+        own = self.store.fetch_folder(f"{prefix}/model", self.model_cache) if model_dir else None
         return Signer(name, image, pose, meta, own)
+
+    def _import_folders(self) -> None:
+        """Signers of the layout before the store (``ROOT/NAME/meta.json``, a local folder
+        each) are published in the store's layout, so an upgrade keeps uploaded signers."""
+        folder = self.store.local_path("")
+        if folder is None:
+            return
+        for old in sorted(folder.iterdir()):
+            hidden = old.name.startswith(".") and old.name.endswith((TMP_SUFFIX, DELETED_SUFFIX))
+            signer = NAME_PATTERN.fullmatch(old.name) and (old / "meta.json").is_file()
+            if not old.is_dir() or not (hidden or signer):
+                continue
+            if signer:
+                meta = json.loads((old / "meta.json").read_text())
+                with Image.open(old / "image.png") as img:
+                    image = np.asarray(img.convert("RGB"), dtype=np.uint8)
+                with np.load(old / "pose.npz") as npz:
+                    pose = npz["pose"].astype(np.float32)
+                model = old / "model"
+                if not self.store.exists(f"{PUBLISHED}/{old.name}.json"):
+                    self._write(old.name, image, pose, meta, model if model.is_dir() else None)
+            shutil.rmtree(old)  # also the old layout's hidden temporary and deleted folders

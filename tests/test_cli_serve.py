@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -19,6 +18,7 @@ from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig
 from pgmm.video import read_video
 from slp_pipeline import stages
 from slp_pipeline.cli import main
+from slp_pipeline.signers import SignerRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,7 @@ def test_signers_list_add_remove(
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["name"] for r in rows] == ["default", "me", "synth-11"]
     assert main(["signers", "remove", "me", "--config", str(config)]) == 0
-    assert not (tmp_path / "signers" / "me").exists()
+    assert "me" not in SignerRegistry(tmp_path / "signers", seed_builtins=False).names()
 
 
 def test_signers_add_a_real_photo_with_mediapipe(
@@ -114,7 +114,7 @@ def test_signers_add_a_real_photo_with_mediapipe(
     config.write_text(yaml.safe_dump(data))
     photo = shared_data / "video" / "asl-what-is-your-name" / "example-img.png"
     assert main(["signers", "add", str(photo), "--name", "real", "--config", str(config)]) == 0
-    pose = np.load(tmp_path / "signers" / "real" / "pose.npz")["pose"]
+    pose = SignerRegistry(tmp_path / "signers", seed_builtins=False).get("real").pose
     assert (pose[:11, 2] > 0).sum() >= 7 and (pose[23:91, 2] > 0).all()  # body and face
     blank = tmp_path / "wall.png"
     Image.new("RGB", (200, 200), (90, 90, 90)).save(blank)

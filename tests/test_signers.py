@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import time
 from pathlib import Path
 
@@ -65,23 +64,51 @@ def test_upload_with_a_trailing_newline_is_refused(registry: SignerRegistry) -> 
     assert registry.names() == ["default", "synth-11"]
 
 
-def test_temporary_folders_are_never_listed_and_stale_ones_are_removed(tmp_path: Path) -> None:
-    """A crash between writing meta.json and the rename leaves ``.NAME.xxxx.tmp/``: it used to be
-    listed (and its dotted name then failed validation, so the listing answered 422)."""
+def _later(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Move the registry's clock forward (the store's timestamps are taken from it)."""
+    now = time.time() + seconds
+    monkeypatch.setattr(time, "time", lambda: now)
+
+
+def test_unpublished_files_are_never_listed_and_stale_ones_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between writing a signer's files and publishing its manifest leaves files that
+    no manifest names: never listed, removed once older than any write could be."""
     root = tmp_path / "signers"
     registry = SignerRegistry(root)
     registry.add("ann", PHOTO, _pose)
-    for folder in (root / ".bob.1234abcd.tmp", root / ".bob.5678abcd.tmp"):
-        folder.mkdir()
-        (folder / "meta.json").write_text("{}")
-    old = time.time() - STALE_AFTER_S - 60
-    os.utime(root / ".bob.1234abcd.tmp", (old, old))
+    crashed = root / "files" / f"bob@0123456789abcdef.{int(time.time())}.1234abcd"
+    crashed.mkdir()
+    (crashed / "image.png").write_bytes(PHOTO)
     assert registry.names() == ["ann", "default", "synth-11"]
     assert [s["name"] for s in registry.list()] == ["ann", "default", "synth-11"]
+    with pytest.raises(SignerNotFound):
+        registry.get("bob")
 
-    SignerRegistry(root)  # a start: the stale leftover goes, a fresh one may be a live write
-    assert not (root / ".bob.1234abcd.tmp").exists()
-    assert (root / ".bob.5678abcd.tmp").exists()
+    SignerRegistry(root)  # a start: a fresh leftover may be a live write and stays
+    assert crashed.exists()
+    _later(monkeypatch, STALE_AFTER_S + 60)
+    SignerRegistry(root)  # later it goes; published signers keep their files
+    assert not crashed.exists()
+    assert registry.get("ann").image.shape == (256, 256, 3)
+
+
+def test_signers_of_the_old_folder_layout_are_imported(tmp_path: Path) -> None:
+    """Before the store, each signer was a folder ROOT/NAME/ with meta.json: an upgrade keeps
+    them (and drops the old layout's hidden temporary folders)."""
+    root = tmp_path / "signers"
+    old = root / "ann"
+    old.mkdir(parents=True)
+    Image.new("RGB", (256, 256), (10, 20, 30)).save(old / "image.png")
+    np.savez(old / "pose.npz", pose=_pose(np.zeros(1)))
+    (old / "meta.json").write_text('{"source": "upload", "builtin": false, "digest": "x"}')
+    (root / ".bob.1234abcd.tmp").mkdir()
+    registry = SignerRegistry(root)
+    assert registry.names() == ["ann", "default", "synth-11"]
+    person = registry.get("ann")
+    assert tuple(person.image[0, 0]) == (10, 20, 30) and person.meta["digest"] != "x"
+    assert not old.exists() and not (root / ".bob.1234abcd.tmp").exists()
 
 
 def test_unknown_signer_does_not_list_the_others(registry: SignerRegistry) -> None:
@@ -129,16 +156,18 @@ def test_unknown_versions_and_bad_keys_are_refused(registry: SignerRegistry) -> 
     assert registry.get_version(person.key).key == person.key
 
 
-def test_deleted_signers_are_purged_after_the_grace_period(tmp_path: Path) -> None:
+def test_deleted_signers_are_purged_after_the_grace_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "signers"
     registry = SignerRegistry(root)
     person = registry.add("eve", PHOTO, _pose)
     registry.delete("eve")
-    [trash] = [p for p in root.iterdir() if p.name.startswith(".eve@")]
-    old = time.time() - STALE_AFTER_S - 60
-    os.utime(trash, (old, old))
+    assert registry.get_version(person.key).key == person.key
+    _later(monkeypatch, STALE_AFTER_S + 60)
     SignerRegistry(root)
-    assert not trash.exists()
+    assert not any(p.name.startswith("eve@") for p in (root / "files").iterdir())
+    assert not any((root / "retired").iterdir())
     with pytest.raises(SignerNotFound):
         registry.get_version(person.key)
 
