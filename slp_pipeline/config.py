@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import yaml
 from pgmm.checkpoint import dataclass_from_dict
 from slp_pipeline.auth import ApiKeys, keys_from
 from slp_pipeline.stages import PRECISIONS, TextToPoseLoader, is_skeleton
-from slp_pipeline.store import is_url
+from slp_pipeline.store import MANIFEST, Store, cache_dir, is_url
 
 DEFAULT_CONFIG = Path("configs/serve/cpu.yaml")
 
@@ -48,6 +48,11 @@ class PipelineConfig:
     # on real frames its hand PCK@0.05 is 0, see docs/results.md).
     upload_poses: str = "mediapipe"
     signers_dir: str = "data/signers"  # a local folder or any fsspec URL (docs/cluster.md)
+    # Where relative model paths are read from instead of the working directory: a folder or
+    # fsspec URL laid out like the repository (models/...), published with
+    # scripts/publish_models.py. Each node copies a model into its cache on first use
+    # (localized) and checks every file's digest, so nodes need no copy of models/.
+    models_uri: str | None = None
     device: str = "auto"  # auto (CUDA where present) | cpu | cuda | cuda:N
     precision: str = (
         "auto"  # renderer autocast: auto | fp32 | fp16 | bf16 (stages.resolve_precision)
@@ -106,13 +111,47 @@ class PipelineConfig:
         def fix(p: str) -> str:
             return p if is_skeleton(p) or is_url(p) else str(root / p)
 
+        def fix_model(p: str) -> str:  # relative paths under models_uri stay keys there
+            return p if self._shared(p) else fix(p)
+
+        return self._with_models(
+            fix_model,
+            signers_dir=fix(self.signers_dir),
+            models_uri=fix(self.models_uri) if self.models_uri else None,
+        )
+
+    def _with_models(self, change: Callable[[str], str], **other: Any) -> PipelineConfig:
+        """A copy with ``change`` applied to every model path (skeleton renderers excepted)."""
+
+        def apply(p: str) -> str:
+            return p if is_skeleton(p) else change(p)
+
         return dataclasses.replace(
             self,
-            text2pose={k: fix(v) for k, v in self.text2pose.items()},
-            renderers={k: fix(v) for k, v in self.renderers.items()},
-            pose_estimator=fix(self.pose_estimator) if self.pose_estimator else None,
-            signers_dir=fix(self.signers_dir),
+            text2pose={k: apply(v) for k, v in self.text2pose.items()},
+            renderers={k: apply(v) for k, v in self.renderers.items()},
+            pose_estimator=apply(self.pose_estimator) if self.pose_estimator else None,
+            **other,
         )
+
+    def _shared(self, path: str) -> bool:
+        """Whether ``path`` is read from :attr:`models_uri` (a relative path while it is set)."""
+        return bool(self.models_uri) and not Path(path).is_absolute()
+
+    def localized(self, cache: Path | None = None) -> PipelineConfig:
+        """Model paths on this node's disk: models under :attr:`models_uri` are copied into
+        ``cache`` (default ``$SLP_CACHE_DIR/models``) once per node and content, each file
+        checked against its published digest. What every replica does before it loads a model;
+        without ``models_uri``, the config itself."""
+        if not self.models_uri:
+            return self
+        store = Store(self.models_uri)
+        models = (cache or cache_dir()) / "models"
+
+        def fetch(p: str) -> str:
+            return str(store.fetch_folder(p, models)) if self._shared(p) else p
+
+        return self._with_models(fetch, models_uri=None)
 
     def key_policy(self) -> ApiKeys:
         """The API keys (the config's and ``$SLP_API_KEY``'s), as digests for the replicas."""
@@ -124,7 +163,15 @@ class PipelineConfig:
         folders += [(f"renderer '{k}'", v) for k, v in self.renderers.items() if not is_skeleton(v)]
         if self.pose_estimator:
             folders.append(("pose estimator", self.pose_estimator))
-        missing = [f"{what}: {path}" for what, path in folders if not Path(path).is_dir()]
+        store = Store(self.models_uri) if self.models_uri else None
+
+        def found(path: str) -> bool:
+            if store is not None and self._shared(path):
+                return store.exists(f"{path}/{MANIFEST}")
+            return Path(path).is_dir()
+
+        where = f" (models_uri {self.models_uri})" if store else ""
+        missing = [f"{what}: {path}{where}" for what, path in folders if not found(path)]
         if missing:
             raise FileNotFoundError(
                 "model folders not found -- train or download them, or edit the serve config: "

@@ -399,6 +399,7 @@ class Renderer:
         except InputError as e:
             return Refusal.of(e)
         if renderer not in cache.states:
+        config = config.localized()  # models_uri: this node's copies (docs/cluster.md)
             prepare = self.renderers[renderer].prepare
             cache.states[renderer] = await asyncio.to_thread(prepare, cache.signer)
         pose = retarget_to(chunk, cache.signer)
@@ -438,8 +439,10 @@ class SignAPI:
         self.registry = SignerRegistry(
             config.signers_dir, seed_builtins=False, max_signers=config.max_signers
         )
-        self.estimator = upload_pose_estimator(config.upload_poses, config.pose_estimator)
+        local = config.localized()  # models_uri: this node's copies (docs/cluster.md)
+        self.estimator = upload_pose_estimator(config.upload_poses, local.pose_estimator)
         self.encode = EncodeStage()
+        config = config.localized()  # models_uri: this node's copies (docs/cluster.md)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:

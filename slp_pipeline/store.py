@@ -167,32 +167,39 @@ class Store:
     def fetch_folder(self, key: str, cache: Path) -> Path:
         """A local copy of the folder published under ``key``, every file checked against the
         manifest. A local store is read in place (after the same check); other stores are copied
-        once into ``cache/<digest>`` -- written aside and renamed, so replicas of one node that
-        fetch at once share a complete copy."""
+        once into ``cache/<digest>/<folder name>`` (loaders may read the name) -- written aside
+        and renamed, so replicas of one node that fetch at once share one complete copy."""
         manifest = self.manifest(key)
-        target = self.local_path(key) if self.local else cache / manifest.digest
-        if self.local or not target.is_dir():
-            staging = target if self.local else cache / f".{manifest.digest}.{uuid.uuid4().hex}"
+        if self.local:
+            for rel in manifest.files:
+                self._checked(key, rel, manifest)
+            return Path(self.path(key))
+        name = key.rstrip("/").rsplit("/", 1)[-1]
+        target = cache / manifest.digest
+        if not target.is_dir():
+            staging = cache / f".{manifest.digest}.{uuid.uuid4().hex}"
             try:
-                for rel, expected in manifest.files.items():
-                    data = self.read(f"{key}/{rel}")
-                    if sha256(data) != expected:
-                        raise DigestMismatch(
-                            f"{self.url(f'{key}/{rel}')}: SHA-256 {sha256(data)[:12]}... does not "
-                            f"match its {MANIFEST} ({expected[:12]}...); the shared copy is "
-                            "corrupt or was replaced while being read -- publish it again"
-                        )
-                    if not self.local:
-                        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                        (staging / rel).write_bytes(data)
-                if not self.local:
-                    (staging / MANIFEST).write_bytes(manifest.to_bytes())
-                    try:
-                        staging.rename(target)
-                    except OSError:  # another replica of this node finished first
-                        if not target.is_dir():
-                            raise
+                (staging / name).mkdir(parents=True)
+                for rel in manifest.files:
+                    dest = staging / name / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(self._checked(key, rel, manifest))
+                (staging / name / MANIFEST).write_bytes(manifest.to_bytes())
+                try:
+                    staging.rename(target)
+                except OSError:  # another replica of this node finished first
+                    if not target.is_dir():
+                        raise
             finally:
-                if not self.local:
-                    shutil.rmtree(staging, ignore_errors=True)
-        return target
+                shutil.rmtree(staging, ignore_errors=True)
+        return target / name
+
+    def _checked(self, key: str, rel: str, manifest: FolderManifest) -> bytes:
+        data = self.read(f"{key}/{rel}")
+        if sha256(data) != manifest.files[rel]:
+            raise DigestMismatch(
+                f"{self.url(f'{key}/{rel}')}: SHA-256 {sha256(data)[:12]}... does not match its "
+                f"{MANIFEST} ({manifest.files[rel][:12]}...); the shared copy is corrupt or was "
+                "replaced while being read -- publish it again"
+            )
+        return data

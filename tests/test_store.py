@@ -4,6 +4,7 @@ an upload's two writes, and folders copied to a node's cache checked by digest."
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import subprocess
 import sys
@@ -15,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from s3_server import moto_s3
 
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from slp_pipeline.signers import STALE_AFTER_S, SignerExists, SignerNotFound, SignerRegistry
-from slp_pipeline.standins import TINY_PGMM
+from slp_pipeline.standins import TINY_PGMM, tiny_pipeline
 from slp_pipeline.store import MANIFEST, DigestMismatch, Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +155,7 @@ def test_folders_are_cached_per_node_and_checked_by_digest(url: str, tmp_path: P
     store = Store(url)
     manifest = store.put_folder(folder, "models/m")
     copy = store.fetch_folder("models/m", tmp_path / "cache")
-    assert copy == tmp_path / "cache" / manifest.digest
+    assert copy == tmp_path / "cache" / manifest.digest / "m"  # loaders may read the name
     assert (copy / "sub" / "w.bin").read_bytes() == b"\0" * 1000 and (copy / MANIFEST).is_file()
     assert store.fetch_folder("models/m", tmp_path / "cache") == copy  # cached: no new copy
 
@@ -163,3 +165,37 @@ def test_folders_are_cached_per_node_and_checked_by_digest(url: str, tmp_path: P
     assert not any((tmp_path / "other-node").iterdir())  # nothing half-copied stays
     with pytest.raises(FileNotFoundError):
         store.fetch_folder("models/never-published", tmp_path / "cache")
+
+
+def test_models_from_models_uri(url: str, tmp_path: Path) -> None:
+    """models_uri: relative model paths are keys there, checked before deploying, copied into
+    each node's cache by localized() and verified; a corrupt copy is one clear error."""
+    serve_config = yaml.safe_load((REPO / "configs/serve/cpu.yaml").read_text())
+    local = tiny_pipeline(tmp_path / "src", serve_config)
+    store = Store(url)
+    rel = {}
+    for what, path in [("pgmm/full", local.renderers["full"]), ("pe", local.pose_estimator)]:
+        store.put_folder(Path(path), f"models/{what}")
+        rel[what] = f"models/{what}"
+    config = dataclasses.replace(
+        local,
+        models_uri=url,
+        renderers={"full": rel["pgmm/full"], "skeleton": "skeleton"},
+        pose_estimator=rel["pe"],
+    ).resolved(tmp_path)
+    assert config.renderers["full"] == "models/pgmm/full"  # a key under models_uri, kept
+    config.check_models()
+    node = config.localized(tmp_path / "node")
+    assert node.models_uri is None and node.renderers["skeleton"] == "skeleton"
+    assert Path(node.renderers["full"]).is_relative_to(tmp_path / "node")
+    PGMM.from_pretrained(node.renderers["full"])
+    assert Path(node.pose_estimator).name == "pe"
+
+    missing = dataclasses.replace(config, pose_estimator="models/nothing-here")
+    with pytest.raises(
+        FileNotFoundError, match=r"pose estimator: models/nothing-here \(models_uri"
+    ):
+        missing.check_models()
+    store.write("models/pe/config.json", b"{}")  # the shared copy changed behind its manifest
+    with pytest.raises(DigestMismatch, match="models/pe/config.json: SHA-256"):
+        config.localized(tmp_path / "other-node")
