@@ -35,6 +35,16 @@ def register(train_subparsers: argparse._SubParsersAction) -> None:
     )
     rec.add_argument("--hidden", type=int, help="conv and GRU width (default: the model's)")
     rec.add_argument(
+        "--kernel-size", type=int, help="temporal conv kernel, odd (default: the model's)"
+    )
+    rec.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="initialisation and batch seed; a second recognizer with another seed scores "
+        "models trained against the first (issue 15)",
+    )
+    rec.add_argument(
         "--eval-sentences", type=int, help="evaluate on the first N dev sentences (default: all)"
     )
     rec.add_argument("--beam-width", type=int, default=1, help="1 = greedy decoding")
@@ -60,7 +70,11 @@ def run_recognizer(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     torch.set_num_threads(args.threads)  # this process only: training and evaluation
     signer = SynthSigner(data_dir=args.data_dir, languages=[args.language])
-    config = {"hidden": args.hidden, "rnn_hidden": args.hidden} if args.hidden else None
+    config: dict[str, int] = {}
+    if args.hidden:
+        config.update(hidden=args.hidden, rnn_hidden=args.hidden)
+    if args.kernel_size:
+        config["kernel_size"] = args.kernel_size
     model = train_recognizer(
         signer,
         args.language,
@@ -70,7 +84,8 @@ def run_recognizer(args: argparse.Namespace) -> int:
         lr=args.lr,
         max_sentences=args.max_sentences,
         noise=args.noise,
-        config=config,
+        config=config or None,
+        seed=args.seed,
         device=args.device,
     )
     wer = evaluate_recognizer(

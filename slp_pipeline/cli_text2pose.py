@@ -32,6 +32,11 @@ def register(train: argparse._SubParsersAction) -> None:
     t2p.add_argument("--out", type=Path, required=True, help="run folder (resumes if present)")
     t2p.add_argument("--epochs", type=int, help="override the config's epochs")
     t2p.add_argument(
+        "--bt-weight",
+        type=float,
+        help="override the config's back-translation loss weight (g2p-bt-*.yaml; model selection)",
+    )
+    t2p.add_argument(
         "--device",
         default="cpu",
         help="cpu | cuda | cuda:N for t2g, g2p and t2p; a run resumes on any device "
@@ -64,7 +69,11 @@ def run_text2pose(args: argparse.Namespace) -> int:
         args.config = CONFIGS / f"{args.stage}-{args.lang}.yaml"
     if not args.config.is_file():
         raise FileNotFoundError(f"config not found: {args.config}")
-    overrides = {"epochs": args.epochs} if args.epochs else None
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    if args.bt_weight is not None:
+        if args.stage != "g2p":
+            raise ValueError("--bt-weight applies to --stage g2p only")
+        overrides["bt_weight"] = args.bt_weight
     if args.stage == "dict":
         from text2pose.dictionary import DictionaryBuildConfig, run_dictionary
 
@@ -80,11 +89,13 @@ def run_text2pose(args: argparse.Namespace) -> int:
     elif args.stage == "t2g":
         from text2pose.train_t2g import T2GTrainConfig, train_t2g
 
-        train_t2g(T2GTrainConfig.from_yaml(args.config, overrides), args.out, device=args.device)
+        train_t2g(
+            T2GTrainConfig.from_yaml(args.config, overrides or None), args.out, device=args.device
+        )
     else:
         from text2pose.train_g2p import G2PTrainConfig, run_g2p
 
-        config = G2PTrainConfig.from_yaml(args.config, overrides)
+        config = G2PTrainConfig.from_yaml(args.config, overrides or None)
         if (args.stage == "t2p") != (config.inputs == "text"):
             raise ValueError(
                 f"--stage {args.stage} needs a config with inputs: "
@@ -95,7 +106,8 @@ def run_text2pose(args: argparse.Namespace) -> int:
 
 
 def register_tools(sub: argparse._SubParsersAction) -> None:
-    """``slp text2pose pack|eval|glosses``: assemble, score and inspect text2pose models."""
+    """``slp text2pose pack|eval|compare|glosses``: assemble, score and inspect text2pose
+    models."""
     t2p = sub.add_parser("text2pose", help="assemble, evaluate or try text2pose models")
     cmd = t2p.add_subparsers(dest="text2pose_command", required=True)
     pack = cmd.add_parser("pack", help="join a trained T2G and G2P into one TextToPose folder")
@@ -128,6 +140,38 @@ def register_tools(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--out", type=Path, required=True)
     ev.set_defaults(func=run_eval)
+    cmp = cmd.add_parser(
+        "compare",
+        help="back-translation of several G2P models and the lexicon, read by several recognizers",
+    )
+    cmp.add_argument("--lang", choices=("de", "zh"), required=True)
+    cmp.add_argument("--split", choices=("dev", "test"), default="dev")
+    cmp.add_argument(
+        "--g2p",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="a G2P model folder (network or dictionary) and its row name; repeatable",
+    )
+    cmp.add_argument(
+        "--recognizer",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="a gloss recognizer folder and its column name; repeatable. Score a model trained "
+        "against a recognizer with another one (its scores by the first are marked †)",
+    )
+    cmp.add_argument("--t2g", type=Path, help="T2G folder: adds the text -> T2G -> pose rows")
+    cmp.add_argument("--dtw", action="store_true", help="also DTW-MJE against the targets (slow)")
+    cmp.add_argument("--max-sentences", type=int)
+    cmp.add_argument("--out", type=Path, required=True, help="folder for compare.json / .md")
+    cmp.add_argument(
+        "--doc",
+        type=Path,
+        help="also write the table into this Markdown file, between <!-- text2pose-compare:"
+        "LANG-SPLIT:start/end --> markers (the rest of the file is kept)",
+    )
+    cmp.set_defaults(func=run_compare)
     gl = cmd.add_parser("glosses", help="print the glosses and frame count of a text")
     gl.add_argument("text")
     gl.add_argument("--model", type=Path, required=True, help="TextToPose folder")
@@ -178,6 +222,60 @@ def _eval_command(args: argparse.Namespace) -> str:
     for flag in ("max_sentences", "recognizer", "t2p", "dictionary"):
         if getattr(args, flag) is not None:
             parts.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
+    return " ".join([*parts, f"--out {args.out}", f"--doc {args.doc}"])
+
+
+def _named_folders(values: list[str], flag: str) -> dict[str, Path]:
+    """``["NAME=DIR", ...]`` -> ``{NAME: DIR}``; a malformed or repeated name is a clear error."""
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--{flag} wants NAME=DIR, got {value!r}")
+        if name in out:
+            raise ValueError(f"--{flag}: the name {name!r} is given twice")
+        out[name] = Path(folder)
+    return out
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from text2pose.compare import compare_g2p
+
+    if args.max_sentences is not None and args.max_sentences < 1:
+        raise ValueError("--max-sentences must be >= 1")
+    result = compare_g2p(
+        args.lang,
+        args.split,
+        _named_folders(args.g2p, "g2p"),
+        _named_folders(args.recognizer, "recognizer"),
+        t2g_dir=args.t2g,
+        max_sentences=args.max_sentences,
+        dtw=args.dtw,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "compare.json").write_text(result.to_json(), encoding="utf-8")
+    table = result.markdown()
+    (args.out / "compare.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    if args.doc is not None:
+        from pgmm.evaluation import write_doc_block
+
+        tag = f"text2pose-compare:{args.lang}-{args.split}"
+        body = f"`{_compare_command(args)}`\n\n{table}"
+        write_doc_block(args.doc, f"<!-- {tag}:start -->", f"<!-- {tag}:end -->", body)
+    return 0
+
+
+def _compare_command(args: argparse.Namespace) -> str:
+    """The ``slp text2pose compare`` command line that reproduces ``args`` (for the doc)."""
+    parts = ["slp text2pose compare", f"--lang {args.lang}", f"--split {args.split}"]
+    parts += [f"--g2p {v}" for v in args.g2p] + [f"--recognizer {v}" for v in args.recognizer]
+    if args.t2g is not None:
+        parts.append(f"--t2g {args.t2g}")
+    if args.dtw:
+        parts.append("--dtw")
+    if args.max_sentences is not None:
+        parts.append(f"--max-sentences {args.max_sentences}")
     return " ".join([*parts, f"--out {args.out}", f"--doc {args.doc}"])
 
 

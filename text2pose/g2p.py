@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -60,6 +60,9 @@ from pgmm.training.common import (
 )
 from text2pose.canonical import CANVAS, FPS
 from text2pose.data import G2PData, GlossVocab
+
+if TYPE_CHECKING:
+    from text2pose.backtranslation import BackTranslationLoss
 
 VOCAB_NAME = "vocab.json"
 POSE_DIM = NUM_WHOLEBODY * 2  # whole-body xy, flattened
@@ -217,9 +220,12 @@ class GlossToPose(nn.Module):
         gloss_lists: Sequence[Sequence[str]],
         poses: Sequence[np.ndarray],
         durations: Sequence[np.ndarray],
+        back_translation: BackTranslationLoss | None = None,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced training loss of a batch: ``{"loss", "frames", "aux"}`` where aux is
-        the counter loss (AR) or the log-duration loss (NAR)."""
+        the counter loss (AR) or the log-duration loss (NAR); with ``back_translation`` also
+        ``"bt"``, a frozen recognizer's CTC loss on the same predicted frames, added to
+        ``"loss"`` with its weight (issue 15's control)."""
         ids, mask = self.encode_ids(gloss_lists)
         lengths = torch.tensor([len(p) for p in poses], device=self.device)
         if int(lengths.max()) > self.config.max_frames:
@@ -240,7 +246,11 @@ class GlossToPose(nn.Module):
             pred, aux = self._nar_loss_terms(enc, durations, frame_mask)
             weight = self.config.duration_weight
         frames = self._frame_error(pred, target, frame_mask)
-        return {"loss": frames + weight * aux, "frames": frames, "aux": aux}
+        terms = {"loss": frames + weight * aux, "frames": frames, "aux": aux}
+        if back_translation is not None:
+            terms["bt"] = back_translation(self, pred, lengths, gloss_lists)
+            terms["loss"] = terms["loss"] + back_translation.weight * terms["bt"]
+        return terms
 
     def _ar_loss_terms(
         self,
@@ -472,13 +482,19 @@ def _step_seed(seed: int, step: int) -> int:
 
 
 @torch.no_grad()
-def _dev_loss(model: GlossToPose, data: G2PData, batch_size: int) -> dict[str, float]:
+def _dev_loss(
+    model: GlossToPose,
+    data: G2PData,
+    batch_size: int,
+    terms_logged: tuple[str, ...],
+    back_translation: BackTranslationLoss | None,
+) -> dict[str, float]:
     model.eval()
-    totals = {"loss": 0.0, "frames": 0.0, "aux": 0.0}
+    totals = dict.fromkeys(terms_logged, 0.0)
     for start in range(0, len(data), batch_size):
         part = range(start, min(start + batch_size, len(data)))
         terms = model.loss([data.glosses[i] for i in part], [data.poses[i] for i in part],
-                           [data.durations[i] for i in part])  # fmt: skip
+                           [data.durations[i] for i in part], back_translation)  # fmt: skip
         for k in totals:
             totals[k] += float(terms[k]) * len(part)
     model.train()
@@ -502,6 +518,8 @@ def train_g2p(
     num_threads: int | None = None,
     checkpoint_minutes: float = CHECKPOINT_MINUTES,
     device: str | torch.device = "cpu",
+    init_from: str | Path | None = None,
+    back_translation: BackTranslationLoss | None = None,
 ) -> GlossToPose:
     """Train (or resume) a :class:`GlossToPose` for ``steps`` optimizer steps on ``device``.
 
@@ -518,6 +536,12 @@ def train_g2p(
     ``steps``) then cosine decay; gradients clipped to norm 1. A checkpoint resumes on any
     device; an unknown device, or CUDA on a host without one, is a
     :class:`~pgmm.checkpoint.DeviceError` before anything is read or written.
+
+    ``init_from``: a saved G2P folder to fine-tune (its vocabulary, normalisation and config
+    are kept; ``config`` is ignored) -- read only when the run starts, never on resume.
+    ``back_translation``: adds its weighted CTC term to the loss (logged as ``bt`` and
+    ``dev_bt``; :meth:`GlossToPose.loss`) and writes its
+    :class:`~text2pose.backtranslation.BackTranslationRecord` into ``model/``.
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
@@ -529,7 +553,7 @@ def train_g2p(
         return _train(
             config, train_data, dev_data, Path(out_dir), steps, batch_size, lr, warmup,
             checkpoint_every, checkpoint_minutes, eval_every, max_dev_sentences, seed, progress,
-            dev,
+            dev, init_from, back_translation,
         )  # fmt: skip
     finally:
         torch.set_num_threads(previous_threads)
@@ -551,6 +575,8 @@ def _train(
     seed: int,
     progress: bool,
     device: torch.device,
+    init_from: str | Path | None,
+    back_translation: BackTranslationLoss | None,
 ) -> GlossToPose:
     ckpt = out_dir / "checkpoints" / "last"
     torch.manual_seed(seed)
@@ -558,6 +584,13 @@ def _train(
     if found is not None:
         model = GlossToPose.from_pretrained(found, str(device)).train()
         state = json.loads((found / "state.json").read_text())
+    elif init_from is not None:
+        model = GlossToPose.from_pretrained(init_from, str(device)).train()
+        if model.config.language != train_data.language:
+            raise ValueError(
+                f"{init_from} signs {model.config.language!r}, the data is {train_data.language!r}"
+            )
+        state = {"step": 0, "seconds": 0.0}
     else:
         vocab = GlossVocab.build(train_data.glosses)
         cfg = config.to_dict() if isinstance(config, G2PConfig) else dict(config)
@@ -566,6 +599,9 @@ def _train(
         model.set_normalisation(train_data)
         model.to(device)
         state = {"step": 0, "seconds": 0.0}
+    if back_translation is not None:
+        back_translation.check_language(model.config.language)
+    logged = ("loss", "frames", "aux") + (("bt",) if back_translation is not None else ())
     too_long = int((train_data.num_frames > model.config.max_frames).sum())
     if too_long:
         raise ValueError(f"{too_long} training sentences exceed max_frames")
@@ -600,7 +636,8 @@ def _train(
             picks = _batch_indices(order, batch_size, np.random.default_rng(step_seed))
             terms = model.loss([train_data.glosses[i] for i in picks],
                                [train_data.poses[i] for i in picks],
-                               [train_data.durations[i] for i in picks])  # fmt: skip
+                               [train_data.durations[i] for i in picks],
+                               back_translation)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -609,15 +646,16 @@ def _train(
             state["step"] += 1
             dev_terms = {}
             if dev is not None and (state["step"] % eval_every == 0 or state["step"] == steps):
-                dev_terms = _dev_loss(model, dev, batch_size)
+                dev_terms = _dev_loss(model, dev, batch_size, logged, back_translation)
             loop.log({
                 "step": state["step"],
-                **{k: f"{terms[k].item():.5f}" for k in ("loss", "frames", "aux")},
+                **{k: f"{terms[k].item():.5f}" for k in logged},
                 "lr": f"{schedule.get_last_lr()[0]:.3e}",
-                **{f"dev_{k}": f"{dev_terms[k]:.5f}" if dev_terms else ""
-                   for k in ("loss", "frames", "aux")},
+                **{f"dev_{k}": f"{dev_terms[k]:.5f}" if dev_terms else "" for k in logged},
                 "seconds": f"{time.perf_counter() - tic:.1f}",
             })  # fmt: skip
             loop.end_step(state["step"], loss=f"{terms['loss'].item():.4f}")
     model.save_pretrained(out_dir / "model")
+    if back_translation is not None:
+        back_translation.record(init_from).save(out_dir / "model")
     return model.eval()
