@@ -24,7 +24,7 @@ from slp_pipeline.signers import (
     check_name,
 )
 from slp_pipeline.stages import is_skeleton, resolve_device, upload_pose_estimator
-from slp_pipeline.synthesize import Synthesizer
+from slp_pipeline.synthesize import MAX_DRIVING_SECONDS, Synthesizer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +38,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=run_synthesize)
+
+    animate = sub.add_parser(
+        "animate",
+        help="a signer performs the motion of a driving video (the paper's setting), without Ray",
+        description="Label the driving video with MediaPipe Holistic (the 'real' extra), retarget "
+        "the poses onto the signer's body and render them. A .pose or .npz file of whole-body "
+        "poses can stand in for the video (no labelling).",
+    )
+    animate.add_argument("driving", type=Path, help="driving video, frame folder, .pose or .npz")
+    animate.add_argument("--signer", default="default", help="a registered signer")
+    animate.add_argument("--renderer", help="renderer name from the config (default: its default)")
+    animate.add_argument(
+        "--fps", type=float, help="output frame rate (default: the driving clip's)"
+    )
+    animate.add_argument(
+        "--max-seconds", type=float, default=MAX_DRIVING_SECONDS, help="refuse longer clips"
+    )
+    animate.add_argument("-o", "--out", type=Path, default=Path("outputs/animate.mp4"))
+    animate.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    animate.add_argument("--quiet", action="store_true", help="no progress bar")
+    animate.set_defaults(func=run_animate)
 
     serve_cmd = sub.add_parser("serve", help="run the Ray Serve graph (blocks until Ctrl-C)")
     serve_cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -85,6 +106,23 @@ def run_synthesize(args: argparse.Namespace) -> int:
         fps=args.fps,
         progress=not args.quiet,
     )
+    print(out)
+    return 0
+
+
+def run_animate(args: argparse.Namespace) -> int:
+    if args.max_seconds <= 0:
+        raise ValueError(f"--max-seconds must be > 0, got {args.max_seconds}")
+    with quiet_native_logs():  # MediaPipe's C++ logging would bury the progress bar
+        out = Synthesizer(_config(args.config)).animate(
+            args.driving,
+            args.out,
+            signer=args.signer,
+            renderer=args.renderer,
+            fps=args.fps,
+            max_seconds=args.max_seconds,
+            progress=not args.quiet,
+        )
     print(out)
     return 0
 

@@ -19,10 +19,11 @@ import yaml
 
 from pgmm.console import progress as progress_bar
 from pgmm.pose.sequence import PoseSequence
-from pgmm.video import VideoWriter
+from pgmm.video import VideoWriter, probe
 from slp_pipeline.config import PipelineConfig, pipeline_config
-from slp_pipeline.signers import SignerRegistry
+from slp_pipeline.signers import InputError, SignerRegistry
 from slp_pipeline.stages import (
+    FrameRateConverter,
     Renderer,
     Text2PoseStage,
     check_renderer,
@@ -30,7 +31,44 @@ from slp_pipeline.stages import (
     load_renderer,
     retarget_to,
 )
-from text2pose.canonical import FPS
+from text2pose.canonical import FPS, to_canonical
+
+# A driving clip is labelled frame by frame before anything is drawn (MediaPipe, ~20 frames/s
+# on one core): two minutes is ~2.5 minutes of labelling, the most a command should ask for
+# without the user splitting the clip. The byte cap is checked before a byte is decoded.
+MAX_DRIVING_SECONDS = 120.0
+MAX_DRIVING_BYTES = 512 * 2**20
+POSE_SUFFIXES = (".pose", ".npz")
+
+
+def driving_poses(
+    path: str | Path, max_seconds: float = MAX_DRIVING_SECONDS, progress: bool = True
+) -> PoseSequence:
+    """The whole-body poses of a driving clip: a ``.pose``/``.npz`` file as it is, a video (or
+    folder of frames) labelled by MediaPipe Holistic. Too long, too large, unreadable or
+    without a person: a ``ValueError`` saying which, before the expensive part where possible."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"driving clip not found: {path}")
+    if path.is_file() and path.stat().st_size > MAX_DRIVING_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_DRIVING_BYTES >> 20} MiB")
+    if path.suffix in POSE_SUFFIXES:
+        poses = PoseSequence.load(path)
+    else:
+        info = probe(path)  # VideoError (a ValueError) for anything that is not a video
+        if info.num_frames > max_seconds * info.fps:
+            raise ValueError(
+                f"{path}: {info.num_frames / info.fps:.1f} s is longer than the {max_seconds:g} s "
+                "a driving clip may last; cut it into parts"
+            )
+        from pgmm.pose.mediapipe_labels import label_video  # the optional 'real' extra
+
+        poses = label_video(path, progress=progress)
+    if len(poses) > max_seconds * poses.fps:
+        raise ValueError(
+            f"{path}: {len(poses) / poses.fps:.1f} s of poses is longer than {max_seconds:g} s"
+        )
+    return poses
 
 
 class Synthesizer:
@@ -85,6 +123,51 @@ class Synthesizer:
                 frames = stage.render([state], [retarget_to(chunk, person)])[0]
                 writer.write(frames)
                 bar.update(len(frames))
+        return writer.path
+
+    def animate(
+        self,
+        driving: str | Path,
+        out: str | Path,
+        signer: str = "default",
+        renderer: str | None = None,
+        fps: float | None = None,
+        max_seconds: float = MAX_DRIVING_SECONDS,
+        progress: bool = True,
+    ) -> Path:
+        """The paper's inference setting: ``signer`` performs the motion of a driving video.
+
+        The driving person's poses are normalised by their own shoulders (one scale and shift
+        for the whole clip, so leaning and reaching are kept) and retargeted onto the signer's
+        body, exactly as text2pose's poses are; then they are rendered chunk by chunk like a
+        sentence. ``fps``: output frame rate (default: the driving clip's).
+        """
+        name = check_renderer(self.config, renderer)
+        cfg = self.config
+        if fps is not None and not cfg.min_fps <= fps <= cfg.max_fps:
+            raise InputError(f"fps must be in [{cfg.min_fps}, {cfg.max_fps}], got {fps}")
+        person = self.registry.get(signer)
+        poses = to_canonical(driving_poses(driving, max_seconds, progress))
+        rate = fps or poses.fps
+        if fps is not None and fps != poses.fps:
+            converted = FrameRateConverter(poses.fps, fps).push(poses)
+            if converted is None:
+                raise ValueError(f"{driving}: too short to resample to {fps:g} fps")
+            poses = converted
+        stage = self.renderer(name)
+        state = stage.prepare(person)
+        step = self.config.chunk_frames
+        with (
+            VideoWriter(out, fps=rate) as writer,
+            progress_bar(
+                total=len(poses), unit="frame", desc=f"animate -> {stage.name}",
+                disable=not progress,
+            ) as bar,
+        ):  # fmt: skip
+            for start in range(0, len(poses), step):
+                chunk = poses[start : start + step]
+                writer.write(stage.render([state], [retarget_to(chunk, person)])[0])
+                bar.update(len(chunk))
         return writer.path
 
 
