@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.signer import SynthSigner
 from pgmm.evaluation import evaluate, markdown_table, network_digest, write_doc_block
-from pgmm.models.config import VARIANTS, PGMMConfig
+from pgmm.models.config import VARIANTS, PGMMConfig, default_loss_weights
 from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import HRNetLite
 from pgmm.training.config import TrainConfig
@@ -44,6 +44,15 @@ COLORS = {
     "pfm": (60, 150, 60),
     "pfm_pd": (40, 120, 200),
     "full": (120, 60, 180),
+    "pfm_align": (20, 170, 170),
+    "full_w1": (120, 120, 120),
+}
+# Runs beyond the five variants, each a variant with other loss weights (name: variant,
+# weight overrides): the paper's "+PFM, L_align" row of Table 4 (L_align without L_pd), and
+# the full model with Eq. 7's literal unit weights for L_pd and L_align instead of our 10.
+EXTRA_RUNS: dict[str, tuple[str, dict[str, float]]] = {
+    "pfm_align": ("full", {"pose_distance": 0.0}),
+    "full_w1": ("full", {"pose_distance": 1.0, "align": 1.0}),
 }
 
 
@@ -80,6 +89,15 @@ def train_variant(
     seconds = time.perf_counter() - start
     (run / "done.json").write_text(json.dumps({"seconds": seconds, "steps": _last_step(run)}))
     return seconds
+
+
+def train_run(name: str, args, signer: SynthSigner, estimator: HRNetLite) -> float:
+    """A variant by its name, or one of :data:`EXTRA_RUNS` (a variant with other weights)."""
+    if name not in EXTRA_RUNS:
+        return train_variant(name, args, signer, estimator)
+    variant, weights = EXTRA_RUNS[name]
+    loss_weights = {**default_loss_weights(variant), **weights}
+    return train_variant(variant, args, signer, estimator, name, loss_weights=loss_weights)
 
 
 def _last_step(run: Path) -> int:
@@ -183,13 +201,21 @@ def load_evaluator(args: argparse.Namespace, estimator: HRNetLite) -> HRNetLite:
 
 def main() -> None:
     parser = budget_parser(__doc__, "outputs/ablation")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[*VARIANTS, *EXTRA_RUNS],
+        help=", ".join(EXTRA_RUNS) + " are the full model with other loss weights (see EXTRA_RUNS)",
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
+    unknown = sorted(set(args.variants) - set(VARIANTS) - set(EXTRA_RUNS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}")
     signer = SynthSigner()
     estimator = HRNetLite.from_pretrained(args.pose_estimator).freeze()
     evaluator = load_evaluator(args, estimator)
-    seconds = {v: train_variant(v, args, signer, estimator) for v in args.variants}
+    seconds = {v: train_run(v, args, signer, estimator) for v in args.variants}
     steps = "/".join(sorted({str(_last_step(args.out / v)) for v in args.variants}))
     tables: dict[str, list[dict]] = {"reconstruction": [], "cross-person": []}
     read_by_pe: list[dict] = []
@@ -212,7 +238,7 @@ def main() -> None:
                 tables[task].append(row)
                 # The same frames (generation is deterministic) read by the training P_e.
                 read_by_pe.append(evaluate(model, data, task, evaluator=estimator, **common))
-    curves_png(ROOT / "docs" / "results_curves.png", args.out, args.variants)
+    curves_png(args.results.parent / "results_curves.png", args.out, args.variants)
     lines = [
         "## PGMM ablation on SynthSigner (our version of the paper's Table 4)",
         "",
