@@ -37,6 +37,9 @@ def register(train: argparse._SubParsersAction) -> None:
         help="override the config's back-translation loss weight (g2p-bt-*.yaml; model selection)",
     )
     t2p.add_argument(
+        "--bt-noise", type=float, help="override the config's bt_noise (keypoint noise std)"
+    )
+    t2p.add_argument(
         "--device",
         default="cpu",
         help="cpu | cuda | cuda:N for t2g, g2p and t2p; a run resumes on any device "
@@ -70,10 +73,11 @@ def run_text2pose(args: argparse.Namespace) -> int:
     if not args.config.is_file():
         raise FileNotFoundError(f"config not found: {args.config}")
     overrides = {"epochs": args.epochs} if args.epochs else {}
-    if args.bt_weight is not None:
-        if args.stage != "g2p":
-            raise ValueError("--bt-weight applies to --stage g2p only")
-        overrides["bt_weight"] = args.bt_weight
+    for flag in ("bt_weight", "bt_noise"):
+        if getattr(args, flag) is not None:
+            if args.stage != "g2p":
+                raise ValueError(f"--{flag.replace('_', '-')} applies to --stage g2p only")
+            overrides[flag] = getattr(args, flag)
     if args.stage == "dict":
         from text2pose.dictionary import DictionaryBuildConfig, run_dictionary
 

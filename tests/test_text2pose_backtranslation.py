@@ -82,6 +82,18 @@ def test_gradients_reach_the_g2p_and_not_the_recognizer(base_run, recognizer_dir
     assert not loss.recognizer.training
 
 
+def test_noise_only_while_training(base_run, recognizer_dir) -> None:
+    model = GlossToPose.from_pretrained(base_run)
+    loss = BackTranslationLoss.from_pretrained(recognizer_dir, 1.0, noise=0.05)
+    data = _data()
+    frames = torch.randn(3, 30, model.head.out_features)
+    lengths = torch.tensor([20, 20, 30])
+    with torch.no_grad():
+        exact = [float(loss(model.eval(), frames, lengths, data.glosses)) for _ in range(2)]
+        noisy = [float(loss(model.train(), frames, lengths, data.glosses)) for _ in range(2)]
+    assert exact[0] == exact[1] and noisy[0] != noisy[1] and exact[0] not in noisy
+
+
 def test_fine_tuning_lowers_the_ctc_term_and_records_the_recognizer(
     base_run, recognizer_dir, tmp_path: Path
 ) -> None:

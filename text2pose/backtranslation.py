@@ -40,6 +40,7 @@ class BackTranslationRecord:
     recognizer: str
     weight: float
     init_from: str | None
+    noise: float = 0.0
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / TRAINING_NAME
@@ -64,20 +65,35 @@ class BackTranslationLoss:
     The recognizer stays in eval mode (no dropout: the loss must be a fixed function of the
     poses) with ``requires_grad`` off, so only the G2P learns; gradients flow through the
     recognizer's shoulder-normalised features back to the generated coordinates.
+
+    ``noise``: while the G2P trains, each sequence's keypoints get Gaussian noise with a std
+    drawn from ``[0, noise]`` (frame units, as the recognizer's own training augmentation)
+    before they are read. Signs that stay legible under noise cannot rest on the tiny
+    coordinate patterns one particular network happens to read (an expectation over
+    perturbations, the usual defence against adversarial solutions).
     """
 
-    def __init__(self, recognizer: PoseCTCRecognizer, weight: float, source: str = "") -> None:
-        if weight <= 0:
-            raise ValueError(f"the back-translation weight must be > 0, got {weight}")
+    def __init__(
+        self, recognizer: PoseCTCRecognizer, weight: float, source: str = "", noise: float = 0.0
+    ) -> None:
+        if weight <= 0 or noise < 0:
+            raise ValueError(
+                f"the back-translation weight must be > 0 and noise >= 0, got {weight}, {noise}"
+            )
         self.recognizer = recognizer.eval().requires_grad_(False)
-        self.weight, self.source = float(weight), source
+        self.weight, self.source, self.noise = float(weight), source, float(noise)
         self._index = torch.from_numpy(PGMM36_FROM_WHOLEBODY)
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, weight: float, device: str | torch.device = "cpu"
+        cls,
+        directory: str | Path,
+        weight: float,
+        device: str | torch.device = "cpu",
+        noise: float = 0.0,
     ) -> BackTranslationLoss:
-        return cls(PoseCTCRecognizer.from_pretrained(directory, device), weight, str(directory))
+        recognizer = PoseCTCRecognizer.from_pretrained(directory, device)
+        return cls(recognizer, weight, str(directory), noise)
 
     def check_language(self, language: str) -> None:
         """A German G2P cannot learn from a Chinese reader (the glosses would not encode)."""
@@ -104,13 +120,18 @@ class BackTranslationLoss:
         lengths: torch.Tensor,
         gloss_lists: Sequence[Sequence[str]],
     ) -> torch.Tensor:
-        """Unweighted CTC loss of ``frames`` (valid ``lengths``) read as ``gloss_lists``."""
+        """Unweighted CTC loss of ``frames`` (valid ``lengths``) read as ``gloss_lists``;
+        noisy (``noise``) while ``model`` is training, exact in eval mode (dev loss)."""
         device = self.recognizer.device
         keypoints = self.keypoints(model, frames).to(device)
+        if model.training and self.noise > 0:
+            std = torch.rand(len(keypoints), 1, 1, 1, device=device) * self.noise
+            jitter = torch.randn_like(keypoints[..., :2]) * std
+            keypoints = torch.cat([keypoints[..., :2] + jitter, keypoints[..., 2:]], -1)
         targets = [self.recognizer.encode_glosses(g) for g in gloss_lists]
         return self.recognizer.ctc_loss(keypoints, lengths.to(device), targets).to(frames.device)
 
     def record(self, init_from: str | Path | None) -> BackTranslationRecord:
         return BackTranslationRecord(
-            self.source, self.weight, None if init_from is None else str(init_from)
+            self.source, self.weight, None if init_from is None else str(init_from), self.noise
         )

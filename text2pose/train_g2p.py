@@ -43,6 +43,7 @@ class G2PTrainConfig:
     init_from: str | None = None  # a G2P model folder to fine-tune (model: is then ignored)
     bt_recognizer: str | None = None  # frozen recognizer folder of the back-translation loss
     bt_weight: float = 0.0  # weight of its CTC loss beside the L1 frame loss
+    bt_noise: float = 0.0  # max std of the keypoint noise before it reads (frame units)
 
     def __post_init__(self) -> None:
         if self.inputs not in ("glosses", "text"):
@@ -79,7 +80,7 @@ def run_g2p(
 
         # Read before the targets are built: a wrong path must fail at once.
         back_translation = BackTranslationLoss.from_pretrained(
-            cfg.bt_recognizer, cfg.bt_weight, device
+            cfg.bt_recognizer, cfg.bt_weight, device, cfg.bt_noise
         )
         back_translation.check_language(language)
     if cfg.init_from is not None and not Path(cfg.init_from).is_dir():
