@@ -37,6 +37,7 @@ listens on 127.0.0.1 only (:mod:`slp_pipeline.local_ray`).
 # replicas by value, where string annotations (e.g. ``Request``) could no longer be resolved.
 import asyncio
 import dataclasses
+import io
 import logging
 import os
 import re
@@ -45,6 +46,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -56,6 +58,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from PIL import Image
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
@@ -83,6 +86,7 @@ from slp_pipeline.signers import (
 )
 from slp_pipeline.stages import (
     MEDIA_TYPES,
+    CheckedRequest,
     EncodeStage,
     Text2PoseStage,
     check_request,
@@ -92,6 +96,7 @@ from slp_pipeline.stages import (
     upload_pose_estimator,
 )
 from slp_pipeline.stages import Renderer as FrameRenderer
+from text2pose.timeline import GlossTimeline
 
 RENDER_WINDOW = 3  # chunks of one request in flight at once: overlaps rendering with encoding
 RETRY_AFTER_S = 2
@@ -105,6 +110,7 @@ logger = logging.getLogger("ray.serve")
 # A fixed table rather than a folder route: no path from a request ever reaches the file system.
 WEB_TYPES = {
     "index.html": "text/html; charset=utf-8",
+    "sign-api.js": "text/javascript; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
@@ -135,14 +141,64 @@ _bearer = HTTPBearer(
 )
 
 
-class SignRequest(BaseModel):
+class GlossRequest(BaseModel):
     text: str = Field(description="sentence to sign", examples=["am tag regnet es im norden"])
     language: str = Field("de", description="language of the text (de or zh)")
+    fps: float | None = Field(None, description="output frame rate; default that of text2pose")
+
+
+class SignRequest(GlossRequest):
     signer: str = Field("default", description="name of a registered signer")
     renderer: str | None = Field(None, description="renderer name; default from the config")
-    fps: float | None = Field(None, description="output frame rate; default that of text2pose")
-    format: Literal["mp4", "frames-zip", "pose-json"] = "mp4"
+    format: Literal["mp4", "frames-zip", "pose-json", "pose"] = Field(
+        "mp4", description="pose: the poses as a pose-format .pose file"
+    )
     stream: bool = Field(False, description="mp4 only: stream fragmented mp4 as it renders")
+
+
+class TimedGloss(BaseModel):
+    gloss: str
+    sentence: int = Field(description="index of the sentence of the text it signs")
+    start: int = Field(description="first output frame in which the sign is performed")
+    end: int = Field(description="the frame after its last (the transition into it is before)")
+
+
+class GlossTiming(BaseModel):
+    """What the text was understood as: the gloss sequence and where each sign is in the
+    output video (frames at ``fps``; seconds are ``frame / fps``)."""
+
+    fps: float
+    frames: int = Field(description="frames of the whole output; 0 when not timed")
+    timed: bool = Field(
+        description="false where the gloss-to-pose model learns the length only while it "
+        "decodes (then glosses is empty and sentences holds the glosses)"
+    )
+    sentences: list[list[str]] = Field(description="the glosses of each sentence")
+    glosses: list[TimedGloss]
+
+    @classmethod
+    def of(cls, timeline: GlossTimeline) -> "GlossTiming":
+        return cls(
+            fps=timeline.fps,
+            frames=timeline.frames,
+            timed=timeline.timed,
+            sentences=timeline.glosses,
+            glosses=[TimedGloss(**dataclasses.asdict(s)) for s in timeline.spans],
+        )
+
+
+class ServiceInfo(BaseModel):
+    """What a client (the page) needs to offer valid choices."""
+
+    languages: list[str]
+    renderers: list[str]
+    default_renderer: str
+    max_text_chars: int
+    min_fps: float
+    max_fps: float
+    sign_requires_key: bool
+    uploads: bool = Field(description="whether signer uploads are possible (a pose estimator)")
+    max_upload_bytes: int
 
 
 class Unavailable(Exception):
@@ -344,6 +400,7 @@ class Text2Pose:
 
     def __init__(self, config: PipelineConfig) -> None:
         torch.set_num_threads(config.torch_threads)
+        config = config.localized()  # models_uri: this node's copies (docs/cluster.md)
         self.stage = Text2PoseStage.load(
             config.text2pose, config.text2pose_loader, config.chunk_frames
         )
@@ -355,6 +412,12 @@ class Text2Pose:
             yield from self.stage.stream(text, language, fps)
         except InputError as e:
             yield Refusal.of(e)
+
+    def timeline(self, text: str, language: str, fps: float | None) -> GlossTimeline | Refusal:
+        try:
+            return self.stage.timeline(text, language, fps)
+        except InputError as e:
+            return Refusal.of(e)
 
 
 # --------------------------------------------------------------------------- Renderer
@@ -379,6 +442,7 @@ class Renderer:
 
     def __init__(self, config: PipelineConfig) -> None:
         torch.set_num_threads(config.torch_threads)
+        config = config.localized()  # models_uri: this node's copies (docs/cluster.md)
         self.registry = SignerRegistry(config.signers_dir, seed_builtins=False)
         self.renderers: dict[str, FrameRenderer[Any]] = {
             name: load_renderer(name, spec, config.device, config.precision, config.skeleton_size)
@@ -399,7 +463,6 @@ class Renderer:
         except InputError as e:
             return Refusal.of(e)
         if renderer not in cache.states:
-        config = config.localized()  # models_uri: this node's copies (docs/cluster.md)
             prepare = self.renderers[renderer].prepare
             cache.states[renderer] = await asyncio.to_thread(prepare, cache.signer)
         pose = retarget_to(chunk, cache.signer)
@@ -442,7 +505,6 @@ class SignAPI:
         local = config.localized()  # models_uri: this node's copies (docs/cluster.md)
         self.estimator = upload_pose_estimator(config.upload_poses, local.pose_estimator)
         self.encode = EncodeStage()
-        config = config.localized()  # models_uri: this node's copies (docs/cluster.md)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -457,9 +519,40 @@ class SignAPI:
         """The page's script and style sheet."""
         return _web_file(name)
 
+    @api.get("/v1/info")
+    async def info(self) -> ServiceInfo:
+        """Languages, renderers and limits of this service."""
+        c = self.config
+        return ServiceInfo(
+            languages=sorted(c.text2pose),
+            renderers=sorted(c.renderers),
+            default_renderer=c.default_renderer,
+            max_text_chars=c.max_text_chars,
+            min_fps=c.min_fps,
+            max_fps=c.max_fps,
+            sign_requires_key=self.keys.enabled and self.keys.sign_requires_key,
+            uploads=self.estimator is not None,
+            max_upload_bytes=MAX_UPLOAD_BYTES,
+        )
+
     @api.get("/v1/signers")
     async def list_signers(self) -> dict[str, Any]:
         return {"signers": await asyncio.to_thread(self.registry.list)}
+
+    @api.get(
+        "/v1/signers/{name}/image",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown signer"}},
+    )
+    async def signer_image(self, name: str) -> Response:
+        """The signer's stored image (square, the crop renders start from), as PNG."""
+        png = await asyncio.to_thread(self._image_png, name)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    def _image_png(self, name: str) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(self.registry.get(name).image).save(buf, format="PNG")
+        return buf.getvalue()
 
     @api.post(
         "/v1/signers",
@@ -514,7 +607,8 @@ class SignAPI:
         },
     )
     async def sign(self, req: SignRequest) -> Response:
-        """Sign ``text``: an mp4 (or a zip of PNG frames, or the poses as JSON)."""
+        """Sign ``text``: an mp4 (or a zip of PNG frames, or the poses as JSON, with the glosses
+        and their frames of ``/v1/glosses`` under ``glosses``)."""
         job = check_request(self.config, req.text, req.language, req.renderer, req.fps)
         if req.stream and req.format != "mp4":
             raise InputError("stream=true is only available for format mp4")
@@ -522,9 +616,14 @@ class SignAPI:
         poses = self._poses(job.text, job.language, job.fps)
         first = await anext(poses)  # text errors surface here, before any response starts
         media = MEDIA_TYPES[req.format]
-        if req.format == "pose-json":
+        if req.format in ("pose-json", "pose"):
             chunks = [retarget_to(first, person)] + [retarget_to(c, person) async for c in poses]
-            data = await asyncio.to_thread(self.encode.pose_json, iter(chunks), person.name)
+            if req.format == "pose":
+                data = await asyncio.to_thread(self.encode.pose_file, iter(chunks))
+                return Response(data, media_type=media)
+            timing = GlossTiming.of(await self._timeline(job)).model_dump()
+            encode = partial(self.encode.pose_json, signer=person.name, glosses=timing)
+            data = await asyncio.to_thread(encode, iter(chunks))
             return Response(data, media_type=media)
         frames = self._frames(first, poses, person, job.renderer)
         if req.format == "frames-zip":
@@ -544,6 +643,29 @@ class SignAPI:
             encoder.abort()
             raise
         return Response(data, media_type=media)
+
+    @api.post(
+        "/v1/glosses",
+        dependencies=[Security(_sign_access)],
+        responses={
+            401: {"description": "no valid API key (only where sign_requires_key is set)"},
+            503: {"description": "text2pose busy; see Retry-After"},
+        },
+    )
+    async def glosses(self, req: GlossRequest) -> GlossTiming:
+        """The glosses ``text`` is signed with and the frames of each sign, as ``/v1/sign``
+        renders the same text, language and fps -- without rendering (a client shows them
+        before the video arrives, highlights the sign being played, and knows the frame count
+        for a progress bar)."""
+        job = check_request(self.config, req.text, req.language, None, req.fps)
+        return GlossTiming.of(await self._timeline(job))
+
+    async def _timeline(self, job: CheckedRequest) -> GlossTimeline:
+        with _retryable_as_unavailable():
+            timeline = await self.text2pose.timeline.remote(job.text, job.language, job.fps)
+        if isinstance(timeline, Refusal):
+            raise timeline.error()
+        return timeline
 
     async def _poses(self, text: str, language: str, fps: float | None) -> AsyncIterator:
         """Canonical pose chunks from Text2Pose, resampled there to ``fps`` if asked."""

@@ -41,13 +41,18 @@ from pgmm.pose.sequence import PoseSequence
 from pgmm.pose.skeleton import draw_skeleton
 from slp_pipeline.signers import InputError, Signer
 from text2pose.canonical import FPS, retarget
+from text2pose.timeline import GlossTimeline
 
 if TYPE_CHECKING:
     from slp_pipeline.config import PipelineConfig
-    from text2pose.pipeline import GlossTimeline
 
 SKELETON = "skeleton"
-MEDIA_TYPES = {"mp4": "video/mp4", "frames-zip": "application/zip", "pose-json": "application/json"}
+MEDIA_TYPES = {
+    "mp4": "video/mp4",
+    "frames-zip": "application/zip",
+    "pose-json": "application/json",
+    "pose": "application/octet-stream",  # pose-format's binary .pose (no registered type)
+}
 
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -173,8 +178,6 @@ class Text2PoseStage:
         """The glosses ``text`` is signed with and each sign's frames at the output rate ``fps``
         (what :meth:`stream` resamples to), from the model's plan -- no pose is made. A model
         without gloss timing (the SynthSigner stand-in, test doubles) gives an empty one."""
-        from text2pose.pipeline import GlossTimeline
-
         model = self._model(language)
         if not hasattr(model, "timeline"):
             return GlossTimeline([], [], 0, timed=False, fps=fps or FPS)
@@ -606,8 +609,24 @@ class EncodeStage:
         return buf.getvalue()
 
     @staticmethod
-    def pose_json(chunks: Iterator[PoseSequence], signer: str) -> bytes:
-        """The retargeted whole-body poses: normalised x, y, confidence per keypoint."""
+    def pose_file(chunks: Iterator[PoseSequence]) -> bytes:
+        """The retargeted poses as a ``.pose`` file (pose-format; pixel coordinates), what
+        sign-language tools (pose viewers, other translators) read."""
+        parts = list(chunks)
+        if not parts:
+            raise ValueError("no poses to encode")
+        whole = dataclasses.replace(parts[0], data=np.concatenate([p.data for p in parts]))
+        with tempfile.TemporaryDirectory(prefix="slp-pose-") as folder:
+            path = Path(folder) / "sign.pose"
+            whole.save_pose(path)
+            return path.read_bytes()
+
+    @staticmethod
+    def pose_json(
+        chunks: Iterator[PoseSequence], signer: str, glosses: Mapping[str, Any] | None = None
+    ) -> bytes:
+        """The retargeted whole-body poses: normalised x, y, confidence per keypoint; with
+        ``glosses`` (the signs and their frames) where the caller has them."""
         data: list[np.ndarray] = []
         last: PoseSequence | None = None
         for last in chunks:
@@ -622,4 +641,6 @@ class EncodeStage:
             "signer": signer,
             "frames": np.round(np.concatenate(data), 4).tolist(),
         }
+        if glosses is not None:
+            payload["glosses"] = glosses
         return json.dumps(payload).encode()

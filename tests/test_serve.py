@@ -27,9 +27,11 @@ import ray
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from t2p_double import MAX_FRAMES, REJECTED
 from tiny_serve import running_graph, tiny_serve_config
 
+from pgmm.pose.sequence import PoseSequence
 from pgmm.video import read_video
 
 TEXT = "am tag regnet es im norden"  # 6 words -> 40 frames (MAX_FRAMES) in 3 chunks
@@ -71,6 +73,47 @@ def test_health_page_and_openapi(server: str) -> None:
     assert {"/v1/sign", "/v1/signers", "/v1/signers/{name}", "/healthz"} <= set(paths)
 
 
+def test_page_files_are_served_with_a_same_origin_policy(server: str) -> None:
+    for path, kind in [("/", "text/html"), ("/web/app.js", "text/javascript"),
+                       ("/web/style.css", "text/css")]:  # fmt: skip
+        r = requests.get(f"{server}{path}", timeout=10)
+        assert r.status_code == 200 and r.headers["content-type"].startswith(kind)
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+    r = requests.get(f"{server}/web/serve_app.py", timeout=10)
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def test_glosses_endpoint_and_the_pose_json_field(server: str) -> None:
+    """The route, its errors and the field; the double has no gloss plan, so its timeline is
+    untimed and empty -- the values are checked on the real model in test_gloss_timeline.py."""
+    r = requests.post(f"{server}/v1/glosses", json={"text": TEXT, "fps": 12.5}, timeout=120)
+    assert r.status_code == 200, r.text
+    untimed = {"frames": 0, "timed": False, "sentences": [], "glosses": []}
+    assert r.json() == {"fps": 12.5, **untimed}
+    for body, message in [({"text": " "}, "empty"), ({"text": TEXT, "language": "fr"}, "language"),
+                          ({"text": TEXT, "fps": 1000}, "fps must be")]:  # fmt: skip
+        r = requests.post(f"{server}/v1/glosses", json=body, timeout=60)
+        assert r.status_code == 422 and message in r.json()["error"]
+    doc = _sign(server, format="pose-json").json()
+    assert doc["glosses"] == {"fps": 25, **untimed}
+    schema = requests.get(f"{server}/openapi.json", timeout=10).json()
+    ok = schema["paths"]["/v1/glosses"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"]["$ref"].endswith("/GlossTiming")
+    timed = schema["components"]["schemas"]["TimedGloss"]["properties"]
+    assert set(timed) == {"gloss", "sentence", "start", "end"}
+
+
+def test_info_and_signer_images(server: str) -> None:
+    info = requests.get(f"{server}/v1/info", timeout=10).json()
+    assert info["languages"] == ["de", "zh"] and "skeleton" in info["renderers"]
+    assert info["default_renderer"] in info["renderers"] and not info["sign_requires_key"]
+    r = requests.get(f"{server}/v1/signers/default/image", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(r.content)).size == (256, 256)
+    r = requests.get(f"{server}/v1/signers/nobody/image", timeout=10)
+    assert r.status_code == 404 and "unknown signer" in r.json()["error"]
+
+
 def test_sign_returns_a_decodable_mp4(server: str, tmp_path: Path) -> None:
     r = _sign(server, language="de", signer="default")
     assert r.status_code == 200, r.text
@@ -97,6 +140,7 @@ def test_sign_streams_fragmented_mp4(server: str, tmp_path: Path) -> None:
         ({"fps": 12.5}, "mp4-half"),
         ({"format": "frames-zip", "renderer": "skeleton"}, "zip"),
         ({"format": "pose-json"}, "json"),
+        ({"format": "pose"}, "pose"),
     ],
 )
 def test_renderers_rates_and_formats(server: str, tmp_path: Path, body: dict, check: str) -> None:
@@ -109,6 +153,10 @@ def test_renderers_rates_and_formats(server: str, tmp_path: Path, body: dict, ch
         doc = r.json()
         assert np.asarray(doc["frames"]).shape == (MAX_FRAMES, 133, 3)
         assert doc["signer"] == "default" and doc["width"] == 256
+    elif check == "pose":
+        (tmp_path / "sign.pose").write_bytes(r.content)
+        pose = PoseSequence.load_pose(tmp_path / "sign.pose")
+        assert pose.data.shape == (MAX_FRAMES, 133, 3) and pose.fps == 25
     else:
         frames, fps = _decode(r.content, tmp_path)
         size = 256 if check == "mp4-256" else 64

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from text2pose.dictionary import GlossDictionary
 from text2pose.g2p import GlossToPose
 from text2pose.normalize import TextInputError, split_sentences
 from text2pose.t2g import TextToGloss
+from text2pose.timeline import GlossSpan, GlossTimeline
 
 log = logging.getLogger(__name__)
 PIPELINE_NAME = "text2pose.json"
@@ -48,30 +48,6 @@ def load_g2p(directory: str | Path) -> G2PModel:
     if model_type == GlossDictionary.__name__:
         return GlossDictionary.from_pretrained(directory)
     return GlossToPose.from_pretrained(directory)
-
-
-@dataclass(frozen=True)
-class GlossSpan:
-    """One sign of the output: its gloss, the sentence it belongs to, and the frames
-    ``[start, end)`` of the output (at its timeline's ``fps``) in which it is signed."""
-
-    gloss: str
-    sentence: int
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class GlossTimeline:
-    """What the text was understood as, before any pose is made: the gloss sequence with each
-    sign's frames, and the output's length. ``timed`` is False for a G2P model that learns the
-    length only while decoding (the AR network): its spans are then empty and ``frames`` 0."""
-
-    glosses: list[list[str]]  # per sentence
-    spans: list[GlossSpan]
-    frames: int
-    timed: bool
-    fps: float = canonical.FPS
 
 
 class TextToPose:
