@@ -167,7 +167,7 @@ class Store:
     def fetch_folder(self, key: str, cache: Path) -> Path:
         """A local copy of the folder published under ``key``, every file checked against the
         manifest. A local store is read in place (after the same check); other stores are copied
-        once into ``cache/<digest>/<folder name>`` (loaders may read the name) -- written aside
+        once into ``cache/<digest>-<name>/<name>`` (loaders may read the folder's name) -- written aside
         and renamed, so replicas of one node that fetch at once share one complete copy."""
         manifest = self.manifest(key)
         if self.local:
@@ -175,9 +175,9 @@ class Store:
                 self._checked(key, rel, manifest)
             return Path(self.path(key))
         name = key.rstrip("/").rsplit("/", 1)[-1]
-        target = cache / manifest.digest
+        target = cache / f"{manifest.digest}-{name}"  # two folders may hold the same files
         if not target.is_dir():
-            staging = cache / f".{manifest.digest}.{uuid.uuid4().hex}"
+            staging = cache / f".{target.name}.{uuid.uuid4().hex}"
             try:
                 (staging / name).mkdir(parents=True)
                 for rel in manifest.files:

@@ -155,7 +155,7 @@ def test_folders_are_cached_per_node_and_checked_by_digest(url: str, tmp_path: P
     store = Store(url)
     manifest = store.put_folder(folder, "models/m")
     copy = store.fetch_folder("models/m", tmp_path / "cache")
-    assert copy == tmp_path / "cache" / manifest.digest / "m"  # loaders may read the name
+    assert copy == tmp_path / "cache" / f"{manifest.digest}-m" / "m"  # loaders read the name
     assert (copy / "sub" / "w.bin").read_bytes() == b"\0" * 1000 and (copy / MANIFEST).is_file()
     assert store.fetch_folder("models/m", tmp_path / "cache") == copy  # cached: no new copy
 
