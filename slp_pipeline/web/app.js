@@ -68,6 +68,7 @@ async function loadInfo() {
     $("upload-status").textContent = "This server has no pose estimator: it cannot add signers.";
   }
   countChars();
+  updateCurl();
 }
 
 async function loadSigners(select) {
@@ -176,8 +177,8 @@ async function uploadSigner() {
 
 // ------------------------------------------------------------------ the request
 function requestBody() {
-  const body = {text: $("text").value.trim(), language: $("language").value, signer: selectedSigner() || "default",
-    renderer: $("renderer").value};
+  const body = {text: $("text").value.trim(), language: $("language").value, signer: selectedSigner() || "default"};
+  if ($("renderer").value) body.renderer = $("renderer").value;
   if ($("fps").value) body.fps = Number($("fps").value);
   return body;
 }
@@ -381,6 +382,7 @@ async function sign(event) {
   const body = requestBody();
   if (!body.text) { showError("text", "Type a sentence to sign."); $("text").focus(); return; }
   cancel();
+  updateCurl();
   const controller = new AbortController();
   page.controller = controller;
   page.lastBody = body;
@@ -398,6 +400,8 @@ async function sign(event) {
     page.players = renderers.map((name) => new Player(name, timeline));
     $("players").replaceChildren(...page.players.map((p) => p.node));
     $("players").classList.toggle("two", renderers.length === 2);
+    // one column (phones): the video is below the form, so bring it into view
+    if ($("output").getBoundingClientRect().top > innerHeight * 0.8) $("output").scrollIntoView();
     setStatus(renderers.length === 2 ? `Rendering with ${renderers.join(" and ")}...` : "Rendering...");
     const results = await Promise.allSettled(page.players.map((p) => p.run(body, controller.signal)));
     if (controller.signal.aborted) { setStatus("Cancelled."); return; }

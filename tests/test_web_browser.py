@@ -1,0 +1,363 @@
+"""The page in a real headless Chromium, driven over the DevTools protocol (CDP), against a
+stand-in of the API: the served files (with their Content-Security-Policy) and answers shaped
+as the service's, streaming a real fragmented mp4 from EncodeStage chunk by chunk. What it
+checks is the browser side -- MediaSource playback while frames arrive, progress, gloss
+highlighting, captions, side by side, cancel, errors next to fields, the 503 countdown, no
+console errors. The full graph behind the page is scripts/check_web_page.py's job.
+
+Slow (a browser start); skipped without Chromium (Debian: ``apt-get install chromium``).
+``SLP_WEB_SCREENSHOTS=DIR`` also saves desktop and phone screenshots there (docs/images).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from t2p_double import FakeTextToPose
+
+from slp_pipeline.serve_app import WEB_FILES, WEB_HEADERS, WEB_TYPES
+from slp_pipeline.signers import BUILTIN_SIGNERS, Signer, synth_rest_signer
+from slp_pipeline.stages import EncodeStage, SkeletonRenderer, retarget_to
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)"),
+]
+websockets_sync = pytest.importorskip("websockets.sync.client")
+
+FPS = 25.0
+FRAMES = 40
+CHUNK = 16
+# The dictionary G2P's shape of answer: three signs of one sentence, with transitions between.
+TIMELINE = {
+    "fps": FPS, "frames": FRAMES, "timed": True, "sentences": [["TAG", "NORD", "REGEN"]],
+    "glosses": [{"gloss": "TAG", "sentence": 0, "start": 4, "end": 13},
+                {"gloss": "NORD", "sentence": 0, "start": 16, "end": 24},
+                {"gloss": "REGEN", "sentence": 0, "start": 27, "end": 35}],
+}  # fmt: skip
+SIGNERS = [
+    {"name": "default", "source": "SynthSigner identity 10", "builtin": True},
+    {"name": "synth-11", "source": "SynthSigner identity 11", "builtin": True},
+    {"name": "mine", "source": "upload", "builtin": False},
+]
+INFO = {"languages": ["de", "zh"], "renderers": ["full", "skeleton", "tpsmm"],
+        "default_renderer": "full", "max_text_chars": 500, "min_fps": 5.0, "max_fps": 60.0,
+        "sign_requires_key": False, "uploads": True, "max_upload_bytes": 10_000_000}  # fmt: skip
+
+
+def _images() -> dict[str, bytes]:
+    out = {}
+    for name, identity in [*BUILTIN_SIGNERS.items(), ("mine", 3)]:
+        buf = io.BytesIO()
+        Image.fromarray(synth_rest_signer(identity, 128)[0]).save(buf, format="PNG")
+        out[name] = buf.getvalue()
+    return out
+
+
+def _video_chunks() -> list[bytes]:
+    """A fragmented mp4 as /v1/sign streams it, one piece per rendered chunk: the skeleton
+    renderer over the built-in signer, driven by the test double's poses (tests/t2p_double)."""
+    image, pose = synth_rest_signer(BUILTIN_SIGNERS["default"])
+    signer = Signer("default", image, pose, {"builtin": True}, None)
+    canonical = FakeTextToPose("de", max_frames=FRAMES).generate("am tag regnet es im norden")
+    renderer = SkeletonRenderer("skeleton", 256)
+    state = renderer.prepare(signer)
+    encoder = EncodeStage().mp4(FPS, fragmented=True)
+    parts = [
+        encoder.write(renderer.render([state], [retarget_to(canonical[i : i + CHUNK], signer)])[0])
+        for i in range(0, FRAMES, CHUNK)
+    ]
+    return [p for p in [*parts, encoder.close()] if p]
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """The API's routes the page calls, answering as the service does. Texts steer it:
+    ``busy`` -> one 503 with Retry-After first; ``slow`` -> 1.5 s between chunks."""
+
+    protocol_version = "HTTP/1.1"  # chunked responses, as the service streams
+    images: dict[str, bytes] = {}
+    video: list[bytes] = []
+    busy_left = {"n": 0}
+    log: list[tuple[str, str, Any]] = []
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes, kind: str, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, doc: Any, headers: dict | None = None) -> None:
+        self._send(status, json.dumps(doc).encode(), "application/json", headers)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        name = "index.html" if path == "/" else path.removeprefix("/web/")
+        if (path == "/" or path.startswith("/web/")) and name in WEB_FILES:
+            self._send(200, WEB_FILES[name], WEB_TYPES[name], WEB_HEADERS)
+        elif path == "/v1/info":
+            self._json(200, INFO)
+        elif path == "/v1/signers":
+            self._json(200, {"signers": SIGNERS})
+        elif path.startswith("/v1/signers/") and path.endswith("/image"):
+            self._send(200, self.images[path.split("/")[3]], "image/png")
+        else:
+            self._json(404, {"error": "Not Found"})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        self.log.append(("POST", self.path, body))
+        if "busy" in body.get("text", "") and self.busy_left["n"] > 0:
+            self.busy_left["n"] -= 1
+            self._send(503, b"Service Unavailable", "text/plain", {"Retry-After": "2"})
+        elif body.get("language") == "zh":
+            self._json(422, {"error": "unsupported language 'zh'; choose from ['de']"})
+        elif self.path == "/v1/glosses":
+            self._json(200, TIMELINE)
+        elif self.path == "/v1/sign":
+            self._stream(0.0 if "slow" not in body["text"] else 1.5)
+        else:
+            self._json(404, {"error": "Not Found"})
+
+    def _stream(self, pause: float) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for part in self.video:
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                self.wfile.flush()
+                time.sleep(pause)
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):  # the page cancelled
+            pass
+
+
+class Browser:
+    """One headless Chromium page over CDP; console errors and exceptions are collected."""
+
+    def __init__(self, ws_url: str) -> None:
+        self.ws = websockets_sync.connect(ws_url, max_size=None)
+        self.next_id = 0
+        self.errors: list[str] = []
+        for domain in ("Runtime", "Log", "Page"):
+            self.call(f"{domain}.enable")
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=60))
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+            self._event(msg)
+
+    def _event(self, msg: dict[str, Any]) -> None:
+        method, params = msg.get("method"), msg.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            self.errors.append(params["exceptionDetails"].get("text", "exception"))
+        elif method == "Runtime.consoleAPICalled" and params["type"] == "error":
+            self.errors.append(str(params["args"]))
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            entry = params["entry"]
+            # the stand-in's deliberate 422/503 answers are logged by Chromium as failed loads
+            if not (entry.get("source") == "network" and any(
+                f"status of {s}" in entry["text"] for s in (422, 503))):  # fmt: skip
+                self.errors.append(entry["text"])
+
+    def js(self, expression: str) -> Any:
+        out = self.call("Runtime.evaluate", expression=expression, awaitPromise=True,
+                        returnByValue=True)  # fmt: skip
+        if "exceptionDetails" in out:
+            raise RuntimeError(f"{expression}: {out['exceptionDetails']}")
+        return out["result"].get("value")
+
+    def wait(self, expression: str, timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.1)
+        status = self.js("document.getElementById('status').textContent")
+        raise AssertionError(f"timed out waiting for {expression} (status: {status})")
+
+    def screenshot(self, path: Path, width: int, height: int, mobile: bool) -> None:
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=mobile)  # fmt: skip
+        time.sleep(0.5)
+        shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=False)
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[str]:
+    StandIn.images = _images()
+    StandIn.video = _video_chunks()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(site: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    profile = tmp_path_factory.mktemp("chromium")
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1280,900",
+         "--autoplay-policy=no-user-gesture-required", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not port_file.is_file() or not port_file.read_text().strip():
+            assert time.monotonic() < deadline and proc.poll() is None, "Chromium did not start"
+            time.sleep(0.2)
+        port = port_file.read_text().split()[0]
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            target = next(t for t in json.load(r) if t["type"] == "page")
+        page = Browser(target["webSocketDebuggerUrl"])
+        page.call("Page.navigate", url=f"{site}/")
+        page.wait(
+            "document.querySelectorAll('#signers img').length === 3 && "
+            "[...document.querySelectorAll('#signers img')].every((i) => i.naturalWidth > 0)"
+        )
+        yield page
+        page.ws.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _sign(page: Browser, text: str) -> None:
+    page.js(f"$('text').value = {json.dumps(text)}; $('go').click();")
+
+
+def test_streamed_video_glosses_highlight_caption_downloads(browser: Browser) -> None:
+    _sign(browser, "am tag regnet es im norden")
+    browser.wait("$('status').textContent === 'Done.'")
+    player = browser.js("""(() => { const p = document.querySelector('.player');
+      const v = p.querySelector('video');
+      return {progress: p.querySelector('.progress-text').textContent, src: v.src,
+        ready: v.readyState, duration: v.duration, mp4: !p.querySelector('.download-mp4').hidden,
+        glosses: [...document.querySelectorAll('#glosses li')].map((l) => l.textContent),
+        lang: $('glosses').lang}; })()""")
+    assert player["progress"] == f"{FRAMES} / {FRAMES} frames rendered (streamed)"
+    assert player["src"].startswith("blob:") and player["ready"] >= 1 and player["mp4"]
+    assert browser.js("document.querySelector('.download-mp4').checkVisibility()")
+    assert abs(player["duration"] - FRAMES / FPS) < 0.1
+    assert player["glosses"] == ["TAG", "NORD", "REGEN"] and player["lang"] == "de"
+    # highlighting: the second sign is frames 16-23
+    browser.js("(() => { const v = document.querySelector('.player video'); v.pause(); "
+               "v.currentTime = 18 / 25; })()")  # fmt: skip
+    browser.wait("document.querySelectorAll('#glosses li')[1].classList.contains('active')")
+    assert browser.js("document.querySelectorAll('#glosses li.active').length") == 1
+    assert browser.js("document.querySelectorAll('#glosses li')[1].getAttribute('aria-current')")
+    # the caption track: the input sentence over the whole video
+    cue = browser.wait("""(() => { const t = document.querySelector('.player video').textTracks[0];
+      return t && t.cues && t.cues.length ? [t.cues[0].text, t.cues[0].endTime, t.language] : null;
+      })()""")
+    assert cue == ["am tag regnet es im norden", FRAMES / FPS, "de"]
+    curl = browser.js("$('curl').textContent")
+    assert "/v1/sign" in curl and '"renderer":"full"' in curl
+
+
+def test_progress_while_streaming_and_cancel(browser: Browser) -> None:
+    _sign(browser, "slow sentence")
+    partial = browser.wait("""(() => { const t = document.querySelector('.progress-text');
+      return t && /^\\d+ \\/ 40 frames$/.test(t.textContent) && !t.textContent.startsWith('0 ')
+        ? t.textContent : null; })()""")
+    assert partial != f"{FRAMES} / {FRAMES} frames"
+    visible = "document.querySelector('.download-mp4').checkVisibility()"
+    assert not browser.js(visible)  # offered once the whole video is there
+    assert browser.js("document.querySelector('.player video').src.startsWith('blob:')")
+    browser.js("$('cancel').click()")
+    browser.wait("$('status').textContent === 'Cancelled.'")
+    assert browser.js("$('go').disabled === false && $('cancel').disabled === true")
+
+
+def test_side_by_side_renders_two(browser: Browser) -> None:
+    browser.js("$('compare').click(); $('renderer2').value = 'skeleton';")
+    _sign(browser, "am tag")
+    browser.wait("$('status').textContent === 'Done.'")
+    titles = browser.js("[...document.querySelectorAll('.player-title')].map((t) => t.textContent)")
+    assert titles == ["Renderer: full", "Renderer: skeleton"]
+    assert browser.js("$('players').classList.contains('two')")
+    bodies = [b for m, p, b in StandIn.log[-2:] if p == "/v1/sign"]
+    assert sorted(b["renderer"] for b in bodies) == ["full", "skeleton"]
+    browser.js("$('compare').click()")
+
+
+def test_errors_next_to_their_field_and_busy_countdown(browser: Browser) -> None:
+    browser.js("$('language').value = 'zh'; $('language').dispatchEvent(new Event('change'));")
+    _sign(browser, "你好")
+    browser.wait("$('language-error').textContent.includes('unsupported language')")
+    assert browser.js("$('language').getAttribute('aria-invalid')") == "true"
+    assert browser.js("document.activeElement.id") == "language"
+    assert browser.js("$('text').lang") == "zh"
+    browser.js("$('language').value = 'de'; $('language').dispatchEvent(new Event('change'));")
+    StandIn.busy_left["n"] = 1
+    _sign(browser, "busy sentence")
+    browser.wait("/retrying in [12] s/.test($('status').textContent)")
+    browser.wait("$('status').textContent === 'Done.'")
+    assert not browser.js("$('language-error').textContent")
+
+
+def test_no_console_errors_and_screenshots(browser: Browser, tmp_path: Path) -> None:
+    folder = Path(os.environ.get("SLP_WEB_SCREENSHOTS") or tmp_path)
+    pause = (
+        "(() => { for (const v of document.querySelectorAll('.player video')) {"
+        " v.pause(); v.currentTime = 20 / 25; } })()"
+    )
+    _sign(browser, "am tag regnet es im norden")
+    browser.wait("$('status').textContent === 'Done.'")
+    browser.js(pause)
+    browser.screenshot(folder / "web_desktop.png", 1280, 900, mobile=False)
+    browser.screenshot(folder / "web_phone.png", 390, 844, mobile=True)
+    browser.js("$('output').scrollIntoView()")
+    browser.screenshot(folder / "web_phone_video.png", 390, 844, mobile=True)
+    browser.js("scrollTo(0, 0)")
+    assert Image.open(folder / "web_phone.png").size == (390, 844)
+    fits = browser.js("document.documentElement.scrollWidth <= window.innerWidth")
+    assert fits, "the phone layout scrolls sideways"
+    browser.call("Emulation.clearDeviceMetricsOverride")
+    browser.js("$('compare').click(); $('renderer2').value = 'skeleton';")
+    _sign(browser, "am tag regnet es im norden")
+    browser.wait("$('status').textContent === 'Done.'")
+    browser.js(pause)
+    browser.screenshot(folder / "web_side_by_side.png", 1280, 900, mobile=False)
+    browser.js("$('compare').click()")
+    _sign(browser, "slow sentence")
+    progress = "document.querySelector('.progress-text').textContent"
+    browser.wait(f"/^[1-9]\\d* \\/ 40 frames$/.test({progress})")
+    browser.screenshot(folder / "web_rendering.png", 1280, 900, mobile=False)
+    browser.js("$('cancel').click()")
+    browser.wait("$('status').textContent === 'Cancelled.'")
+    browser.call("Emulation.clearDeviceMetricsOverride")
+    assert browser.errors == []
