@@ -140,7 +140,7 @@ def _worker(spec: dict[str, Any]) -> None:
         if times is not None:
             times.data_s.append(fetched - start)
             times.step_s.append(time.perf_counter() - fetched)
-            times.losses.append(terms)
+            times.losses.append({k: float(v) for k, v in terms.items()})
 
     for line in sys.stdin:
         cmd = json.loads(line)

@@ -1,9 +1,11 @@
-"""``save_pretrained`` / ``from_pretrained`` folders shared by the small models (diffusers-style).
+"""``save_pretrained`` / ``from_pretrained`` folders of every model (diffusers-style), and the
+readers of config files.
 
 A folder holds ``config.json`` (``model_type`` + the model's config) and ``model.safetensors``
 (no pickle, so loading an untrusted checkpoint cannot run code). Every error names the folder
 and says what is wrong, because checkpoints travel between machines and a bare KeyError from
-``load_state_dict`` does not tell a user which file to replace.
+``load_state_dict`` does not tell a user which file to replace. PGMM folders written before
+issue 18 have no ``model_type`` (``read_config(..., untyped_ok=True)`` accepts them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -21,6 +24,10 @@ from torch import nn
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 T = TypeVar("T")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder whose files are unreadable or do not match what the caller asked for."""
 
 
 class DeviceError(ValueError):
@@ -48,8 +55,16 @@ def target_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def save_folder(directory: str | Path, module: nn.Module, config: dict[str, Any]) -> Path:
-    """Write ``config.json`` (with ``model_type``) and ``model.safetensors``, each atomically."""
+def save_folder(
+    directory: str | Path,
+    module: nn.Module,
+    config: dict[str, Any],
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write ``config.json`` (with ``model_type``) and ``model.safetensors``, each atomically.
+
+    ``metadata``: extra safetensors header entries (strings), beside ``format``.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {"model_type": type(module).__name__, **config}
@@ -58,13 +73,19 @@ def save_folder(directory: str | Path, module: nn.Module, config: dict[str, Any]
     tmp.replace(directory / CONFIG_NAME)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     tmp = directory / f".{WEIGHTS_NAME}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
+    save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})})
     tmp.replace(directory / WEIGHTS_NAME)
     return directory
 
 
-def read_config(directory: str | Path, model_type: str, what: str) -> dict[str, Any]:
-    """The config of a folder written by :func:`save_folder` for ``model_type`` (checked)."""
+def read_config(
+    directory: str | Path, model_type: str, what: str, untyped_ok: bool = False
+) -> dict[str, Any]:
+    """The config of a folder written by :func:`save_folder` for ``model_type`` (checked).
+
+    ``untyped_ok``: also accept a config without ``model_type`` (PGMM checkpoints from before
+    they were written here); a config that names another type is refused all the same.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{what} directory not found: {directory}")
@@ -74,12 +95,12 @@ def read_config(directory: str | Path, model_type: str, what: str) -> dict[str, 
     try:
         meta = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{directory}: {CONFIG_NAME} is not valid JSON ({e})") from e
+        raise CheckpointError(f"{directory}: {CONFIG_NAME} is not valid JSON ({e})") from e
     if not isinstance(meta, dict):
-        raise ValueError(f"{directory}: {CONFIG_NAME} must hold a JSON object")
+        raise CheckpointError(f"{directory}: {CONFIG_NAME} must hold a JSON object")
     found = meta.pop("model_type", None)
-    if found != model_type:
-        raise ValueError(f"{directory}: model_type is {found!r}, expected {model_type}")
+    if found != model_type and not (found is None and untyped_ok):
+        raise CheckpointError(f"{directory}: model_type is {found!r}, expected {model_type}")
     return meta
 
 
@@ -89,7 +110,7 @@ def load_weights(module: nn.Module, directory: str | Path) -> None:
     try:
         state = load_file(str(directory / WEIGHTS_NAME))
     except SafetensorError as e:  # bad bytes only: other errors keep their own message
-        raise ValueError(f"{directory}: cannot read {WEIGHTS_NAME} ({e})") from e
+        raise CheckpointError(f"{directory}: cannot read {WEIGHTS_NAME} ({e})") from e
     expected = module.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
@@ -100,11 +121,35 @@ def load_weights(module: nn.Module, directory: str | Path) -> None:
     ]
     if problems:
         shown = "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
-        raise ValueError(
+        raise CheckpointError(
             f"{directory}: {WEIGHTS_NAME} does not match {CONFIG_NAME} "
             f"({len(problems)} problems): {shown}"
         )
     module.load_state_dict(state)
+
+
+def yaml_section(
+    path: str | Path, section: str, what: str, whole_if_absent: bool = False
+) -> dict[str, Any]:
+    """The ``section:`` mapping of a config YAML file (``model:``, ``train:``), ``{}`` if absent.
+
+    One reader for every config class, so each reports a missing file, bad YAML or a section
+    that is not a mapping the same way: one line naming the file. ``whole_if_absent``: a file
+    without ``section`` is that section itself (PGMM model files may be written flat).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys")
+    found = data.get(section, data if whole_if_absent else None) or {}
+    if not isinstance(found, dict):
+        raise ValueError(f"{path}: the {section} section must be a mapping of config keys")
+    return found
 
 
 def dataclass_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:

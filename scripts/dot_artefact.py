@@ -43,8 +43,9 @@ from pgmm.models.config import PGMMConfig
 from pgmm.models.hourglass import UpBlock2d
 from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import HRNetLite
+from pgmm.pose.heatmaps import pose_heatmaps
 from pgmm.training.config import TrainConfig
-from pgmm.training.trainer import PGMMTrainer, pose_heatmaps
+from pgmm.training.trainer import PGMMTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "pgmm" / "full-small"
@@ -92,7 +93,7 @@ def render(model: PGMM, clip: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor
     """Every frame of the clip animated from its ground-truth pose; source = the first frame."""
     frames, poses = clip
     cfg = model.config
-    maps = pose_heatmaps(poses, cfg.image_size, cfg.heatmap_stride, TrainConfig.heatmap_sigma)
+    maps = pose_heatmaps(poses, cfg.image_size, cfg.heatmap_stride, cfg.heatmap_sigma)
     with torch.no_grad():
         state = model.encode_source(frames[:1], maps[:1])
         return torch.cat([model.animate(state, maps[i : i + 16]) for i in range(0, len(maps), 16)])
@@ -161,7 +162,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
         shipped = load(SHIPPED)
         frames, poses = clips[0]
         cfg = shipped.config
-        maps = pose_heatmaps(poses, cfg.image_size, cfg.heatmap_stride, TrainConfig.heatmap_sigma)
+        maps = pose_heatmaps(poses, cfg.image_size, cfg.heatmap_stride, cfg.heatmap_sigma)
         coarse = cfg.image_size // 2**cfg.num_down_blocks
         with torch.no_grad():
             features = shipped.posenet(maps, (coarse, coarse))

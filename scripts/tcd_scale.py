@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.metrics.tcd import TCD_THRESHOLD, neighbour_difference
 from pgmm.models.pgmm import PGMM
-from pgmm.training.config import TrainConfig
-from pgmm.training.trainer import pose_heatmaps
+from pgmm.pose.heatmaps import pose_heatmaps
 
 ROOT = Path(__file__).resolve().parents[1]
 LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 1, 3, 1, 1)
@@ -63,7 +62,7 @@ def _render(data: RenderedSynthSigner, checkpoint: Path, frames: int) -> torch.T
     model = PGMM.from_pretrained(checkpoint).eval()
     cfg = model.config
     points = torch.from_numpy(data.load_poses(0).to_layout("pgmm36").data[:frames].copy())
-    maps = pose_heatmaps(points, cfg.image_size, cfg.heatmap_stride, TrainConfig.heatmap_sigma)
+    maps = pose_heatmaps(points, cfg.image_size, cfg.heatmap_stride, cfg.heatmap_sigma)
     source = _target(data, 1)
     with torch.no_grad():
         state = model.encode_source(source, maps[:1])

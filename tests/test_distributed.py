@@ -164,3 +164,45 @@ def test_one_rank_group_matches_the_single_process_trainer_and_resumes(
     logs = [(tmp_path / run / "log.csv").read_text() for run in ("single", "ddp")]
     strip = [[r[:2] + r[4:] for r in csv.reader(log.splitlines())] for log in logs]  # no seconds
     assert strip[0] == strip[1]
+
+
+@pytest.mark.parametrize(
+    ("variant", "weights"),
+    [
+        ("full", {}),
+        ("tpsmm", {}),
+        ("pose_sum", {}),
+        ("tpsmm", {"warp": 0.0}),  # TPSMM's flow mixing feeds the image: still used
+        ("pfm", {"warp": 0.0}),
+        ("full", {"driving_keypoints": 0.0}),
+        ("full", {"perceptual": 0.0, "pose_distance": 0.0, "align": 0.0}),
+    ],
+)
+def test_unused_parameters_are_predicted_from_the_config(variant: str, weights: dict) -> None:
+    """DDP looks for unused parameters only where a step leaves some without a gradient: one
+    left out where it does not look would hang the gradient all-reduce (the 2-worker run above
+    trains the default ``full`` config without looking)."""
+    from pgmm.losses.total import PGMMLoss
+    from pgmm.training.distributed import has_unused_parameters
+
+    size = 64
+    torch.manual_seed(0)
+    config = PGMMConfig(variant=variant, image_size=size, loss_weights=weights, **TINY)
+    model = PGMM(config).train()
+    estimator = HRNetLite(HRNetLiteConfig(widths=(8, 16)))
+    criterion = PGMMLoss(config, estimator=estimator, pyramid_scales=(1, 0.5, 0.25))
+    batch = {
+        "source": torch.rand(1, 3, size, size),
+        "driving": torch.rand(1, 3, size, size),
+        "driving_heatmaps": torch.rand(1, 36, size // 4, size // 4),
+        "source_heatmaps": torch.rand(1, 36, size // 4, size // 4),
+    }
+    out = model(
+        batch["source"], batch["driving"], batch["driving_heatmaps"], batch["source_heatmaps"],
+        with_align=config.loss_weights["align"] > 0,
+    )  # fmt: skip
+    total = criterion(model, batch, out)["total"]
+    names, params = zip(*model.named_parameters(), strict=True)
+    grads = torch.autograd.grad(total, params, allow_unused=True)
+    unused = [n for n, g in zip(names, grads, strict=True) if g is None]
+    assert has_unused_parameters(config) == bool(unused), unused

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
 from tiny import TINY_PGMM
 
 from pgmm.losses import align_loss
@@ -15,8 +18,10 @@ from pgmm.models.cmm import CMM
 from pgmm.models.config import VARIANTS, PGMMConfig
 from pgmm.models.pfm import PFM
 from pgmm.models.pgmm import PGMM, CheckpointError
+from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pgmm"
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "pgmm"
 TINY = TINY_PGMM
 
 
@@ -162,13 +167,37 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     # Weights of another variant under this config: names the mismatch.
     tiny("full").save_pretrained(tmp_path / "full")
     (tmp_path / "tpsmm" / "model.safetensors").replace(tmp_path / "full" / "model.safetensors")
-    with pytest.raises(CheckpointError, match="does not match its config"):
+    with pytest.raises(CheckpointError, match="does not match config.json"):
         PGMM.from_pretrained(tmp_path / "full")
     (tmp_path / "full" / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+    with pytest.raises(CheckpointError, match="cannot read model.safetensors"):
         PGMM.from_pretrained(tmp_path / "full")
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="PGMM directory not found"):
         PGMM.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "tpsmm" / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="missing config.json"):
+        PGMM.from_pretrained(tmp_path / "tpsmm")
+    HRNetLite(HRNetLiteConfig(widths=(8, 16))).save_pretrained(tmp_path / "pe")
+    with pytest.raises(CheckpointError, match="model_type is 'HRNetLite', expected PGMM"):
+        PGMM.from_pretrained(tmp_path / "pe")
+
+
+@pytest.mark.parametrize("folder", sorted(SHIPPED.iterdir()), ids=lambda p: p.name)
+def test_shipped_checkpoints_load_bit_identically(folder: Path, tmp_path: Path) -> None:
+    """The shipped folders predate ``model_type`` (issue 18): they load as they are, every
+    tensor equal to the file's (stored in float16: widened exactly), and round-trip."""
+    assert "model_type" not in json.loads((folder / "config.json").read_text())
+    model = PGMM.from_pretrained(folder)
+    stored = load_file(str(folder / "model.safetensors"))
+    state = model.state_dict()
+    assert state.keys() == stored.keys()
+    assert all(torch.equal(state[k], stored[k].to(state[k].dtype)) for k in stored)
+    model.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["model_type"] == "PGMM"
+    with safe_open(str(tmp_path / "again" / "model.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt", "variant": model.config.variant}
+    again = PGMM.from_pretrained(tmp_path / "again").state_dict()
+    assert all(torch.equal(again[k], v) for k, v in state.items())
 
 
 def test_input_validation() -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -21,7 +22,12 @@ from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, heatmap_loss
 from pgmm.training import pose_estimator as pose_estimator_training
 from pgmm.training.config import TrainConfig
 from pgmm.training.pose_estimator import evaluate_pck, train_pose_estimator
-from pgmm.training.trainer import PGMMTrainer, cpu_computes_bf16, float32_islands
+from pgmm.training.trainer import (
+    PGMMTrainer,
+    cpu_computes_bf16,
+    float32_islands,
+    sample_sheet,
+)
 from slp_pipeline.cli import main
 
 TINY = TINY_PGMM
@@ -260,3 +266,31 @@ def test_pose_estimator_augmentation_moves_keypoints_with_pixels() -> None:
     found = argmax_decode(moved[:, :1])[:, 0, :2]
     assert (found - new_points[:, 0, :2]).abs().max() * 64 < 0.5  # same place, < 0.5 px
     assert not torch.allclose(new_points, points)
+
+
+class _OnDevice(torch.Tensor):
+    """A CPU tensor posing as one on an accelerator: an op that mixes it with a plain (host)
+    tensor fails as it would with a CUDA tensor; ``.cpu()`` brings it back to the host."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.cpu:
+            with torch._C.DisableTorchFunctionSubclass():
+                return args[0].clone()
+        leaves = torch.utils._pytree.tree_leaves((args, kwargs or {}))
+        if {isinstance(a, cls) for a in leaves if isinstance(a, torch.Tensor)} == {True, False}:
+            raise RuntimeError("Expected all tensors to be on the same device")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_sample_sheet_takes_a_device_prediction_and_a_host_batch() -> None:
+    """Issue 21: training on a GPU crashed at its first sample step (a CUDA prediction in
+    bf16, with a graph, concatenated with the CPU batch)."""
+    source, driving = torch.zeros(3, 3, 8, 8), torch.ones(3, 3, 8, 8)
+    prediction = torch.full((3, 3, 8, 8), 0.5, requires_grad=True)
+    on_device = prediction.to(torch.bfloat16).as_subclass(_OnDevice)
+    with pytest.raises(RuntimeError, match="same device"):
+        torch.cat([source, on_device])  # the emulation does catch a mixed op
+    sheet = sample_sheet(source, driving, on_device, count=2)
+    assert sheet.shape == (3 * 8, 2 * 8, 3) and sheet.dtype == np.uint8
+    assert (sheet[:8] == 0).all() and (sheet[8:16] == 255).all() and (sheet[16:] == 128).all()

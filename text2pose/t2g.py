@@ -87,9 +87,11 @@ class TextToGloss(torch.nn.Module):
 
     # ------------------------------------------------------------------ batches
     def encode_text(self, sentences: list[str]) -> dict[str, torch.Tensor]:
-        """Already-normalised sentences -> padded ``input_ids`` / ``attention_mask``."""
+        """Already-normalised sentences -> padded ``input_ids`` / ``attention_mask``, on the
+        model's device (where ``translate`` decodes: on a GPU a host batch would fail there)."""
         ids = [self.text_tok.encode(s)[: self.config.max_len] for s in sentences]
-        return _pad(ids, "input_ids")
+        device = next(self.parameters()).device
+        return {k: v.to(device) for k, v in _pad(ids, "input_ids").items()}
 
     def encode_glosses(self, glosses: list[list[str]]) -> torch.Tensor:
         ids = [self.gloss_tok.encode(" ".join(g))[: self.config.max_len] for g in glosses]

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from pgmm.checkpoint import dataclass_from_dict
+from pgmm.checkpoint import dataclass_from_dict, yaml_section
 
 VARIANTS = ("tpsmm", "pose_sum", "pfm", "pfm_pd", "full")
 _VARIANT_DEFAULTS = {
@@ -143,14 +143,8 @@ class PGMMConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PGMMConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"PGMM config not found: {path}")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        model = data.get("model", data)
-        return cls.from_dict(model)
+        """The ``model:`` section of a ``configs/pgmm/*.yaml`` file (or a flat file of keys)."""
+        return cls.from_dict(yaml_section(path, "model", "PGMM", whole_if_absent=True))
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump({"model": self.to_dict()}, sort_keys=False))

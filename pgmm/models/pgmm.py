@@ -11,21 +11,26 @@ Two entry points:
   through :class:`~pgmm.models.driving_head.DrivingKeypointHead`; the source (signer) side is
   computed once by :meth:`PGMM.encode_source` and reused for every frame.
 
-Checkpoints are a folder with ``config.json`` and ``model.safetensors`` (no pickle).
+Checkpoints are a folder with ``config.json`` and ``model.safetensors`` (no pickle), written and
+read by :mod:`pgmm.checkpoint` like every other model's.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pgmm.checkpoint import CONFIG_NAME, WEIGHTS_NAME, target_device
+from pgmm.checkpoint import (
+    CONFIG_NAME,
+    CheckpointError,
+    load_weights,
+    read_config,
+    save_folder,
+    target_device,
+)
 from pgmm.models.bg_motion import BackgroundMotion
 from pgmm.models.config import PGMMConfig
 from pgmm.models.dense_motion import DenseMotion, MotionOutput
@@ -34,10 +39,6 @@ from pgmm.models.encoder import ImageEncoder, pyramid_channels
 from pgmm.models.generator import Generator, GeneratorOutput
 from pgmm.models.keypoint_detector import KeypointDetector
 from pgmm.models.posenet import PoseNet
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that does not match what the caller asked for."""
 
 
 @dataclass
@@ -243,16 +244,8 @@ class PGMM(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (each atomically)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{WEIGHTS_NAME}.tmp"
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(tmp), metadata={"format": "pt", "variant": self.config.variant})
-        tmp.replace(directory / WEIGHTS_NAME)
-        cfg_tmp = directory / f".{CONFIG_NAME}.tmp"
-        cfg_tmp.write_text(json.dumps(self.config.to_dict(), indent=2))
-        cfg_tmp.replace(directory / CONFIG_NAME)
-        return directory
+        variant = {"variant": self.config.variant}  # in the weights' header too, as always
+        return save_folder(directory, self, self.config.to_dict(), metadata=variant)
 
     @classmethod
     def from_pretrained(
@@ -266,17 +259,14 @@ class PGMM(nn.Module):
 
         A device this host lacks raises :class:`~pgmm.checkpoint.DeviceError` before anything
         is read; only bytes safetensors cannot parse are reported as an unreadable file.
+        Folders from before ``model_type`` was written (every shipped PGMM) load as they are.
         """
         device = target_device(map_location)
-        directory = Path(directory)
-        cfg_path, weights = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (cfg_path, weights):
-            if not path.is_file():
-                raise FileNotFoundError(f"PGMM checkpoint incomplete: {path} is missing")
+        meta = read_config(directory, cls.__name__, "PGMM", untyped_ok=True)
         try:
-            config = PGMMConfig.from_dict(json.loads(cfg_path.read_text()))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise CheckpointError(f"{cfg_path}: unreadable PGMM config ({e})") from e
+            config = PGMMConfig.from_dict(meta)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{directory}: unreadable PGMM {CONFIG_NAME} ({e})") from e
         if variant is not None and config.variant != variant:
             raise CheckpointError(
                 f"{directory} holds a '{config.variant}' PGMM, but '{variant}' was requested"
@@ -287,20 +277,7 @@ class PGMM(nn.Module):
                 f"but {image_size}x{image_size} was requested"
             )
         model = cls(config)
-        try:
-            state = load_file(str(weights))  # to the CPU; moved below, with the model
-        except SafetensorError as e:
-            raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from e
-        own = model.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
-        if missing or unexpected or shapes:
-            raise CheckpointError(
-                f"{weights} does not match its config ({config.variant}, {config.image_size}px): "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {shapes[:5]}"
-            )
-        model.load_state_dict(state)
+        load_weights(model, directory)  # read onto the CPU; moved below, with the model
         return model.to(device)
 
     def num_parameters(self) -> dict[str, int]:

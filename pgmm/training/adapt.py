@@ -329,7 +329,6 @@ def adapt_signer(
         checkpoint_every=config.validate_every,
         amp=False,
         seed=config.seed,
-        heatmap_sigma=base.config.heatmap_sigma,  # the maps the base model was trained on
     )
 
     def validate(model: PGMM) -> float:

@@ -2,6 +2,11 @@
 
 Defaults follow the paper / TPSMM: Adam lr 2e-4, betas (0.5, 0.999), lr / 10 at 60 % and 90 %
 of the epochs, N random frame pairs per video per epoch, TPS dropout in early epochs.
+
+Only *how* to train lives here. What shapes the model's input -- the heatmaps' sigma included,
+which was a ``train:`` key until issue 18 -- is in :class:`~pgmm.models.config.PGMMConfig`,
+saved with the model. A ``train: heatmap_sigma`` in a YAML file is an error that says where it
+went; the copy in the ``train_config`` of an old run's ``state.json`` is not read on resume.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pgmm.checkpoint import dataclass_from_dict, yaml_section
 
 
 @dataclass
@@ -28,7 +33,6 @@ class TrainConfig:
     dropout_inc_p: float = 0.05
     dropout_max_p: float = 0.3
     dropout_until: float = 0.35
-    heatmap_sigma: float = 1.5  # pixels of the stride-4 heatmap, for ground-truth poses
     amp: bool = True  # mixed precision on CUDA only
     # bfloat16 autocast on a CPU that computes bf16 natively (AVX512-BF16 or AMX); ignored on
     # other CPUs, which would emulate it more slowly than float32. bench/train_step.py
@@ -66,13 +70,15 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        section = {**(data.get("train") or {}), **(overrides or {})}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown train config keys {unknown}")
-        return cls(**section)
+        """The ``train:`` section of a ``configs/pgmm/*.yaml`` file, then ``overrides``."""
+        section = {**yaml_section(path, "train", "training"), **(overrides or {})}
+        if "heatmap_sigma" in section:
+            raise ValueError(
+                f"{path}: train.heatmap_sigma is now model.heatmap_sigma (saved with the "
+                "renderer, so serving and evaluation draw the maps it was trained on); move it "
+                "to the model section"
+            )
+        return dataclass_from_dict(cls, section, f"{path} train config")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -67,6 +67,7 @@ __all__ = [
     "DistributedTrainState",
     "build_dataset",
     "check_resume_world_size",
+    "has_unused_parameters",
     "parameter_digest",
     "record_world_size",
     "shard_batches",
@@ -171,16 +172,34 @@ def record_world_size(run_dir: str | Path, world_size: int) -> None:
         world_file.write_text(json.dumps({"world_size": world_size}))
 
 
+def has_unused_parameters(config: PGMMConfig) -> bool:
+    """Whether a training step of ``config`` leaves some of the model's parameters without a
+    gradient (tests/test_distributed.py checks this against autograd for each variant).
+
+    DDP must then be told (``find_unused_parameters``), or it waits forever for those
+    gradients; telling it costs a traversal of the autograd graph every step, so it is asked
+    for only here. Each case is a loss term that is the only one to reach some parameters.
+    """
+    w = config.loss_weights
+    return (
+        w["driving_keypoints"] == 0  # the pose-driven keypoint head: trained by it alone
+        # Under CMM the generator makes its own flow; TPSMM's flow mixing only feeds the warp loss.
+        or (config.motion == "cmm" and w["warp"] == 0)
+        # The image path (E_I, P_d, G) is reached only through the generated frame or Y_s.
+        or w["perceptual"] + w["pose_distance"] + w["align"] == 0
+    )
+
+
 # ------------------------------------------------------------------------------------ trainer
 class _ModelLoss(nn.Module):
     """The training loss as a module that owns the model's parameters: what DDP wraps.
 
     The trainer runs the model, then ``PGMMLoss`` (which re-runs sub-networks such as the
     keypoint detector). Calling the loss through DDP makes the loss terms DDP's outputs, so
-    ``find_unused_parameters`` traces the autograd graph back from the actual loss and finds
-    exactly the parameters that get a gradient -- including the pose-driven head whose output
-    no loss reads when ``driving_keypoints`` is weighted 0, which a trace from the model's own
-    outputs (or ``static_graph``) would wait for forever.
+    where a config leaves parameters unused (:func:`has_unused_parameters`: e.g. the
+    pose-driven head when ``driving_keypoints`` is weighted 0), ``find_unused_parameters``
+    traces the autograd graph back from the actual loss and finds exactly the parameters that
+    get a gradient, which a trace from the model's own outputs would not.
     """
 
     def __init__(self, model: nn.Module, loss: nn.Module) -> None:
@@ -236,19 +255,15 @@ class DistributedPGMMTrainer(PGMMTrainer):
             _ModelLoss(self.model, self.loss),
             device_ids=[self.device.index] if cuda else None,
             output_device=self.device.index if cuda else None,
-            find_unused_parameters=True,
+            find_unused_parameters=has_unused_parameters(model_config),
         )
 
     # ------------------------------------------------------------------ data
     def _batches(self, epoch: int, skip: int) -> DataLoader:
         """This rank's share of the single-process epoch, after ``skip`` global steps."""
-        self.pairs.set_epoch(epoch)
-        self.sampler.set_epoch(epoch)
-        order = list(self.sampler)
-        size = self.cfg.batch_size
-        batches = [order[i : i + size] for i in range(0, len(order), size)]
-        mine = shard_batches(batches, self.rank, self.world_size)[skip:]
-        return DataLoader(self.pairs, batch_sampler=mine, num_workers=self.cfg.num_workers)
+        return self._loader(
+            shard_batches(self._epoch_batches(epoch), self.rank, self.world_size)[skip:]
+        )
 
     # ------------------------------------------------------------------ step
     def _ddp_loss(
@@ -257,7 +272,7 @@ class DistributedPGMMTrainer(PGMMTrainer):
         """``PGMMLoss``'s call signature, computed through DDP (``model`` is ``self.model``)."""
         return self.ddp(batch, out)
 
-    def train_step(self, batch: dict[str, Any]) -> tuple[dict[str, float], torch.Tensor]:
+    def train_step(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         loss, self.loss = self.loss, self._ddp_loss
         try:
             return super().train_step(batch)
@@ -265,13 +280,13 @@ class DistributedPGMMTrainer(PGMMTrainer):
             self.loss = loss
 
     # ------------------------------------------------------------------ files: rank 0 only
-    def _log(self, terms: dict[str, float], seconds: float) -> None:
+    def _log(self, terms: dict[str, torch.Tensor], seconds: float) -> None:
         # Every rank reaches the same logged steps, so this collective cannot deadlock.
-        values = torch.tensor(list(terms.values()), dtype=torch.float64, device=self.device)
+        values = torch.stack([v.to(torch.float64) for v in terms.values()])
         dist.all_reduce(values)
         if self.rank == 0:
             mean = (values / self.world_size).tolist()
-            super()._log(dict(zip(terms, mean, strict=True)), seconds)
+            self._log_values(dict(zip(terms, mean, strict=True)), seconds)
 
     def _save_samples(self, batch: dict[str, torch.Tensor], prediction: torch.Tensor) -> None:
         if self.rank == 0:

@@ -41,8 +41,7 @@ from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import PoseEstimator
 from pgmm.models.posenet import bilinear_state_from_transposed
-from pgmm.pose.heatmaps import render_heatmaps
-from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
+from pgmm.pose.heatmaps import pose_heatmaps
 from pgmm.training.common import (
     ResumableLoop,
     find_checkpoint,
@@ -64,13 +63,6 @@ class TrainState:
     best_score: float | None = None
     bad_checks: int = 0
     stopped_early: bool = False
-
-
-def pose_heatmaps(points: torch.Tensor, image_size: int, stride: int, sigma: float) -> torch.Tensor:
-    """Ground-truth poses ``(B, 133|36, 3)`` -> PGMM's 36 heatmaps at 1/stride resolution."""
-    if points.shape[-2] == NUM_WHOLEBODY:
-        points = points[..., torch.as_tensor(PGMM36_FROM_WHOLEBODY, device=points.device), :]
-    return render_heatmaps(points, image_size // stride, sigma=sigma)
 
 
 def cpu_computes_bf16() -> bool:
@@ -108,6 +100,20 @@ def float32_islands(modules: Sequence[nn.Module], device_type: str) -> Iterator[
     finally:
         for handle in handles:
             handle.remove()
+
+
+def sample_sheet(
+    source: torch.Tensor, driving: torch.Tensor, prediction: torch.Tensor, count: int = 4
+) -> np.ndarray:
+    """Rows source | driving | generated of the first ``count`` pairs, as one uint8 image.
+
+    Every tensor is brought to the CPU in float32 first: on a GPU the prediction lives on the
+    device (maybe in half precision, maybe with a graph) while the batch stays on the host.
+    """
+    n = min(count, prediction.shape[0])
+    tiles = torch.cat([t[:n].detach().float().cpu() for t in (source, driving, prediction)])
+    frames = (tiles.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round()
+    return contact_sheet(frames.astype(np.uint8), cols=n)
 
 
 class PGMMTrainer:
@@ -258,7 +264,11 @@ class PGMMTrainer:
             writer.writerow([state.global_step, f"{score:.6f}", f"{state.best_score:.6f}"])
 
     # ------------------------------------------------------------------ logging
-    def _log(self, terms: dict[str, float], seconds: float) -> None:
+    def _log(self, terms: dict[str, torch.Tensor], seconds: float) -> None:
+        """One log row; the only place where the step's loss terms are read back to the host."""
+        self._log_values({k: float(v) for k, v in terms.items()}, seconds)
+
+    def _log_values(self, terms: dict[str, float], seconds: float) -> None:
         row = {
             "step": self.state.global_step,
             "epoch": self.state.epoch,
@@ -281,36 +291,38 @@ class PGMMTrainer:
             self._writer.add_scalar("lr", row["lr"], self.state.global_step)
 
     def _save_samples(self, batch: dict[str, torch.Tensor], prediction: torch.Tensor) -> None:
-        n = min(4, prediction.shape[0])
-        tiles = torch.cat([batch["source"][:n], batch["driving"][:n], prediction[:n].float()])
-        frames = (tiles.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round()
-        sheet = contact_sheet(frames.astype(np.uint8), cols=n)
+        sheet = sample_sheet(batch["source"], batch["driving"], prediction)
         path = self.run_dir / "samples" / f"step_{self.state.global_step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(sheet).save(path)
 
     # ------------------------------------------------------------------ training
     def _heatmaps(self, batch: dict[str, Any], key: str, image: torch.Tensor) -> torch.Tensor:
+        """Ground-truth poses drawn as the model config says (it is saved with the model, so
+        serving and evaluation draw the same maps); without poses, P_e's maps of ``image``."""
         pose = batch.get(f"{key}_pose")
         if pose is not None:
-            return pose_heatmaps(
-                pose.to(self.device),
-                self.mcfg.image_size,
-                self.mcfg.heatmap_stride,
-                self.cfg.heatmap_sigma,
-            )
+            cfg = self.mcfg
+            points = pose.to(self.device, non_blocking=True)
+            return pose_heatmaps(points, cfg.image_size, cfg.heatmap_stride, cfg.heatmap_sigma)
         if self.estimator is None:
             raise ValueError("the dataset has no poses: pass a pose estimator (P_e)")
         with torch.no_grad():
             return self.estimator(image).clamp(min=0)
 
-    def train_step(self, batch: dict[str, Any]) -> tuple[dict[str, float], torch.Tensor]:
+    def train_step(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One optimizer step; returns the detached loss terms and prediction, on the device.
+
+        Nothing here waits for the device: reading a loss back (``float``) would stall the host
+        until the GPU has caught up, so :meth:`run` does it only at log intervals.
+        """
         cfg = self.cfg
         # Every random draw of a step (TPS dropout, equivariance warps) is seeded by the step,
         # so a resumed run continues exactly as the uninterrupted one would have.
         torch.manual_seed(cfg.seed * 1_000_003 + self.state.global_step)
-        src = batch["source"].to(self.device)
-        drv = batch["driving"].to(self.device)
+        # With pinned host memory (see _loader), these copies overlap the previous step's work.
+        src = batch["source"].to(self.device, non_blocking=True)
+        drv = batch["driving"].to(self.device, non_blocking=True)
         data = {
             "source": src,
             "driving": drv,
@@ -342,16 +354,27 @@ class PGMMTrainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {k: float(v.detach()) for k, v in terms.items()}, out.prediction.detach()
+        return {k: v.detach() for k, v in terms.items()}, out.prediction.detach()
 
-    def _batches(self, epoch: int, skip: int):
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The seeded order of ``epoch``, cut into batches of pair indices."""
         self.pairs.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
-        order = list(self.sampler)[skip * self.cfg.batch_size :]
-        batches = [
-            order[i : i + self.cfg.batch_size] for i in range(0, len(order), self.cfg.batch_size)
-        ]
-        return DataLoader(self.pairs, batch_sampler=batches, num_workers=self.cfg.num_workers)
+        order = list(self.sampler)
+        size = self.cfg.batch_size
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    def _loader(self, batches: list[list[int]]) -> DataLoader:
+        """Batches in this order; page-locked on CUDA, so host-to-device copies can overlap."""
+        return DataLoader(
+            self.pairs,
+            batch_sampler=batches,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _batches(self, epoch: int, skip: int) -> DataLoader:
+        return self._loader(self._epoch_batches(epoch)[skip:])
 
     def _agree_stop(self, signum: int) -> int:
         """The stop signal this run acts on after a step (data-parallel ranks must agree)."""
@@ -395,7 +418,8 @@ class PGMMTrainer:
                     self.state.global_step += 1
                     self.state.step_in_epoch += 1
                     step = self.state.global_step
-                    if step % cfg.log_every == 0 or step == total:
+                    logged = step % cfg.log_every == 0 or step == total
+                    if logged:
                         self._log(terms, time.perf_counter() - start)
                     if step % cfg.sample_every == 0:
                         self._save_samples(batch, pred)
@@ -403,7 +427,10 @@ class PGMMTrainer:
                         step % self.validate_every == 0 or step == total
                     ):
                         self._validate()
-                    loop.end_step(step, loss=f"{terms['total']:.3f}")
+                    # The bar's loss, too, only when logged: reading it waits for the device.
+                    loop.end_step(
+                        step, **({"loss": f"{float(terms['total']):.3f}"} if logged else {})
+                    )
                     start = time.perf_counter()
                     if step >= total or self.state.stopped_early:
                         break
