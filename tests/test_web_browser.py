@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from t2p_double import FakeTextToPose
@@ -124,7 +125,11 @@ class StandIn(BaseHTTPRequestHandler):
             self._json(404, {"error": "Not Found"})
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        data = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path.startswith("/v1/signers?name="):
+            self._upload(self.path.split("=", 1)[1], data)
+            return
+        body = json.loads(data or b"{}")
         self.log.append(("POST", self.path, body))
         if "busy" in body.get("text", "") and self.busy_left["n"] > 0:
             self.busy_left["n"] -= 1
@@ -137,6 +142,25 @@ class StandIn(BaseHTTPRequestHandler):
             self._stream(0.0 if "slow" not in body["text"] else 1.5)
         else:
             self._json(404, {"error": "Not Found"})
+
+    def _upload(self, name: str, data: bytes) -> None:
+        self.log.append(("POST", self.path, (self.headers["Content-Type"], len(data))))
+        if name == "taken":
+            self._json(409, {"error": "signer 'taken' already exists; delete it first"})
+            return
+        SIGNERS.append({"name": name, "source": "upload", "builtin": False})
+        self.images[name] = data
+        self._json(201, {"name": name, "source": "upload", "builtin": False})
+
+    def do_DELETE(self) -> None:
+        self.log.append(("DELETE", self.path, self.headers.get("Authorization")))
+        if not self.headers.get("Authorization"):
+            message = "this request needs an API key: send 'Authorization: Bearer KEY'"
+            self._json(401, {"error": message})
+            return
+        name = self.path.split("/")[3]
+        SIGNERS[:] = [s for s in SIGNERS if s["name"] != name]
+        self._json(200, {"deleted": name})
 
     def _stream(self, pause: float) -> None:
         self.send_response(200)
@@ -184,7 +208,7 @@ class Browser:
             entry = params["entry"]
             # the stand-in's deliberate 422/503 answers are logged by Chromium as failed loads
             if not (entry.get("source") == "network" and any(
-                f"status of {s}" in entry["text"] for s in (422, 503))):  # fmt: skip
+                f"status of {s}" in entry["text"] for s in (401, 409, 422, 503))):  # fmt: skip
                 self.errors.append(entry["text"])
 
     def js(self, expression: str) -> Any:
@@ -360,4 +384,45 @@ def test_no_console_errors_and_screenshots(browser: Browser, tmp_path: Path) -> 
     browser.js("$('cancel').click()")
     browser.wait("$('status').textContent === 'Cancelled.'")
     browser.call("Emulation.clearDeviceMetricsOverride")
+    assert browser.errors == []
+
+
+def test_upload_with_crop_preview_and_delete(browser: Browser, tmp_path: Path) -> None:
+    """A landscape photo: blue centre square, red margins the service would cut away."""
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[:, :, 0] = 200
+    image[:, 50:250] = (0, 0, 200)
+    photo = tmp_path / "My Photo.png"
+    Image.fromarray(image).save(photo)
+    browser.js("$('upload-panel').open = true")
+    root = browser.call("DOM.getDocument")["root"]["nodeId"]
+    node = browser.call("DOM.querySelector", nodeId=root, selector="#photo")["nodeId"]
+    browser.call("DOM.setFileInputFiles", files=[str(photo)], nodeId=node)
+    browser.wait("!$('crop-figure').hidden")
+    assert browser.js("$('signer-name').value") == "my-photo"
+    pixels = browser.js("""[[1, 1], [128, 128], [254, 254]].map(([x, y]) =>
+      Array.from($('crop').getContext('2d').getImageData(x, y, 1, 1).data))""")
+    assert all(p[2] > 150 and p[0] < 60 for p in pixels), pixels  # only the kept square
+    browser.js("$('signer-name').value = 'taken'; $('upload').click()")
+    browser.wait("$('signer-name-error').textContent.includes('already exists')")
+    assert browser.js("document.activeElement.id") == "signer-name"
+    browser.js("$('signer-name').value = 'new-one'; $('upload').click()")
+    browser.wait("$('upload-status').textContent === 'Signer new-one added.'")
+    assert StandIn.log[-1] == (
+        "POST",
+        "/v1/signers?name=new-one",
+        ("image/png", photo.stat().st_size),
+    )
+    checked = "document.querySelector('#signers input:checked').value"
+    browser.wait(f"{checked} === 'new-one'")
+    browser.js("window.confirm = () => true")
+    delete = "document.querySelector('#signers .delete[aria-label=\"Delete signer mine\"]').click()"
+    browser.js(delete)
+    browser.wait("$('key-error').textContent.includes('API key')")
+    assert browser.js("$('key-panel').open")
+    browser.js("$('key').value = 'a-key-of-16-chars-or-more'")
+    browser.js(delete)
+    browser.wait("$('upload-status').textContent === 'Signer mine deleted.'")
+    assert StandIn.log[-1] == ("DELETE", "/v1/signers/mine", "Bearer a-key-of-16-chars-or-more")
+    assert browser.js("document.querySelectorAll('#signers input').length") == 3
     assert browser.errors == []
