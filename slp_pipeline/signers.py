@@ -407,7 +407,7 @@ class SignerRegistry:
         key = f"{RETIRED}/{name}@{digest}.{uuid.uuid4().hex[:8]}.json"
         self.store.write(key, retired.to_json())
         try:
-            self.store.fs.rm_file(self.store.path(f"{PUBLISHED}/{name}.json"))
+            self.store.unlink(f"{PUBLISHED}/{name}.json")
         except FileNotFoundError:  # deleted by a concurrent request
             self.store.remove(key)
             raise SignerNotFound(f"unknown signer {name!r}") from None

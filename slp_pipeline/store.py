@@ -134,6 +134,12 @@ class Store:
             return []
         return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries} - {""})
 
+    def unlink(self, key: str) -> None:
+        """Remove one object; ``FileNotFoundError`` where the backend reports it missing (a
+        filesystem does, S3 does not)."""
+        self.fs.rm_file(self.path(key))
+        self.fs.invalidate_cache(self.path(key).rsplit("/", 1)[0])
+
     def remove(self, key: str) -> None:
         """Remove an object or everything under a prefix; a missing key is not an error."""
         path = self.path(key)
@@ -167,8 +173,8 @@ class Store:
     def fetch_folder(self, key: str, cache: Path) -> Path:
         """A local copy of the folder published under ``key``, every file checked against the
         manifest. A local store is read in place (after the same check); other stores are copied
-        once into ``cache/<digest>-<name>/<name>`` (loaders may read the folder's name) -- written aside
-        and renamed, so replicas of one node that fetch at once share one complete copy."""
+        once into ``cache/<digest>-<name>/<name>`` (loaders may read the folder's name), written
+        aside and renamed, so replicas of one node that fetch at once share one complete copy."""
         manifest = self.manifest(key)
         if self.local:
             for rel in manifest.files:
