@@ -39,6 +39,7 @@ def register(train: argparse._SubParsersAction) -> None:
     t2p.add_argument(
         "--bt-noise", type=float, help="override the config's bt_noise (keypoint noise std)"
     )
+    t2p.add_argument("--steps", type=int, help="override the config's steps (g2p, t2p)")
     t2p.add_argument(
         "--device",
         default="cpu",
@@ -73,10 +74,16 @@ def run_text2pose(args: argparse.Namespace) -> int:
     if not args.config.is_file():
         raise FileNotFoundError(f"config not found: {args.config}")
     overrides = {"epochs": args.epochs} if args.epochs else {}
-    for flag in ("bt_weight", "bt_noise"):
+    for flag, stages in (
+        ("bt_weight", ("g2p",)),
+        ("bt_noise", ("g2p",)),
+        ("steps", ("g2p", "t2p")),
+    ):
         if getattr(args, flag) is not None:
-            if args.stage != "g2p":
-                raise ValueError(f"--{flag.replace('_', '-')} applies to --stage g2p only")
+            if args.stage not in stages:
+                raise ValueError(
+                    f"--{flag.replace('_', '-')} applies to --stage {'/'.join(stages)}"
+                )
             overrides[flag] = getattr(args, flag)
     if args.stage == "dict":
         from text2pose.dictionary import DictionaryBuildConfig, run_dictionary
