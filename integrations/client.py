@@ -1,9 +1,10 @@
 """Small client for the sign-language HTTP service (``slp serve``): sync and async.
 
 Endpoints: ``POST /v1/sign`` (JSON ``{text, language, signer, renderer?, fps?, format,
-stream?}`` -> mp4 / zip / JSON bytes), ``GET /v1/signers``, ``POST /v1/signers?name=NAME``
-(the raw PNG/JPEG photo, ``Content-Type: image/png`` or ``image/jpeg``),
-``DELETE /v1/signers/NAME``, ``GET /healthz``.
+stream?}`` -> mp4 / zip / JSON / .pose bytes), ``POST /v1/glosses`` (``{text, language, fps?}``
+-> the glosses and each sign's frames, without rendering), ``GET /v1/signers``,
+``POST /v1/signers?name=NAME`` (the raw PNG/JPEG photo, ``Content-Type: image/png`` or
+``image/jpeg``), ``DELETE /v1/signers/NAME``, ``GET /healthz``.
 
 ``api_key`` is sent as ``Authorization: Bearer KEY`` with every request: a service that has
 keys (``SLP_API_KEY``) requires one to add or delete signers, and for ``/v1/sign`` too where
@@ -96,6 +97,13 @@ def _payload(
         body["fps"] = fps
     if stream:
         body["stream"] = True
+    return body
+
+
+def _gloss_payload(text: str, language: str, fps: float | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"text": text, "language": language}
+    if fps is not None:
+        body["fps"] = fps
     return body
 
 
@@ -235,6 +243,14 @@ class SignClient(_Base):
         with self._request("DELETE", _signer_path(name)) as response:
             response.read()
 
+    def glosses(self, text: str, language: str = "de", fps: float | None = None) -> dict[str, Any]:
+        """What ``text`` is signed with: ``{"fps", "frames", "timed", "sentences", "glosses":
+        [{"gloss", "sentence", "start", "end"}, ...]}`` (frames at ``fps``), as ``sign`` with
+        the same arguments renders it -- without rendering."""
+        with self._request("POST", "/v1/glosses", json=_gloss_payload(text, language, fps)) as r:
+            r.read()
+            return r.json()
+
     def sign(
         self,
         text: str,
@@ -350,6 +366,14 @@ class AsyncSignClient(_Base):
     async def delete_signer(self, name: str) -> None:
         async with self._request("DELETE", _signer_path(name)) as response:
             await response.aread()
+
+    async def glosses(
+        self, text: str, language: str = "de", fps: float | None = None
+    ) -> dict[str, Any]:
+        body = _gloss_payload(text, language, fps)
+        async with self._request("POST", "/v1/glosses", json=body) as response:
+            await response.aread()
+            return response.json()
 
     async def sign(
         self,

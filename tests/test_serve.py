@@ -31,6 +31,7 @@ from PIL import Image
 from t2p_double import MAX_FRAMES, REJECTED
 from tiny_serve import running_graph, tiny_serve_config
 
+from integrations.client import SignClient
 from pgmm.pose.sequence import PoseSequence
 from pgmm.video import read_video
 
@@ -96,6 +97,8 @@ def test_glosses_endpoint_and_the_pose_json_field(server: str) -> None:
         assert r.status_code == 422 and message in r.json()["error"]
     doc = _sign(server, format="pose-json").json()
     assert doc["glosses"] == {"fps": 25, **untimed}
+    with SignClient(server) as client:
+        assert client.glosses(TEXT, fps=12.5) == {"fps": 12.5, **untimed}
     schema = requests.get(f"{server}/openapi.json", timeout=10).json()
     ok = schema["paths"]["/v1/glosses"]["post"]["responses"]["200"]["content"]["application/json"]
     assert ok["schema"]["$ref"].endswith("/GlossTiming")

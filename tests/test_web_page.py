@@ -124,6 +124,29 @@ def test_languages_are_marked(page: _Page) -> None:
     assert options["de"] == "de" and options["zh"] == "zh"
 
 
+def _contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two ``#rrggbb`` colours."""
+
+    def luminance(colour: str) -> float:
+        c = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255
+        c = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+        return float(c @ [0.2126, 0.7152, 0.0722])
+
+    hi, lo = sorted([luminance(a), luminance(b)], reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_colours_have_sufficient_contrast() -> None:
+    css = WEB_FILES["style.css"].decode()
+    var = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-f]{6})", css))
+    text_pairs = [("fg", "bg"), ("fg", "panel"), ("muted", "bg"), ("muted", "panel"),
+                  ("error", "panel"), ("accent", "panel"), ("accent-fg", "accent"),
+                  ("fg", "active")]  # fmt: skip
+    for fg, bg in text_pairs:
+        assert _contrast(var[fg], var[bg]) >= 4.5, (fg, bg)  # WCAG AA, normal text
+    assert _contrast(var["line"], var["panel"]) >= 3.0  # AA for the outlines of controls
+
+
 # --------------------------------------------------------------------------- sign-api.js in Node
 HARNESS = """
 const answers = %s;
