@@ -15,6 +15,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -87,7 +88,8 @@ def _video_chunks() -> list[bytes]:
 
 class StandIn(BaseHTTPRequestHandler):
     """The API's routes the page calls, answering as the service does. Texts steer it:
-    ``busy`` -> one 503 with Retry-After first; ``slow`` -> 1.5 s between chunks."""
+    ``busy`` -> one 503 with Retry-After first; ``slow`` -> 1.5 s between chunks; ``drop`` ->
+    the connection closes after two chunks."""
 
     protocol_version = "HTTP/1.1"  # chunked responses, as the service streams
     images: dict[str, bytes] = {}
@@ -139,7 +141,7 @@ class StandIn(BaseHTTPRequestHandler):
         elif self.path == "/v1/glosses":
             self._json(200, TIMELINE)
         elif self.path == "/v1/sign":
-            self._stream(0.0 if "slow" not in body["text"] else 1.5)
+            self._stream(1.5 if "slow" in body["text"] else 0.0, "drop" in body["text"])
         else:
             self._json(404, {"error": "Not Found"})
 
@@ -162,16 +164,20 @@ class StandIn(BaseHTTPRequestHandler):
         SIGNERS[:] = [s for s in SIGNERS if s["name"] != name]
         self._json(200, {"deleted": name})
 
-    def _stream(self, pause: float) -> None:
+    def _stream(self, pause: float, drop: bool) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "video/mp4")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
-            for part in self.video:
+            for part in self.video[: 2 if drop else None]:
                 self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
                 self.wfile.flush()
                 time.sleep(pause)
+            if drop:  # the connection ends without the last chunk: a cut-off stream
+                time.sleep(0.5)  # after the browser has the two chunks
+                self.close_connection = True
+                return
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):  # the page cancelled
             pass
@@ -207,9 +213,11 @@ class Browser:
         elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
             entry = params["entry"]
             # the stand-in's deliberate 422/503 answers are logged by Chromium as failed loads
-            if not (entry.get("source") == "network" and any(
-                f"status of {s}" in entry["text"] for s in (401, 409, 422, 503))):  # fmt: skip
-                self.errors.append(entry["text"])
+            deliberate = [f"status of {s}" for s in (401, 409, 422, 503)]
+            deliberate.append("ERR_INCOMPLETE_CHUNKED_ENCODING")  # the dropped stream
+            expected = any(d in entry["text"] for d in deliberate)
+            if not (entry.get("source") == "network" and expected):
+                self.errors.append(f"{entry['text']} ({entry.get('url', '')[:60]})")
 
     def js(self, expression: str) -> Any:
         out = self.call("Runtime.evaluate", expression=expression, awaitPromise=True,
@@ -326,6 +334,16 @@ def test_progress_while_streaming_and_cancel(browser: Browser) -> None:
     assert browser.js("$('go').disabled === false && $('cancel').disabled === true")
 
 
+def test_a_dropped_stream_says_so_and_keeps_what_arrived(browser: Browser) -> None:
+    _sign(browser, "drop this stream")
+    browser.wait("$('status').textContent.startsWith('Not every video')")
+    message = browser.js("document.querySelector('.player-error').textContent")
+    assert re.match(r"The stream broke off after \d+ frames", message), message
+    assert browser.js("document.querySelector('.player video').src.startsWith('blob:')")
+    assert browser.js("document.querySelector('.download-mp4').checkVisibility()")
+    assert browser.errors == []
+
+
 def test_side_by_side_renders_two(browser: Browser) -> None:
     browser.js("$('compare').click(); $('renderer2').value = 'skeleton';")
     _sign(browser, "am tag")
@@ -424,5 +442,5 @@ def test_upload_with_crop_preview_and_delete(browser: Browser, tmp_path: Path) -
     browser.js(delete)
     browser.wait("$('upload-status').textContent === 'Signer mine deleted.'")
     assert StandIn.log[-1] == ("DELETE", "/v1/signers/mine", "Bearer a-key-of-16-chars-or-more")
-    assert browser.js("document.querySelectorAll('#signers input').length") == 3
+    browser.wait("document.querySelectorAll('#signers input').length === 3")  # list reloaded
     assert browser.errors == []

@@ -254,6 +254,7 @@ class Player {
     this.video.setAttribute("aria-label", `Signed video, renderer ${renderer}`);
     this.bar.setAttribute("aria-label", `Frames rendered, renderer ${renderer}`);
     this.mp4.download = `sign-${renderer}.mp4`;
+    this.urls = [];  // object URLs of this player, released by dispose()
     node.querySelector(".download-pose").addEventListener("click", () => this.downloadPose());
     const follow = () => highlight(this.video.currentTime);
     this.video.addEventListener("timeupdate", follow);
@@ -271,7 +272,7 @@ class Player {
     const seconds = t.timed && t.frames ? t.frames / t.fps : 3600;
     const vtt = new Blob([api.captionVTT($("text").value, seconds)], {type: "text/vtt"});
     const track = Object.assign(document.createElement("track"), {
-      kind: "captions", label: "Sentence", srclang: page.language, src: URL.createObjectURL(vtt), default: true,
+      kind: "captions", label: "Sentence", srclang: page.language, src: this.url(vtt), default: true,
     });
     this.video.append(track);
   }
@@ -309,8 +310,8 @@ class Player {
     } catch (e) {
       if (signal.aborted) throw e;
       this.error.textContent = `The stream broke off after ${reader.frames} frames (${e.message}). What arrived can be played; sign again to retry.`;
-      if (sink) sink.end(); else this.play(chunks);
-      this.offer(chunks);
+      if (sink) sink.end(); else if (chunks.length) this.play(chunks);
+      if (chunks.length) this.offer(chunks);
       throw new Error("stream cut off");
     }
     if (sink) sink.end(); else this.play(chunks);
@@ -324,7 +325,7 @@ class Player {
     if (!Source || !Source.isTypeSupported(mime)) return null;
     const media = new Source();
     this.video.disableRemotePlayback = true;  // ManagedMediaSource needs it
-    this.video.src = URL.createObjectURL(media);
+    this.video.src = this.url(media);
     await new Promise((open) => media.addEventListener("sourceopen", open, {once: true}));
     const buffer = media.addSourceBuffer(mime);
     this.mode = "mse";
@@ -342,13 +343,27 @@ class Player {
   }
 
   play(chunks) {
-    this.video.src = URL.createObjectURL(new Blob(chunks, {type: "video/mp4"}));
+    this.video.src = this.url(new Blob(chunks, {type: "video/mp4"}));
     this.video.play().catch(() => {});
   }
 
   offer(chunks) {
-    this.mp4.href = URL.createObjectURL(new Blob(chunks, {type: "video/mp4"}));
+    this.mp4.href = this.url(new Blob(chunks, {type: "video/mp4"}));
     this.mp4.hidden = false;
+  }
+
+  url(object) {
+    const url = URL.createObjectURL(object);
+    this.urls.push(url);
+    return url;
+  }
+
+  // Stop the video and free its memory (the page keeps only the latest render).
+  dispose() {
+    this.video.pause();
+    this.video.removeAttribute("src");
+    this.video.load();
+    for (const url of this.urls) URL.revokeObjectURL(url);
   }
 
   async downloadPose() {
@@ -397,6 +412,7 @@ async function sign(event) {
     showGlosses(timeline);
     const renderers = [$("renderer").value];
     if ($("compare").checked && $("renderer2").value !== renderers[0]) renderers.push($("renderer2").value);
+    for (const old of page.players) old.dispose();
     page.players = renderers.map((name) => new Player(name, timeline));
     $("players").replaceChildren(...page.players.map((p) => p.node));
     $("players").classList.toggle("two", renderers.length === 2);
