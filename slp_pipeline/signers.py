@@ -60,7 +60,7 @@ from pgmm.data.synth.identity import make_identity
 from pgmm.data.synth.motion import sentence_pose, sentence_rng
 from pgmm.data.synth.render import render_frame
 from pgmm.pose.layout import NUM_WHOLEBODY
-from slp_pipeline.store import Store, cache_dir, is_url
+from slp_pipeline.store import Store, cache_dir
 
 #: Always used with ``fullmatch``: ``$`` with ``match`` also matched before a final newline.
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -263,7 +263,6 @@ class SignerRegistry:
         cache: Path | None = None,
     ) -> None:
         self.store = Store(root)
-        self.root = root if is_url(str(root)) else Path(root)
         self.max_signers = max_signers
         self.model_cache = (cache or cache_dir()) / "signers"
         self._cache: dict[str, Signer] = {}
