@@ -171,7 +171,8 @@ class GlossTiming(BaseModel):
     frames: int = Field(description="frames of the whole output; 0 when not timed")
     timed: bool = Field(
         description="false where the gloss-to-pose model learns the length only while it "
-        "decodes (then glosses is empty and sentences holds the glosses)"
+        "decodes (then glosses is empty and sentences holds the glosses) or the text-to-pose "
+        "model reports no glosses at all (then both are empty)"
     )
     sentences: list[list[str]] = Field(description="the glosses of each sentence")
     glosses: list[TimedGloss]
