@@ -417,14 +417,16 @@ class SignerRegistry:
         cutoff = time.time() - max_age_s
         referenced = set()
         try:
+            # Published before retired: a delete writes the retired manifest before it unlinks
+            # the published one, so a signer deleted meanwhile is seen in one of the two.
+            for name in self.names():
+                referenced.add(self._manifest(name).files)
             for key in self.store.children(RETIRED):
                 manifest = Manifest.from_json(self.store.read(f"{RETIRED}/{key}"))
                 if manifest.retired_at < cutoff:
                     self.store.remove(f"{RETIRED}/{key}")
                 else:
                     referenced.add(manifest.files)
-            for name in self.names():
-                referenced.add(self._manifest(name).files)
         except (FileNotFoundError, SignerNotFound):  # changed under us: sweep another time
             return
         for key in self.store.children(FILES):
