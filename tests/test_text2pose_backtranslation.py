@@ -145,3 +145,17 @@ def test_comparison_marks_scores_by_the_training_recognizer() -> None:
     assert "0.100 †" in tuned and "0.400 |" in tuned and "0.0200" in tuned
     assert "†" not in plain and "| – | – |" in plain
     assert result.row("NAR", "gold").read_back["B"].wer == 0.4
+
+
+def test_cli_rejects_malformed_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """One clear line, before any model or data is read."""
+    from slp_pipeline.cli import main
+
+    base = ["text2pose", "compare", "--lang", "de", "--out", str(tmp_path)]
+    assert main([*base, "--g2p", "no-name", "--recognizer", "A=x"]) == 2
+    assert "--g2p wants NAME=DIR" in capsys.readouterr().err
+    assert main([*base, "--g2p", "a=x", "--recognizer", "A=x", "--recognizer", "A=y"]) == 2
+    assert "given twice" in capsys.readouterr().err
+    train = ["train", "text2pose", "--lang", "de", "--out", str(tmp_path / "run")]
+    assert main([*train, "--stage", "t2g", "--bt-weight", "0.1"]) == 2
+    assert "--bt-weight applies to --stage g2p" in capsys.readouterr().err
