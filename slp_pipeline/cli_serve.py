@@ -93,7 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(path: Path) -> PipelineConfig:
-    return pipeline_config(load_serve_config(path)).resolved()
+    """The serve config with models on this machine's disk (copied from ``models_uri`` once
+    and verified, when the config names one), as every Serve replica sees them."""
+    return pipeline_config(load_serve_config(path)).resolved().localized()
 
 
 def run_synthesize(args: argparse.Namespace) -> int:
@@ -156,7 +158,7 @@ def run_signers(args: argparse.Namespace) -> int:
             raise UploadTooLarge(f"{args.image} is larger than {MAX_UPLOAD_BYTES / 1e6:.0f} MB")
         with quiet_native_logs():  # the default estimator is MediaPipe's
             person = registry.add(args.name, args.image.read_bytes(), estimator)
-        print(f"added signer {person.name!r} ({config.signers_dir}/{person.name})")
+        print(f"added signer {person.name!r} to {config.signers_dir}")
     elif args.action == "adapt":
         with quiet_native_logs():  # MediaPipe labels the clip and scores the result
             _adapt(args, config, registry)

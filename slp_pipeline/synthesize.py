@@ -215,4 +215,4 @@ def caption_renderer(
     serve_config = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
     cfg = pipeline_config(serve_config).resolved(Path(models_dir).resolve().parent)
     cfg.check_models()
-    return CaptionRenderer(Synthesizer(cfg), signer, renderer)
+    return CaptionRenderer(Synthesizer(cfg.localized()), signer, renderer)

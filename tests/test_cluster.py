@@ -116,7 +116,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
         yield url, root
 
 
-@pytest.mark.slow  # ~2.5 min on 2 busy cores, most of it starting two Ray nodes and Serve
+# In the unit suite (issue 20): ~1.5-2.5 min on 2 busy cores, most of it starting two Ray
+# nodes and Serve.
 def test_a_signer_uploaded_via_one_node_renders_on_the_other(cluster: tuple[str, Path]) -> None:
     url, root = cluster
     # Each replica holds 0.01 of its node's resource (the dashboard's state API is off).
