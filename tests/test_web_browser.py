@@ -20,7 +20,9 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -254,13 +256,14 @@ def site() -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def browser(site: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    profile = tmp_path_factory.mktemp("chromium")
+@contextmanager
+def chromium_page(url: str, profile: Path) -> Iterator[Browser]:
+    """Headless Chromium with ``url`` open, as a CDP :class:`Browser` (also used by
+    scripts/web_screenshots.py against the real graph)."""
     proc = subprocess.Popen(
-        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1280,900",
-         "--autoplay-policy=no-user-gesture-required", "about:blank"],
+        [CHROMIUM or "chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+         "--no-first-run", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+         "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -270,21 +273,25 @@ def browser(site: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bro
             assert time.monotonic() < deadline and proc.poll() is None, "Chromium did not start"
             time.sleep(0.2)
         port = port_file.read_text().split()[0]
-        import urllib.request
-
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             target = next(t for t in json.load(r) if t["type"] == "page")
         page = Browser(target["webSocketDebuggerUrl"])
-        page.call("Page.navigate", url=f"{site}/")
-        page.wait(
-            "document.querySelectorAll('#signers img').length === 3 && "
-            "[...document.querySelectorAll('#signers img')].every((i) => i.naturalWidth > 0)"
-        )
+        page.call("Page.navigate", url=url)
         yield page
         page.ws.close()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser(site: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    with chromium_page(f"{site}/", tmp_path_factory.mktemp("chromium")) as page:
+        page.wait(
+            "document.querySelectorAll('#signers img').length === 3 && "
+            "[...document.querySelectorAll('#signers img')].every((i) => i.naturalWidth > 0)"
+        )
+        yield page
 
 
 def _sign(page: Browser, text: str) -> None:
