@@ -20,8 +20,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/slp demo --out outputs/demo
 
+# mypy checks the modules listed under [tool.mypy] in pyproject.toml (the list grows as more
+# of the tree is clean).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # pytest exits 5 when nothing is collected (e.g. everything deselected): not a failure.
 test: lint

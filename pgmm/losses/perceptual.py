@@ -123,6 +123,9 @@ class Vgg19Features(nn.Module):
             (the full VGG19 pyramid dominates a small PGMM's step time).
     """
 
+    mean: torch.Tensor  # buffers: ImageNet normalisation
+    std: torch.Tensor
+
     def __init__(
         self,
         weights: str | Path | None = None,
@@ -144,7 +147,7 @@ class Vgg19Features(nn.Module):
         self._deepest = max(self.layers, key=VGG19_RELU_INDEX.__getitem__)
         self.features = _vgg19_features(max(self._taps), width)
         # Input side length needed so that the deepest tap is still at least 1x1.
-        pools = sum(isinstance(m, nn.MaxPool2d) for m in self.features[: max(self._taps)])
+        pools = sum(isinstance(m, nn.MaxPool2d) for m in list(self.features)[: max(self._taps)])
         self.min_size = 2**pools
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
@@ -162,7 +165,8 @@ class Vgg19Features(nn.Module):
                 nn.init.kaiming_normal_(
                     module.weight, mode="fan_out", nonlinearity="relu", generator=generator
                 )
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def _load(self, path: Path) -> None:
         state = _read_state_dict(path)

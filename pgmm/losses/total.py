@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -141,5 +142,5 @@ class PGMMLoss(nn.Module):
             if out.Y_d is None:
                 raise ValueError("L_align is weighted but `out` has no Y_d: use with_align=True")
             terms["align"] = w["align"] * align_loss(out.Y_s, out.Y_d)
-        terms["total"] = sum(terms.values())
+        terms["total"] = cast(torch.Tensor, sum(terms.values()))  # sum's start, 0, is an int
         return terms

@@ -22,6 +22,8 @@ dense-motion network, X_out = occlusion * warp(X_in).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,14 +31,16 @@ from torch import nn
 from pgmm.models.tps import exact_coordinates
 
 
-def resize_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize sampling grids ``(..., h, w, 2)`` to ``size`` (values are resolution-free)."""
+def resize_grid(grid: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize sampling grids ``(..., h, w, 2)`` to ``size`` ``(h', w')`` (values are
+    resolution-free)."""
     lead, (h, w) = grid.shape[:-3], grid.shape[-3:-1]
-    if (h, w) == tuple(size):
+    out_h, out_w = size
+    if (h, w) == (out_h, out_w):
         return grid
     flat = grid.reshape(-1, h, w, 2).permute(0, 3, 1, 2)
-    flat = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
-    return flat.permute(0, 2, 3, 1).reshape(*lead, *size, 2)
+    flat = F.interpolate(flat, size=(out_h, out_w), mode="bilinear", align_corners=False)
+    return flat.permute(0, 2, 3, 1).reshape(*lead, out_h, out_w, 2)
 
 
 def warp(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

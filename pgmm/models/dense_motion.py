@@ -109,13 +109,12 @@ class DenseMotion(nn.Module):
         # and is interpolated to its exact size when no level matches -- e.g. full resolution,
         # above the dense-motion resolution.
         level_scales = [scale_factor / 2 ** (num_blocks - 1 - i) for i in range(num_blocks)]
-        self.occlusion_levels = [
-            min(
-                range(num_blocks),
-                key=lambda i, s=s: (abs(math.log2(level_scales[i] / s)), -i),
-            )
-            for s in self.occlusion_scales
-        ]
+
+        def nearest_level(scale: float) -> int:
+            distance = [abs(math.log2(level / scale)) for level in level_scales]
+            return min(range(num_blocks), key=lambda i: (distance[i], -i))
+
+        self.occlusion_levels = [nearest_level(s) for s in self.occlusion_scales]
         self.occlusion_heads = nn.ModuleList(
             nn.Conv2d(self.hourglass.out_channels[i], 1, 7, padding=3)
             for i in self.occlusion_levels

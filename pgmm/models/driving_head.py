@@ -27,11 +27,11 @@ class DrivingKeypointHead(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(hidden, hidden),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden, num_tps_points * 2 + 6),
+            last := nn.Linear(hidden, num_tps_points * 2 + 6),
         )
         # Start as "nothing moved": zero keypoint offsets and the identity background.
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     @staticmethod
     def _describe(heatmaps: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ class DrivingKeypointHead(nn.Module):
             ],
             dim=1,
         )
-        out = self.mlp(feats.to(self.mlp[0].weight.dtype))
+        out = self.mlp(feats.to(next(self.mlp.parameters()).dtype))
         kp = kp_source + out[:, : self.num_tps_points * 2].view(b, -1, 2)
         out = out.float()  # the background affine is a coordinate transform: float32 under autocast
         eye = torch.eye(3, device=out.device, dtype=out.dtype).expand(b, 3, 3).clone()

@@ -20,6 +20,7 @@ decoded from our maps carry no half-pixel bias.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ class PixelAffine:
     offset: tuple[float, float]
 
     @classmethod
-    def stretch(cls, source_hw: tuple[int, int], target_hw: tuple[int, int]) -> PixelAffine:
+    def stretch(cls, source_hw: Sequence[int], target_hw: Sequence[int]) -> PixelAffine:
         """Plain resizing: the target grid covers exactly the source grid."""
         (sh, sw), (th, tw) = source_hw, target_hw
         return cls((sw / tw, sh / th), (0.0, 0.0))
@@ -165,6 +166,9 @@ class MMPoseWholeBody(PoseEstimator):
 
     The estimator is frozen on construction: it is a fixed, pretrained ``P_e``.
     """
+
+    mean: torch.Tensor  # buffers: the preprocessor's normalisation, in [0, 1] units
+    std: torch.Tensor
 
     def __init__(
         self,

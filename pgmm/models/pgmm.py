@@ -239,7 +239,9 @@ class PGMM(nn.Module):
         image = expand(state.image)
         motion = self.dense_motion(image, kp_driving, kp_source, bg)
         feats = [expand(f) for f in state.features]
-        return self.generate(feats, motion, driving_heatmaps).image
+        frames = self.generate(feats, motion, driving_heatmaps).image
+        assert frames is not None  # the generator returns no image only when asked not to
+        return frames
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | Path) -> Path:

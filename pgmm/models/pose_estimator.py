@@ -25,7 +25,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -238,7 +238,7 @@ class _Fusion(nn.Module):
         super().__init__()
         paths = []
         for i in range(num_outputs):
-            row = []
+            row: list[nn.Module] = []
             for j, cin in enumerate(widths):
                 if j == i:
                     row.append(nn.Identity())
@@ -256,7 +256,7 @@ class _Fusion(nn.Module):
         for i, row in enumerate(self.paths):
             size = xs[i].shape[-2:]
             total = xs[i]
-            for j, (path, x) in enumerate(zip(row, xs, strict=True)):
+            for j, (path, x) in enumerate(zip(cast(nn.ModuleList, row), xs, strict=True)):
                 if j == i:
                     continue
                 y = path(x)
@@ -291,6 +291,9 @@ class HRNetLite(PoseEstimator):
     finger joints to a fraction of a map pixel; the coarse branches supply the context to tell
     left from right hand and fingers apart.
     """
+
+    mean: torch.Tensor  # buffers: ImageNet normalisation
+    std: torch.Tensor
 
     def __init__(self, config: HRNetLiteConfig | None = None) -> None:
         super().__init__()
@@ -333,7 +336,8 @@ class HRNetLite(PoseEstimator):
                 nn.init.zeros_(m.bias)
         # Start from near-zero maps: the target is zero almost everywhere.
         nn.init.normal_(self.head.weight, std=1e-3)
-        nn.init.zeros_(self.head.bias)
+        if self.head.bias is not None:  # typed optional; the head is built with one
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.check_images(images)

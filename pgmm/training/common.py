@@ -29,10 +29,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from pgmm.console import progress as progress_bar
@@ -306,8 +305,14 @@ def write_checkpoint(ckpt: str | Path, fill: Callable[[Path], None]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+class SavesPretrained(Protocol):
+    """A model that writes its own folder (config + weights), as every model here does."""
+
+    def save_pretrained(self, directory: str | Path) -> object: ...
+
+
 def save_step_checkpoint(
-    ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ckpt: Path, model: SavesPretrained, optimizer: torch.optim.Optimizer, state: dict[str, Any]
 ) -> None:
     """``ckpt`` = model folder + ``optimizer.pt`` + ``state.json``, swapped in complete."""
 

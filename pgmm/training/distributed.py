@@ -217,7 +217,7 @@ class DistributedPGMMTrainer(PGMMTrainer):
 
     Independent of Ray: any launcher that initializes the process group (``torchrun`` too) can
     run it. ``self.model`` stays the plain :class:`PGMM` (checkpoints, resume and callers see no
-    ``module.`` prefixes); during a step ``self.loss`` is swapped for the DDP-wrapped
+    ``module.`` prefixes); the loss of a step is computed through the DDP-wrapped
     :class:`_ModelLoss`, whose backward all-reduces (averages) the gradients.
     """
 
@@ -266,18 +266,11 @@ class DistributedPGMMTrainer(PGMMTrainer):
         )
 
     # ------------------------------------------------------------------ step
-    def _ddp_loss(
-        self, model: nn.Module, batch: dict[str, torch.Tensor], out: PGMMOutput
+    def _loss_terms(
+        self, batch: dict[str, torch.Tensor], out: PGMMOutput
     ) -> dict[str, torch.Tensor]:
-        """``PGMMLoss``'s call signature, computed through DDP (``model`` is ``self.model``)."""
+        """The loss through DDP, whose backward then all-reduces the gradients."""
         return self.ddp(batch, out)
-
-    def train_step(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        loss, self.loss = self.loss, self._ddp_loss
-        try:
-            return super().train_step(batch)
-        finally:
-            self.loss = loss
 
     # ------------------------------------------------------------------ files: rank 0 only
     def _log(self, terms: dict[str, torch.Tensor], seconds: float) -> None:
@@ -462,8 +455,12 @@ def train_distributed(
             )
         else:
             ray.init(address=ray_address, runtime_env=runtime_env)
+
     # Installed after ray.init, which sets its own SIGTERM handler in the driver.
-    stop = StopSignals(lambda signum: stop_file.write_text(str(signum)))
+    def request_stop(signum: int) -> None:
+        stop_file.write_text(str(signum))
+
+    stop = StopSignals(request_stop)
     try:
         trainer = TorchTrainer(
             _train_loop_per_worker,
@@ -494,9 +491,12 @@ def train_distributed(
         ckpt = find_checkpoint(run_dir / "checkpoints" / "last")
         step = json.loads((ckpt / "state.json").read_text())["global_step"] if ckpt else 0
         raise TrainingStopped(step, ckpt or run_dir / "checkpoints" / "last", stop.signum)
-    if getattr(result, "error", None) is not None:
-        raise result.error
+    error = getattr(result, "error", None)
+    if isinstance(error, BaseException):
+        raise error
     m = result.metrics
+    if m is None:
+        raise RuntimeError(f"Ray Train finished without reporting an outcome (run {run_dir})")
     return DistributedTrainState(
         epoch=m["epoch"],
         step_in_epoch=m["step_in_epoch"],

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from pgmm.data.loaders import FrameCache, SignVideoDataset
 from pgmm.data.samplers import FramePairDataset, VideoWindowSampler
 from pgmm.losses.total import PGMMLoss
 from pgmm.models.config import PGMMConfig
-from pgmm.models.pgmm import PGMM
+from pgmm.models.pgmm import PGMM, PGMMOutput
 from pgmm.models.pose_estimator import PoseEstimator
 from pgmm.models.posenet import bilinear_state_from_transposed
 from pgmm.pose.heatmaps import pose_heatmaps
@@ -50,6 +50,9 @@ from pgmm.training.common import (
 )
 from pgmm.training.config import TrainConfig
 from pgmm.video import contact_sheet
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
@@ -195,7 +198,8 @@ class PGMMTrainer:
             self.model.driving_head,
         ]
         self.state = TrainState()
-        self._writer = None
+        # TensorBoard: opened at the first log row; False where tensorboard is not installed.
+        self._writer: SummaryWriter | Literal[False] | None = None
         self._loop: ResumableLoop | None = None
 
     # ------------------------------------------------------------------ checkpoints
@@ -245,6 +249,7 @@ class PGMMTrainer:
 
     def _validate(self) -> None:
         """Score the model on held-out data; keep the best; count toward early stopping."""
+        assert self.validator is not None, "_validate runs only with a validator"
         self.model.eval()
         with torch.no_grad():
             score = float(self.validator(self.model))
@@ -347,7 +352,7 @@ class PGMMTrainer:
                 dropout_p=cfg.dropout_p(self.state.epoch),
                 with_align=self.mcfg.loss_weights["align"] > 0,
             )
-            terms = self.loss(self.model, data, out)
+            terms = self._loss_terms(data, out)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["total"]).backward()
         self.scaler.unscale_(self.optimizer)
@@ -372,6 +377,12 @@ class PGMMTrainer:
             num_workers=self.cfg.num_workers,
             pin_memory=self.device.type == "cuda",
         )
+
+    def _loss_terms(
+        self, batch: dict[str, torch.Tensor], out: PGMMOutput
+    ) -> dict[str, torch.Tensor]:
+        """The weighted loss terms of ``out`` (data-parallel training computes them via DDP)."""
+        return self.loss(self.model, batch, out)
 
     def _batches(self, epoch: int, skip: int) -> DataLoader:
         return self._loader(self._epoch_batches(epoch)[skip:])
