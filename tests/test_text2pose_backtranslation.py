@@ -121,6 +121,18 @@ def test_fine_tuning_lowers_the_ctc_term_and_records_the_recognizer(
     assert BackTranslationRecord.load(base_run) is None
 
 
+def test_fine_tuning_resumes_bit_exactly(base_run, recognizer_dir, tmp_path: Path) -> None:
+    """Noise and batches are seeded per step, and a resumed run ignores init_from."""
+    loss = BackTranslationLoss.from_pretrained(recognizer_dir, 1.0, noise=0.02)
+    kwargs = dict(batch_size=2, progress=False, checkpoint_every=2, num_threads=1,
+                  init_from=base_run, back_translation=loss)  # fmt: skip
+    whole = train_g2p({}, _data(), None, tmp_path / "whole", 4, **kwargs)
+    train_g2p({}, _data(), None, tmp_path / "split", 2, **kwargs)
+    resumed = train_g2p({}, _data(), None, tmp_path / "split", 4, **kwargs)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_bad_settings_are_clear_errors(recognizer_dir) -> None:
     with pytest.raises(ValueError, match="go together"):
         G2PTrainConfig(bt_weight=0.5)
