@@ -294,3 +294,22 @@ def test_sample_sheet_takes_a_device_prediction_and_a_host_batch() -> None:
     sheet = sample_sheet(source, driving, on_device, count=2)
     assert sheet.shape == (3 * 8, 2 * 8, 3) and sheet.dtype == np.uint8
     assert (sheet[:8] == 0).all() and (sheet[8:16] == 255).all() and (sheet[16:] == 128).all()
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(
+    data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU, reading a loss back (``float``, ``.item()``) makes the host wait for the device;
+    the step must not (issue 21: it did, eight times); ``run`` reads them at log intervals."""
+    trainer = _trainer(data, tmp_path, max_steps=1)
+    batch = next(iter(trainer._batches(0, 0)))
+
+    def read_back(self: torch.Tensor, *args: object) -> float:
+        raise AssertionError("a tensor was read back to the host during the step")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.Tensor, "__float__", read_back)
+        patch.setattr(torch.Tensor, "item", read_back)
+        terms, prediction = trainer.train_step(batch)
+    assert all(t.ndim == 0 and not t.requires_grad for t in terms.values())
+    assert not prediction.requires_grad
