@@ -8,6 +8,7 @@ signs each word of a text as one SynthSigner sign. Nothing here is used in produ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,16 @@ from typing import Any
 import torch
 
 from pgmm.data.synth.identity import make_identity
-from pgmm.data.synth.lexicon import build_lexicon
-from pgmm.data.synth.motion import sentence_pose, sentence_rng
+from pgmm.data.synth.lexicon import Sign, build_lexicon
+from pgmm.data.synth.motion import sentence_pose, sentence_rng, timeline
 from pgmm.data.synth.signer import to_pose_sequence
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig
 from pgmm.pose.sequence import PoseSequence
 from slp_pipeline.config import PipelineConfig, pipeline_config
-from text2pose.canonical import to_canonical
+from text2pose.canonical import FPS, to_canonical
+from text2pose.timeline import GlossSpan, GlossTimeline
 
 #: Widths of the unit tests' tiny PGMM (tests/tiny.py): every module runs, in milliseconds.
 TINY_PGMM = dict(
@@ -53,13 +55,31 @@ class SynthTextToPose:
         """The folder's name is the language; the folder itself holds nothing."""
         return cls(Path(directory).name)
 
-    def generate_stream(self, text: str, chunk_frames: int = 16) -> Iterator[PoseSequence]:
+    def _signs(self, text: str) -> list[Sign]:
         words = [w.upper() for w in text.split()]
         if not words:
             raise ValueError("empty text")
         lexicon = build_lexicon({self.language: words})
-        signs = [lexicon[(self.language, w)] for w in words]
-        frames = self.FRAMES_PER_WORD * len(words)
+        return [lexicon[(self.language, w)] for w in words]
+
+    def timeline(self, text: str) -> GlossTimeline:
+        """Each word a gloss, timed where :func:`sentence_pose` signs it (the same schedule),
+        so the page's gloss highlighting runs against the tiny graph too."""
+        words = [w.upper() for w in text.split()]
+        signs = self._signs(text)
+        frames = self.FRAMES_PER_WORD * len(signs)
+        # hand_tracks samples frame k at time k + 0.5: a segment [a, b) holds the frames
+        # ceil(a - 0.5) .. ceil(b - 0.5) - 1.
+        spans = [
+            GlossSpan(words[j], 0, math.ceil(a - 0.5), math.ceil(b - 0.5))
+            for kind, j, a, b in timeline([s.duration for s in signs], frames)
+            if kind == "sign"
+        ]
+        return GlossTimeline([words], spans, frames, timed=True, fps=FPS)
+
+    def generate_stream(self, text: str, chunk_frames: int = 16) -> Iterator[PoseSequence]:
+        signs = self._signs(text)
+        frames = self.FRAMES_PER_WORD * len(signs)
         pose = sentence_pose(signs, frames, make_identity(0), sentence_rng(0, text))
         seq = to_canonical(to_pose_sequence(pose))
         for start in range(0, len(seq), chunk_frames):

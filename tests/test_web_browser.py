@@ -11,24 +11,20 @@ Slow (a browser start); skipped without Chromium (Debian: ``apt-get install chro
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
 import re
-import shutil
-import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from cdp import CHROMIUM, Browser, chromium_page
 from PIL import Image
 from t2p_double import FakeTextToPose
 
@@ -36,12 +32,10 @@ from slp_pipeline.serve_app import WEB_FILES, WEB_HEADERS, WEB_TYPES
 from slp_pipeline.signers import BUILTIN_SIGNERS, Signer, synth_rest_signer
 from slp_pipeline.stages import EncodeStage, SkeletonRenderer, retarget_to
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)"),
 ]
-websockets_sync = pytest.importorskip("websockets.sync.client")
 
 FPS = 25.0
 FRAMES = 40
@@ -185,67 +179,6 @@ class StandIn(BaseHTTPRequestHandler):
             pass
 
 
-class Browser:
-    """One headless Chromium page over CDP; console errors and exceptions are collected."""
-
-    def __init__(self, ws_url: str) -> None:
-        self.ws = websockets_sync.connect(ws_url, max_size=None)
-        self.next_id = 0
-        self.errors: list[str] = []
-        for domain in ("Runtime", "Log", "Page"):
-            self.call(f"{domain}.enable")
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv(timeout=60))
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg["result"]
-            self._event(msg)
-
-    def _event(self, msg: dict[str, Any]) -> None:
-        method, params = msg.get("method"), msg.get("params", {})
-        if method == "Runtime.exceptionThrown":
-            self.errors.append(params["exceptionDetails"].get("text", "exception"))
-        elif method == "Runtime.consoleAPICalled" and params["type"] == "error":
-            self.errors.append(str(params["args"]))
-        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
-            entry = params["entry"]
-            # the stand-in's deliberate 422/503 answers are logged by Chromium as failed loads
-            deliberate = [f"status of {s}" for s in (401, 409, 422, 503)]
-            deliberate.append("ERR_INCOMPLETE_CHUNKED_ENCODING")  # the dropped stream
-            expected = any(d in entry["text"] for d in deliberate)
-            if not (entry.get("source") == "network" and expected):
-                self.errors.append(f"{entry['text']} ({entry.get('url', '')[:60]})")
-
-    def js(self, expression: str) -> Any:
-        out = self.call("Runtime.evaluate", expression=expression, awaitPromise=True,
-                        returnByValue=True)  # fmt: skip
-        if "exceptionDetails" in out:
-            raise RuntimeError(f"{expression}: {out['exceptionDetails']}")
-        return out["result"].get("value")
-
-    def wait(self, expression: str, timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.js(expression)
-            if value:
-                return value
-            time.sleep(0.1)
-        status = self.js("document.getElementById('status').textContent")
-        raise AssertionError(f"timed out waiting for {expression} (status: {status})")
-
-    def screenshot(self, path: Path, width: int, height: int, mobile: bool) -> None:
-        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                  deviceScaleFactor=1, mobile=mobile)  # fmt: skip
-        time.sleep(0.5)
-        shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=False)
-        path.write_bytes(base64.b64decode(shot["data"]))
-
-
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
     StandIn.images = _images()
@@ -254,34 +187,6 @@ def site() -> Iterator[str]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
-
-
-@contextmanager
-def chromium_page(url: str, profile: Path) -> Iterator[Browser]:
-    """Headless Chromium with ``url`` open, as a CDP :class:`Browser` (also used by
-    scripts/web_screenshots.py against the real graph)."""
-    proc = subprocess.Popen(
-        [CHROMIUM or "chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
-         "--no-first-run", "--remote-debugging-port=0", f"--user-data-dir={profile}",
-         "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not port_file.is_file() or not port_file.read_text().strip():
-            assert time.monotonic() < deadline and proc.poll() is None, "Chromium did not start"
-            time.sleep(0.2)
-        port = port_file.read_text().split()[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-            target = next(t for t in json.load(r) if t["type"] == "page")
-        page = Browser(target["webSocketDebuggerUrl"])
-        page.call("Page.navigate", url=url)
-        yield page
-        page.ws.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
