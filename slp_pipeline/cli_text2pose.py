@@ -236,9 +236,9 @@ def _eval_command(args: argparse.Namespace) -> str:
     return " ".join([*parts, f"--out {args.out}", f"--doc {args.doc}"])
 
 
-def _named_folders(values: list[str], flag: str) -> dict[str, Path]:
+def _named_folders(values: list[str], flag: str) -> dict[str, str | Path]:
     """``["NAME=DIR", ...]`` -> ``{NAME: DIR}``; a malformed or repeated name is a clear error."""
-    out: dict[str, Path] = {}
+    out: dict[str, str | Path] = {}  # what compare_g2p takes
     for value in values:
         name, sep, folder = value.partition("=")
         if not sep or not name or not folder:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # heavy imports stay inside the commands
     from pgmm.data.loaders import SignVideoDataset
     from pgmm.models.pgmm import PGMM
     from pgmm.models.pose_estimator import PoseEstimator
+    from pgmm.training.trainer import TrainState
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -111,6 +112,7 @@ def run_pgmm(args: argparse.Namespace) -> int:
     distributed = args.workers > 1 or args.gpu or args.ray_address
     if distributed and (args.init_from or args.validate_every):
         raise ValueError("--init-from and --validate-every are for single-process training")
+    state: TrainState
     if distributed:
         # Imported here, like every heavy import of the CLI; Ray itself loads only inside.
         from pgmm.training.distributed import DatasetSpec, train_distributed

@@ -581,7 +581,7 @@ def _read_cache(path: Path) -> dict[str, SentenceScore]:
 def _check_run(out: Path, settings: TextEvalSettings, chain: Chain) -> None:
     """Pin the run folder to its models and settings: cached rows of other models must never
     be mixed into a table."""
-    pinned = {
+    pinned: dict[str, Any] = {  # compared with run.json's JSON values
         "language": settings.language,
         "split": settings.split,
         "signer": settings.signer,
@@ -643,7 +643,7 @@ def run_text_eval(
             for row in missing:
                 bar.set_postfix_str(f"{sentence.id[:24]} {row.key}")
                 frames, score = _score(row, poses[row.poses], sentence, chain, renderers)
-                if row.poses == TEXT2POSE and frames is not None:
+                if row.poses == TEXT2POSE and row.renderer is not None and frames is not None:
                     media.offer(sentence.id, row.renderer, frames)
                 with (out / "rows" / f"{row.key}.jsonl").open("a", encoding="utf-8") as f:
                     f.write(json.dumps(dataclasses.asdict(score), ensure_ascii=False) + "\n")

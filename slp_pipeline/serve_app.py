@@ -48,7 +48,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import ray
@@ -63,7 +63,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -303,7 +303,7 @@ def _ingress() -> "SignAPI":
     """The ingress replica serving this request. The app is a module-level object frozen when
     the class is decorated, so per-deployment settings (keys, CORS) are read from the replica;
     Serve injects ``self`` into the routes the same way."""
-    return serve.get_replica_context().servable_object
+    return cast("SignAPI", serve.get_replica_context().servable_object)
 
 
 async def _write_access(credentials: BearerKey) -> None:
@@ -449,8 +449,9 @@ class Renderer:
             name: load_renderer(name, spec, config.device, config.precision, config.skeleton_size)
             for name, spec in config.renderers.items()
         }
-        self.render_batch.set_max_batch_size(config.max_batch_size)
-        self.render_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        # Ray's annotations of @serve.batch omit the setters it adds to the method.
+        self.render_batch.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]
+        self.render_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     @serve.multiplexed(max_num_models_per_replica=8)
     async def signer(self, key: str) -> _SignerCache:
@@ -483,6 +484,11 @@ class Renderer:
 
 
 # --------------------------------------------------------------------------- ingress
+def _render(handle: DeploymentHandle, renderer: str, chunk: PoseSequence) -> DeploymentResponse:
+    """Submit one chunk to the Renderer (a unary call: Ray types ``remote()`` as either kind)."""
+    return cast(DeploymentResponse, handle.render.remote(renderer, chunk))
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=32)
 @serve.ingress(api)
 class SignAPI:
@@ -628,8 +634,8 @@ class SignAPI:
             return Response(data, media_type=media)
         frames = self._frames(first, poses, person, job.renderer)
         if req.format == "frames-zip":
-            chunks = [f async for f in frames]
-            data = await asyncio.to_thread(self.encode.frames_zip, iter(chunks))
+            rendered = [f async for f in frames]
+            data = await asyncio.to_thread(self.encode.frames_zip, iter(rendered))
             return Response(data, media_type=media)
         fps = req.fps or first.fps
         if req.stream:
@@ -671,7 +677,10 @@ class SignAPI:
     async def _poses(self, text: str, language: str, fps: float | None) -> AsyncIterator:
         """Canonical pose chunks from Text2Pose, resampled there to ``fps`` if asked."""
         with _retryable_as_unavailable():
-            stream = self.text2pose.options(stream=True).generate.remote(text, language, fps)
+            stream = cast(
+                DeploymentResponseGenerator,
+                self.text2pose.options(stream=True).generate.remote(text, language, fps),
+            )
             async for chunk in stream:
                 if isinstance(chunk, Refusal):
                     raise chunk.error()
@@ -689,12 +698,12 @@ class SignAPI:
         """
         handle = self.renderer.options(multiplexed_model_id=person.key)
         pending: deque[tuple[PoseSequence, DeploymentResponse]] = deque()
-        pending.append((first, handle.render.remote(renderer, first)))
+        pending.append((first, _render(handle, renderer, first)))
         admitted = False
         try:
             with _retryable_as_unavailable():
                 async for chunk in rest:
-                    pending.append((chunk, handle.render.remote(renderer, chunk)))
+                    pending.append((chunk, _render(handle, renderer, chunk)))
                     if len(pending) >= RENDER_WINDOW:
                         yield await self._rendered(handle, renderer, *pending.popleft(), admitted)
                         admitted = True
@@ -729,7 +738,7 @@ class SignAPI:
                 if not admitted or time.monotonic() > deadline:
                     raise
             await asyncio.sleep(RESUBMIT_AFTER_S)
-            response = handle.render.remote(renderer, chunk)
+            response = _render(handle, renderer, chunk)
 
     async def _mp4_stream(
         self, head: np.ndarray, frames: AsyncIterator[np.ndarray], fps: float
@@ -759,9 +768,10 @@ def build_graph(
     config = dataclasses.replace(config, api_keys=[])  # only digests go to the replicas
     SignerRegistry(config.signers_dir)  # seed built-ins and tidy up before any replica reads
     opts = dict(options or {})
-    text2pose = Text2Pose.options(**opts.pop("Text2Pose", {})).bind(config)
-    renderer = Renderer.options(**opts.pop("Renderer", {})).bind(config)
-    ingress = SignAPI.options(**opts.pop("SignAPI", {}))
+    # The classes are Deployments at runtime; mypy does not apply class decorators.
+    text2pose = Text2Pose.options(**opts.pop("Text2Pose", {})).bind(config)  # type: ignore[attr-defined]
+    renderer = Renderer.options(**opts.pop("Renderer", {})).bind(config)  # type: ignore[attr-defined]
+    ingress = SignAPI.options(**opts.pop("SignAPI", {}))  # type: ignore[attr-defined]
     if opts:
         raise ValueError(f"unknown deployments in the serve config: {sorted(opts)}")
     return ingress.bind(text2pose, renderer, config, keys)

@@ -222,11 +222,12 @@ class Text2PoseStage:
             raise InputError(str(e)) from e
         converter = None
         for chunk in itertools.chain([first], chunks):
+            out: PoseSequence | None = chunk
             if fps is not None and fps != chunk.fps:
                 converter = converter or FrameRateConverter(chunk.fps, fps)
-                chunk = converter.push(chunk)
-            if chunk is not None:
-                yield chunk
+                out = converter.push(chunk)
+            if out is not None:
+                yield out
 
 
 class FrameRateConverter:
@@ -475,7 +476,8 @@ def _stack_states(states: Sequence[SourceState], lengths: Sequence[int]) -> Sour
         image=cat([s.image for s in states]),
         features=[cat(level) for level in zip(*(s.features for s in states), strict=True)],
         kp_source=cat([s.kp_source for s in states]),
-        heatmaps=cat([s.heatmaps for s in states]),
+        # prepare() always encodes the source pose; a state without one fails the strict zip.
+        heatmaps=cat([s.heatmaps for s in states if s.heatmaps is not None]),
     )
 
 

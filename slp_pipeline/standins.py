@@ -28,7 +28,7 @@ from text2pose.canonical import FPS, to_canonical
 from text2pose.timeline import GlossSpan, GlossTimeline
 
 #: Widths of the unit tests' tiny PGMM (tests/tiny.py): every module runs, in milliseconds.
-TINY_PGMM = dict(
+TINY_PGMM: dict[str, Any] = dict(  # ints and floats, unpacked into PGMMConfig
     num_tps=4,
     backbone_width=0.125,
     dense_block_expansion=8,
