@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: Answers the pages provoke on purpose (a missing key, a taken name, a refused text, a busy
@@ -29,8 +29,8 @@ DELIBERATE = (*(f"status of {s}" for s in (401, 409, 422, 503)), "ERR_INCOMPLETE
 class Browser:
     """One page target; console errors and script exceptions are collected in ``errors``."""
 
-    def __init__(self, ws_url: str) -> None:
-        self.ws = connect(ws_url, max_size=None)
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
         self.next_id = 0
         self.errors: list[str] = []
         for domain in ("Runtime", "Log", "Page"):
@@ -106,10 +106,10 @@ def chromium_page(url: str, profile: Path, chromium: str | None = None) -> Itera
         port = port_file.read_text().split()[0]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             target = next(t for t in json.load(r) if t["type"] == "page")
-        page = Browser(target["webSocketDebuggerUrl"])
-        page.call("Page.navigate", url=url)
-        yield page
-        page.ws.close()
+        with connect(target["webSocketDebuggerUrl"], max_size=None) as ws:
+            page = Browser(ws)
+            page.call("Page.navigate", url=url)
+            yield page
     finally:
         proc.terminate()
         proc.wait(timeout=30)
