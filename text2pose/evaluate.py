@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pgmm.data.synth.signer import SynthSigner
+from pgmm.pose.sequence import PoseSequence
 from text2pose.baselines import LexiconBaseline, MeanPoseBaseline, canonical_sequence
 from text2pose.data import build_g2p_data, text_tokens
 from text2pose.dictionary import GlossDictionary
@@ -40,7 +42,7 @@ class _Fixed:
     def __init__(self, generator: Any, glosses: list[list[str]]) -> None:
         self.generator, self.glosses, self.cursor = generator, glosses, 0
 
-    def generate(self, gloss_lists: list[list[str]]) -> list:
+    def generate(self, gloss_lists: Sequence[Sequence[str]]) -> list[PoseSequence]:
         part = self.glosses[self.cursor : self.cursor + len(gloss_lists)]
         self.cursor += len(gloss_lists)
         return self.generator.generate(part)

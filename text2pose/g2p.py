@@ -128,6 +128,11 @@ def _bert(config: G2PConfig, layers: int, positions: int, vocab: int, **extra: A
 class GlossToPose(nn.Module):
     """Gloss sequences in, canonical whole-body :class:`PoseSequence` s (25 fps) out."""
 
+    # Buffers (registered in __init__), declared for the type checker.
+    pose_mean: torch.Tensor
+    pose_scale: torch.Tensor
+    labelled: torch.Tensor
+
     def __init__(self, config: G2PConfig, vocab: GlossVocab) -> None:
         super().__init__()
         if config.vocab_size != len(vocab):
@@ -197,10 +202,10 @@ class GlossToPose(nn.Module):
                     f"{len(glosses)} glosses exceed max_glosses - 2 = {self.config.max_glosses - 2}"
                 )
         width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), GlossVocab.pad_id, dtype=torch.long)
+        padded = torch.full((len(seqs), width), GlossVocab.pad_id, dtype=torch.long)
         for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-        return ids.to(self.device), (ids != GlossVocab.pad_id).long().to(self.device)
+            padded[i, : len(s)] = torch.tensor(s)
+        return padded.to(self.device), (padded != GlossVocab.pad_id).long().to(self.device)
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -400,7 +405,8 @@ class GlossToPose(nn.Module):
             durations = self.predict_durations(enc, mask, limit)
             frames = self._nar_decode(enc, durations)
             return [frames[i, : int(d.sum())] for i, d in enumerate(durations)]
-        steps, ends = [], [None] * len(gloss_lists)
+        steps: list[torch.Tensor] = []
+        ends: list[int | None] = [None] * len(gloss_lists)
         for t, (frames, stop) in enumerate(self._ar_steps(ids, mask, limit)):
             steps.append(frames)
             for i in torch.nonzero(stop).flatten().tolist():

@@ -87,7 +87,9 @@ def _batches(
     """Index batches of similar source length, at most ``batch_tokens`` source tokens each."""
     lengths = [len(model.text_tok.encode(t)) for t, _ in pairs]
     order = sorted(range(len(pairs)), key=lambda i: (lengths[i], rng.random()))
-    batches, cur, longest = [], [], 0
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
     for i in order:
         longest = max(longest, lengths[i])
         if cur and longest * (len(cur) + 1) > batch_tokens:
