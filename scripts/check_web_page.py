@@ -22,10 +22,9 @@ every item of the page (issue 19) over the DevTools protocol (tests/cdp.py):
 - at a phone's width (390 px) nothing scrolls sideways;
 - no console error and no script exception during all of it.
 
-The 503 countdown is not provoked here: the tiny graph answers every request within
-milliseconds, so a saturated queue would take a flood of concurrent renders on a shared CPU.
-tests/test_web_browser.py checks the countdown against a stand-in that answers 503 with
-``Retry-After``.
+- a busy service: with the renderers saturated from outside (the script gives the Renderer
+  a small queue, then six clients keep it full), the page shows the ``Retry-After``
+  countdown, retries, and finishes once the load is gone.
 
 Run: ``python scripts/check_web_page.py [--chromium PATH]``; one ``FAIL:`` line per broken
 check, exit 1 on any. Needs Chromium (Debian: ``apt-get install chromium``).
@@ -43,7 +42,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,13 @@ from slp_pipeline.standins import SynthTextToPose, tiny_pipeline  # noqa: E402
 
 TEXT = "am tag regnet es im norden"
 LONG_TEXT = " ".join(f"w{i}" for i in range(120))  # 1440 frames: long enough to cancel
+# The Renderer's limits while the script runs, so that a few clients saturate it: two chunk
+# calls at once (side by side still fits), one queued, one replica.
+RENDERER_LIMITS = {"max_ongoing_requests": 2, "max_queued_requests": 1}
+FLOOD_CLIENTS = 6
+# Short enough that the renders under way when the clients stop end within the page's retries
+# (sign-api.js: MAX_TRIES answers, Retry-After apart).
+FLOOD_TEXT = " ".join(f"w{i}" for i in range(6))
 FINISHED = "['Done.', 'Cancelled.'].includes($('status').textContent) || $('status').textContent.startsWith('Not every') || $('status').textContent.startsWith('Check')"  # noqa: E501
 PLAYERS = """[...document.querySelectorAll('.player')].map((p) => ({
   title: p.querySelector('.player-title').textContent,
@@ -312,6 +321,45 @@ def phone_width(page: Browser, c: Checks) -> None:
     page.call("Emulation.clearDeviceMetricsOverride")
 
 
+def busy_countdown(page: Browser, c: Checks, url: str) -> None:
+    """Clients outside the page keep the renderers saturated: the page's render is shed with
+    a 503 + Retry-After, shows the countdown, retries and is done once the clients stop."""
+    stop = threading.Event()
+    body = json.dumps({"text": FLOOD_TEXT, "language": "de"}).encode()
+
+    def client() -> None:
+        while not stop.is_set():
+            request = urllib.request.Request(
+                f"{url}/v1/sign", body, {"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=300) as answer:
+                    answer.read()
+            except urllib.error.HTTPError:  # shed (503): try again at once, keep it full
+                time.sleep(0.05)
+            except OSError:
+                time.sleep(0.2)
+
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(FLOOD_CLIENTS)]
+    for thread in clients:
+        thread.start()
+    try:
+        time.sleep(3)  # the clients' renders are under way
+        page.js(f"$('text').value = {json.dumps(TEXT)}; $('go').click();")
+        shown = _soon(
+            page,
+            """[$('status'), ...document.querySelectorAll('.progress-text')]
+          .some((e) => /busy: retrying in \\d+ s/.test(e.textContent))""",
+            90,
+        )
+        c.expect(shown, "no Retry-After countdown while the renderers were saturated")
+    finally:
+        stop.set()
+    status = page.wait(f"!$('go').disabled && ({FINISHED}) && $('status').textContent", 300)
+    errors = [p["error"] for p in page.js(PLAYERS) if p["error"]]
+    c.expect(status == "Done.", f"after the busy spell the page says {status!r} {errors}")
+
+
 def check(url: str, chromium: str, key: str) -> list[str]:
     """Drive the page through every item; the failures (empty when all is well)."""
     c = Checks()
@@ -331,6 +379,7 @@ def check(url: str, chromium: str, key: str) -> list[str]:
                    lambda: upload_and_delete(page, c, folder, key))  # fmt: skip
             c.step("lang attributes", lambda: lang_attributes(page, c))
             c.step("phone width", lambda: phone_width(page, c))
+            c.step("503 Retry-After countdown, retry", lambda: busy_countdown(page, c, url))
             c.failures += [f"console/script error: {e}" for e in page.errors]
     return c.failures
 
@@ -351,6 +400,11 @@ def main() -> None:
     serve_config = copy.deepcopy(load_serve_config(REPO / "configs/serve/cpu.yaml"))
     port = _free_port()
     serve_config["http_options"] = {"host": "127.0.0.1", "port": port}
+    for deployment in serve_config["applications"][0]["deployments"]:
+        if deployment["name"] == "Renderer":
+            deployment.update(RENDERER_LIMITS)
+            deployment.pop("autoscaling_config", None)
+            deployment["num_replicas"] = 1
     key = secrets.token_urlsafe(24)
     os.environ[ENV_VAR] = key  # read by the graph's builder: writes need it
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
