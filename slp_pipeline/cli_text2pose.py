@@ -219,11 +219,8 @@ def run_eval(args: argparse.Namespace) -> int:
     write(result, args.out)
     print(markdown(result))
     if args.doc is not None:
-        from pgmm.evaluation import write_doc_block
-
         tag = f"text2pose-eval:{result['language']}-{result['split']}"
-        body = f"`{_eval_command(args)}`\n\n{markdown(result)}"
-        write_doc_block(args.doc, f"<!-- {tag}:start -->", f"<!-- {tag}:end -->", body)
+        _write_doc(args.doc, tag, _eval_command(args), markdown(result))
     return 0
 
 
@@ -269,12 +266,16 @@ def run_compare(args: argparse.Namespace) -> int:
     (args.out / "compare.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     if args.doc is not None:
-        from pgmm.evaluation import write_doc_block
-
-        tag = f"text2pose-compare:{args.lang}-{args.split}"
-        body = f"`{_compare_command(args)}`\n\n{table}"
-        write_doc_block(args.doc, f"<!-- {tag}:start -->", f"<!-- {tag}:end -->", body)
+        _write_doc(args.doc, f"text2pose-compare:{args.lang}-{args.split}",
+                   _compare_command(args), table)  # fmt: skip
     return 0
+
+
+def _write_doc(doc: Path, tag: str, command: str, table: str) -> None:
+    """(Re)write the ``<!-- TAG:start/end -->`` block of ``doc``: the command, then its table."""
+    from pgmm.evaluation import write_doc_block
+
+    write_doc_block(doc, f"<!-- {tag}:start -->", f"<!-- {tag}:end -->", f"`{command}`\n\n{table}")
 
 
 def _compare_command(args: argparse.Namespace) -> str:
