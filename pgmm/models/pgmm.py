@@ -264,7 +264,7 @@ class PGMM(nn.Module):
         Folders from before ``model_type`` was written (every shipped PGMM) load as they are.
         """
         device = target_device(map_location)
-        meta = read_config(directory, cls.__name__, "PGMM", untyped_ok=True)
+        meta = read_config(directory, "PGMM", "PGMM", untyped_ok=True)  # subclasses too
         try:
             config = PGMMConfig.from_dict(meta)
         except (TypeError, ValueError) as e:
