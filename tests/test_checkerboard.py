@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,6 @@ from pgmm.models.posenet import (
     bilinear_state_from_transposed,
     resize_conv_from_transposed,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def period2_share(x: torch.Tensor) -> float:
@@ -56,11 +55,17 @@ def test_converted_kernel_is_the_transposed_conv_as_a_conv() -> None:
     torch.testing.assert_close(conv(x), transposed(x))
 
 
-def test_old_checkpoints_keep_the_transposed_conv_and_warm_start_a_bilinear_model() -> None:
-    shipped = PGMM.from_pretrained(ROOT / "models" / "pgmm" / "full-small")
-    assert shipped.config.pose_upsample == "transposed"  # config.json predates the field
-    assert isinstance(shipped.posenet.up[0][0], nn.ConvTranspose2d)
+def test_old_checkpoints_keep_the_transposed_conv_and_warm_start_a_bilinear_model(
+    tmp_path: Path,
+) -> None:
     old = PGMM(PGMMConfig(variant="full", image_size=64, **TINY_PGMM))
+    old.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["pose_upsample"]  # as written before the field existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    loaded = PGMM.from_pretrained(tmp_path / "old")
+    assert loaded.config.pose_upsample == "transposed"
+    assert isinstance(loaded.posenet.up[0][0], nn.ConvTranspose2d)
     new = PGMM(PGMMConfig(variant="full", image_size=64, pose_upsample="bilinear", **TINY_PGMM))
     assert isinstance(new.posenet.up[0][0], ResizeConv2d)
     state = bilinear_state_from_transposed(old.state_dict())
