@@ -105,6 +105,11 @@ class Checks:
 
 def _sign(page: Browser, text: str, timeout: float = 120) -> str:
     page.js(f"$('text').value = {json.dumps(text)}; $('go').click();")  # disables Sign at once
+    return _finished(page, timeout)
+
+
+def _finished(page: Browser, timeout: float) -> str:
+    """The status line once the page's render has ended (Sign enabled again)."""
     return page.wait(f"!$('go').disabled && ({FINISHED}) && $('status').textContent", timeout)
 
 
@@ -244,7 +249,7 @@ def cancel(page: Browser, c: Checks) -> None:
     page.wait("/^[1-9]\\d* \\/ \\d+ frames$/.test("
               "document.querySelector('.progress-text')?.textContent)", 120)  # fmt: skip
     page.js("$('cancel').click()")
-    status = page.wait(f"!$('go').disabled && ({FINISHED}) && $('status').textContent", 30)
+    status = _finished(page, 30)
     c.expect(status == "Cancelled.", f"status after Cancel: {status!r}")
     c.expect(page.js("$('cancel').disabled"), "Cancel still enabled after cancelling")
 
@@ -345,7 +350,7 @@ def keyboard_only(page: Browser, c: Checks) -> None:
     order = [reached.index(w) if w in reached else -1 for w in wanted]
     c.expect(-1 not in order and order == sorted(order), f"Tab order {reached}, wanted {wanted}")
     _press(page, "Enter", 13)
-    status = page.wait(f"!$('go').disabled && ({FINISHED}) && $('status').textContent", 120)
+    status = _finished(page, 120)
     c.expect(status == "Done.", f"Enter on Sign: {status!r}")
 
 
@@ -386,11 +391,11 @@ def busy_countdown(page: Browser, c: Checks, url: str) -> None:
             shown = _soon(page, f"({countdown}) || !$('go').disabled", 90) and page.js(countdown)
             if shown:
                 break
-            page.wait(f"!$('go').disabled && ({FINISHED})", 120)
+            _finished(page, 120)
         c.expect(shown, "no Retry-After countdown while the renderers were saturated")
     finally:
         stop.set()
-    status = page.wait(f"!$('go').disabled && ({FINISHED}) && $('status').textContent", 300)
+    status = _finished(page, 300)
     errors = [p["error"] for p in page.js(PLAYERS) if p["error"]]
     c.expect(status == "Done.", f"after the busy spell the page says {status!r} {errors}")
 
