@@ -71,6 +71,35 @@ def driving_poses(
     return poses
 
 
+def driving_motion(
+    config: PipelineConfig,
+    driving: str | Path,
+    fps: float | None = None,
+    max_seconds: float = MAX_DRIVING_SECONDS,
+    progress: bool = True,
+) -> PoseSequence:
+    """A driving clip's poses in text2pose's canonical frame at ``fps`` (default: the clip's):
+    what ``slp animate`` and ``POST /v1/animate`` hand the renderers, which retarget them onto
+    the signer exactly as they do a sentence's poses. The driving person is normalised by
+    their own shoulders (one scale and shift for the whole clip, so leaning and reaching are
+    kept). ``fps`` is checked first, before a clip is labelled."""
+    if fps is not None and not config.min_fps <= fps <= config.max_fps:
+        raise InputError(f"fps must be in [{config.min_fps}, {config.max_fps}], got {fps}")
+    poses = to_canonical(driving_poses(driving, max_seconds, progress))
+    if fps is not None and fps != poses.fps:
+        converted = FrameRateConverter(poses.fps, fps).push(poses)
+        if converted is None:
+            raise ValueError(f"{driving}: too short to resample to {fps:g} fps")
+        poses = converted
+    return poses
+
+
+def in_chunks(poses: PoseSequence, frames: int) -> list[PoseSequence]:
+    """``poses`` cut into chunks of ``frames`` frames (the last may be shorter), the unit the
+    renderers take, so memory per step stays flat however long the clip is."""
+    return [poses[start : start + frames] for start in range(0, len(poses), frames)]
+
+
 class Synthesizer:
     """Text -> mp4 file with the stages of :mod:`slp_pipeline.stages`."""
 
@@ -135,37 +164,23 @@ class Synthesizer:
         max_seconds: float = MAX_DRIVING_SECONDS,
         progress: bool = True,
     ) -> Path:
-        """The paper's inference setting: ``signer`` performs the motion of a driving video.
-
-        The driving person's poses are normalised by their own shoulders (one scale and shift
-        for the whole clip, so leaning and reaching are kept) and retargeted onto the signer's
-        body, exactly as text2pose's poses are; then they are rendered chunk by chunk like a
-        sentence. ``fps``: output frame rate (default: the driving clip's).
+        """The paper's inference setting: ``signer`` performs the motion of a driving video
+        (see :func:`driving_motion`), rendered chunk by chunk like a sentence. ``fps``: output
+        frame rate (default: the driving clip's).
         """
         name = check_renderer(self.config, renderer)
-        cfg = self.config
-        if fps is not None and not cfg.min_fps <= fps <= cfg.max_fps:
-            raise InputError(f"fps must be in [{cfg.min_fps}, {cfg.max_fps}], got {fps}")
         person = self.registry.get(signer)
-        poses = to_canonical(driving_poses(driving, max_seconds, progress))
-        rate = fps or poses.fps
-        if fps is not None and fps != poses.fps:
-            converted = FrameRateConverter(poses.fps, fps).push(poses)
-            if converted is None:
-                raise ValueError(f"{driving}: too short to resample to {fps:g} fps")
-            poses = converted
+        poses = driving_motion(self.config, driving, fps, max_seconds, progress)
         stage = self.renderer(name)
         state = stage.prepare(person)
-        step = self.config.chunk_frames
         with (
-            VideoWriter(out, fps=rate) as writer,
+            VideoWriter(out, fps=poses.fps) as writer,
             progress_bar(
                 total=len(poses), unit="frame", desc=f"animate -> {stage.name}",
                 disable=not progress,
             ) as bar,
         ):  # fmt: skip
-            for start in range(0, len(poses), step):
-                chunk = poses[start : start + step]
+            for chunk in in_chunks(poses, self.config.chunk_frames):
                 writer.write(stage.render([state], [retarget_to(chunk, person)])[0])
                 bar.update(len(chunk))
         return writer.path
