@@ -82,10 +82,21 @@ def driving_motion(
     what ``slp animate`` and ``POST /v1/animate`` hand the renderers, which retarget them onto
     the signer exactly as they do a sentence's poses. The driving person is normalised by
     their own shoulders (one scale and shift for the whole clip, so leaning and reaching are
-    kept). ``fps`` is checked first, before a clip is labelled."""
+    kept). ``fps`` is checked first, before a clip is labelled; the clip's own rate, the
+    output's when no ``fps`` is asked, must be in the same range (a file from elsewhere may
+    carry any number, NaN included)."""
+    rates = f"[{config.min_fps}, {config.max_fps}]"
     if fps is not None and not config.min_fps <= fps <= config.max_fps:
-        raise InputError(f"fps must be in [{config.min_fps}, {config.max_fps}], got {fps}")
-    poses = to_canonical(driving_poses(driving, max_seconds, progress))
+        raise InputError(f"fps must be in {rates}, got {fps}")
+    raw = driving_poses(driving, max_seconds, progress)
+    if not len(raw) or min(raw.width, raw.height) < 1 or not np.isfinite(raw.fps):
+        raise ValueError(
+            f"{driving}: no frames, frame rate or image size "
+            f"({len(raw)} frames at {raw.fps:g} fps, {raw.width}x{raw.height})"
+        )
+    if fps is None and not config.min_fps <= raw.fps <= config.max_fps:
+        raise InputError(f"{driving}: its {raw.fps:g} fps is outside {rates}; ask for an fps")
+    poses = to_canonical(raw)
     if fps is not None and fps != poses.fps:
         converted = FrameRateConverter(poses.fps, fps).push(poses)
         if converted is None:
