@@ -44,7 +44,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     pg.add_argument("--out", type=Path, required=True, help="run folder (resumes if present)")
     pg.add_argument("--pose-estimator", type=Path, help="trained P_e folder (needed by L_pd)")
     pg.add_argument("--vgg19", type=Path, help="local VGG19 weights for the perceptual loss")
-    pg.add_argument("--max-videos", type=int)
+    pg.add_argument("--max-videos", type=int, help="train on N videos (default: all)")
+    pg.add_argument(
+        "--balanced-identities",
+        action="store_true",
+        help="with --max-videos: spread the N videos over the corpus signers instead of taking "
+        "the first N (the first 120 German sentences hold 5 of 9 signers)",
+    )
+    pg.add_argument(
+        "--appearance-jitter",
+        type=float,
+        help="recolour each training pair (same transform for source and driving) with this "
+        "strength in [0, 1]; overrides train.appearance_jitter",
+    )
     pg.add_argument("--max-steps", type=int)
     pg.add_argument("--epochs", type=int)
     pg.add_argument("--device", default="cpu", help="single-process training only")
@@ -103,7 +115,12 @@ def run_pgmm(args: argparse.Namespace) -> int:
     from pgmm.training.config import TrainConfig
 
     model_cfg = PGMMConfig.from_yaml(args.config)
-    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("epochs", args.epochs)) if v}
+    options = (
+        ("max_steps", args.max_steps),
+        ("epochs", args.epochs),
+        ("appearance_jitter", args.appearance_jitter),
+    )
+    overrides = {k: v for k, v in options if v is not None}
     train_cfg = TrainConfig.from_yaml(args.config, overrides)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
@@ -120,7 +137,7 @@ def run_pgmm(args: argparse.Namespace) -> int:
         state = train_distributed(
             model_cfg,
             train_cfg,
-            DatasetSpec(args.data, "train", args.max_videos),
+            DatasetSpec(args.data, "train", args.max_videos, args.balanced_identities),
             args.out,
             num_workers=args.workers,
             use_gpu=args.gpu,
@@ -142,7 +159,9 @@ def run_pgmm(args: argparse.Namespace) -> int:
         check_resume_world_size(args.out, 1)
         record_world_size(args.out, 1)
         estimator = HRNetLite.from_pretrained(args.pose_estimator) if args.pose_estimator else None
-        data = build_dataset(args.data, "train", model_cfg.image_size, args.max_videos)
+        data = build_dataset(
+            args.data, "train", model_cfg.image_size, args.max_videos, args.balanced_identities
+        )
         base = PGMM.from_pretrained(args.init_from) if args.init_from else None
         validator = None
         if args.validate_every:

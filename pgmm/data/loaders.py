@@ -60,6 +60,28 @@ class VideoRecord:
     pose_path: Path | None = None
 
 
+def spread_over_signers(signers: Sequence[str], n: int) -> list[int]:
+    """Indices of ``n`` videos taken from every signer in turn, in corpus order.
+
+    Why: corpora are not shuffled by signer -- the first 120 PHOENIX-2014T training sentences
+    hold 5 of its 9 signers -- so "the first N videos" trains a renderer on a few appearances
+    and it repaints unseen signers in theirs. Round robin over signers (each signer's own
+    videos in corpus order) gives every signer a share until it runs out.
+    """
+    by_signer: dict[str, list[int]] = {}
+    for i, signer in enumerate(signers):
+        by_signer.setdefault(signer, []).append(i)
+    chosen: list[int] = []
+    queues = list(by_signer.values())
+    depth = 0
+    while len(chosen) < min(n, len(signers)):
+        for queue in queues:
+            if depth < len(queue) and len(chosen) < n:
+                chosen.append(queue[depth])
+        depth += 1
+    return sorted(chosen)
+
+
 def square_crop_box(
     width: int, height: int, bbox: tuple[float, float, float, float] | None = None
 ) -> tuple[int, int, int]:

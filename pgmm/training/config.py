@@ -41,6 +41,10 @@ class TrainConfig:
     # Up to this many GiB of each video's frames kept in RUN/frames as uint8 .npy files (read by
     # memory map), so a video is rendered or decoded once per run instead of once per epoch.
     frame_cache_gib: float = 0.0
+    # Recolour each frame pair (source and driving alike) by a random hue/saturation/contrast/
+    # brightness transform of this strength in [0, 1] (pgmm/training/appearance.py): more
+    # apparent identities than the corpus has, so unseen signers are copied, not repainted.
+    appearance_jitter: float = 0.0
     num_workers: int = 0
     seed: int = 0
     log_every: int = 10
@@ -59,6 +63,8 @@ class TrainConfig:
             raise ValueError("checkpoint_every must be >= 1 and checkpoint_minutes > 0")
         if self.frame_cache_gib < 0:
             raise ValueError(f"frame_cache_gib must be >= 0, got {self.frame_cache_gib}")
+        if not 0.0 <= self.appearance_jitter <= 1.0:
+            raise ValueError(f"appearance_jitter must be in [0, 1], got {self.appearance_jitter}")
 
     def dropout_p(self, epoch: int) -> float:
         if epoch >= self.epochs * self.dropout_until:

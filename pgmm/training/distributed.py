@@ -53,7 +53,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from pgmm.data.loaders import SignVideoDataset, load_dataset
+from pgmm.data.loaders import SignVideoDataset, load_dataset, spread_over_signers
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMMOutput
 from pgmm.models.pose_estimator import PoseEstimator
@@ -84,8 +84,13 @@ FORWARDED_ENV_PREFIX = "SLP_"
 
 
 # ---------------------------------------------------------------------------------------- data
-def build_dataset(spec: str, split: str, size: int, max_videos: int | None) -> SignVideoDataset:
+def build_dataset(
+    spec: str, split: str, size: int, max_videos: int | None, balanced: bool = False
+) -> SignVideoDataset:
     """``synth`` renders SynthSigner on the fly; ``NAME:DIR`` or ``DIR`` reads a dataset.
+
+    ``max_videos`` keeps the first N videos, or with ``balanced`` N spread over the signers
+    (:func:`~pgmm.data.loaders.spread_over_signers`).
 
     Shared by ``slp train`` and the distributed workers, which rebuild the dataset from this
     description rather than receive it pickled (a rendered corpus or an open video index does
@@ -94,10 +99,13 @@ def build_dataset(spec: str, split: str, size: int, max_videos: int | None) -> S
     if spec == "synth":
         from pgmm.data.synth.dataset import RenderedSynthSigner
 
-        return RenderedSynthSigner(split, size, max_videos=max_videos)
+        return RenderedSynthSigner(split, size, max_videos=max_videos, balanced=balanced)
     name, _, root = spec.rpartition(":") if ":" in spec else ("synthsigner", "", spec)
     dataset = load_dataset(name, root, split, size)
-    if max_videos:
+    if max_videos and balanced:
+        keep = spread_over_signers([r.signer for r in dataset.records], max_videos)
+        dataset.records = [dataset.records[i] for i in keep]
+    elif max_videos:
         dataset.records = dataset.records[:max_videos]
     return dataset
 
@@ -109,9 +117,10 @@ class DatasetSpec:
     data: str = "synth"
     split: str = "train"
     max_videos: int | None = None
+    balanced: bool = False
 
     def build(self, size: int) -> SignVideoDataset:
-        return build_dataset(self.data, self.split, size, self.max_videos)
+        return build_dataset(self.data, self.split, size, self.max_videos, self.balanced)
 
 
 def shard_batches(batches: Sequence[T], rank: int, world_size: int) -> list[T]:

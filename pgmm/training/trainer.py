@@ -42,6 +42,7 @@ from pgmm.models.pgmm import PGMM, PGMMOutput
 from pgmm.models.pose_estimator import PoseEstimator
 from pgmm.models.posenet import bilinear_state_from_transposed
 from pgmm.pose.heatmaps import pose_heatmaps
+from pgmm.training.appearance import jitter_appearance
 from pgmm.training.common import (
     ResumableLoop,
     find_checkpoint,
@@ -328,6 +329,9 @@ class PGMMTrainer:
         # With pinned host memory (see _loader), these copies overlap the previous step's work.
         src = batch["source"].to(self.device, non_blocking=True)
         drv = batch["driving"].to(self.device, non_blocking=True)
+        src, drv = jitter_appearance((src, drv), cfg.appearance_jitter)
+        # The sample sheet shows the frames the model saw (recoloured, if jittered).
+        batch["source"], batch["driving"] = src, drv
         data = {
             "source": src,
             "driving": drv,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pgmm.data.corpus import LANGUAGES
-from pgmm.data.loaders import SignVideoDataset, VideoRecord
+from pgmm.data.loaders import SignVideoDataset, VideoRecord, spread_over_signers
 from pgmm.data.synth.signer import SynthSigner, to_pose_sequence
 from pgmm.pose.sequence import PoseSequence
 
@@ -21,7 +21,8 @@ class RenderedSynthSigner(SignVideoDataset):
     """Corpus sentences of one split, rendered when asked for.
 
     ``identity`` forces one identity (e.g. a held-out one, 10 or 11) for every video;
-    ``max_videos`` keeps the first N sentences (in corpus order) for small experiments.
+    ``max_videos`` keeps the first N sentences (in corpus order) for small experiments, or with
+    ``balanced`` N sentences spread over the corpus signers (:func:`spread_over_signers`).
     """
 
     name = "synthsigner-rendered"
@@ -35,12 +36,16 @@ class RenderedSynthSigner(SignVideoDataset):
         identity: int | None = None,
         max_videos: int | None = None,
         seed: int = 0,
+        balanced: bool = False,
         data_dir: str | Path | None = None,
         signer: SynthSigner | None = None,
     ) -> None:
         self.signer = signer or SynthSigner(seed, data_dir, languages)
         self.identity = identity
         sentences = [s for lang in languages for s in self.signer.sentences(split, lang)]
+        if max_videos and balanced:
+            keep = spread_over_signers([f"{s.language}/{s.signer}" for s in sentences], max_videos)
+            sentences = [sentences[i] for i in keep]
         self.sentences = sentences[:max_videos] if max_videos else sentences
         self.split, self.size = split, int(size)
         self.root = Path("synthsigner://")

@@ -1,0 +1,62 @@
+"""Appearance jitter (pgmm/training/appearance.py) and signer-balanced video selection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pgmm.data.loaders import spread_over_signers
+from pgmm.training.appearance import jitter_appearance, random_color_transform
+
+
+def test_strength_zero_is_the_identity() -> None:
+    x = torch.rand(3, 3, 5, 5)
+    assert jitter_appearance((x,), 0.0)[0] is x
+    matrix, bias = random_color_transform(4, 0.0)
+    assert torch.allclose(matrix, torch.eye(3).expand(4, 3, 3), atol=1e-6)
+    assert torch.allclose(bias, torch.zeros(4, 3), atol=1e-6)
+
+
+def test_both_frames_of_a_pair_get_the_same_transform_and_pairs_differ() -> None:
+    torch.manual_seed(0)
+    frame = torch.rand(1, 3, 6, 6).expand(4, 3, 6, 6).contiguous()  # one frame, four pairs
+    source, driving = jitter_appearance((frame, frame.clone()), 0.5)
+    assert torch.equal(source, driving)
+    assert not torch.allclose(source[0], source[1])  # each pair is recoloured differently
+    assert source.min() >= 0 and source.max() <= 1
+
+
+def test_greys_stay_grey_and_hue_moves_colours() -> None:
+    """Hue and saturation act about the grey axis; contrast and brightness act on all channels
+    alike, so a grey pixel stays grey while a saturated red changes its hue."""
+    torch.manual_seed(1)
+    grey = torch.full((8, 3, 1, 1), 0.4)
+    out = jitter_appearance((grey,), 1.0)[0]
+    assert torch.allclose(out, out[:, :1].expand_as(out), atol=1e-5)
+    red = torch.zeros(8, 3, 1, 1)
+    red[:, 0] = 0.8
+    torch.manual_seed(1)
+    moved = jitter_appearance((red,), 1.0)[0]
+    assert (moved[:, 1:] > 0.05).any()  # some pairs turned red towards green or blue
+
+
+def test_the_same_seed_draws_the_same_colours() -> None:
+    """The trainer seeds torch per step, so a resumed run recolours exactly as before."""
+    x = torch.rand(2, 3, 4, 4)
+    torch.manual_seed(7)
+    a = jitter_appearance((x,), 0.3)[0]
+    torch.manual_seed(7)
+    b = jitter_appearance((x,), 0.3)[0]
+    assert torch.equal(a, b)
+
+
+def test_strength_outside_the_unit_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        random_color_transform(1, 1.5)
+
+
+def test_spread_over_signers_takes_each_signer_in_turn_in_corpus_order() -> None:
+    signers = ["a", "a", "a", "a", "b", "c", "c"]
+    assert spread_over_signers(signers, 3) == [0, 4, 5]
+    assert spread_over_signers(signers, 5) == [0, 1, 4, 5, 6]
+    assert spread_over_signers(signers, 100) == list(range(7))
