@@ -21,7 +21,7 @@ import yaml
 
 from pgmm.checkpoint import dataclass_from_dict
 from slp_pipeline.auth import ApiKeys, keys_from
-from slp_pipeline.stages import PRECISIONS, TextToPoseLoader, is_skeleton
+from slp_pipeline.stages import PRECISION_MODES, PRECISIONS, TextToPoseLoader, is_skeleton
 from slp_pipeline.store import MANIFEST, Store, cache_dir, is_url
 
 DEFAULT_CONFIG = Path("configs/serve/cpu.yaml")
@@ -54,10 +54,14 @@ class PipelineConfig:
     # (localized) and checks every file's digest, so nodes need no copy of models/.
     models_uri: str | None = None
     device: str = "auto"  # auto (CUDA where present) | cpu | cuda | cuda:N
-    precision: str = (
-        "auto"  # renderer autocast: auto | fp32 | fp16 | bf16 (stages.resolve_precision)
-    )
+    # Renderer autocast: auto | fast | fp32 | fp16 | bf16 (stages.resolve_precision). "fast"
+    # also renders in bf16 on CPUs with bf16 instructions: faster, frames within a few grey
+    # levels of fp32 (docs/performance.md, "Pipeline").
+    precision: str = "auto"
     chunk_frames: int = 16
+    # The first chunk of a sentence: it is rendered before the first frame can be shown, so a
+    # small one brings that frame sooner; the rest come in chunk_frames (fewer, larger calls).
+    first_chunk_frames: int = 4
     max_text_chars: int = 500
     min_fps: float = 5.0
     max_fps: float = 60.0
@@ -85,15 +89,19 @@ class PipelineConfig:
             raise ValueError(
                 f"upload_poses must be one of {UPLOAD_POSES}, got {self.upload_poses!r}"
             )
-        if min(self.chunk_frames, self.max_text_chars, self.max_batch_size, self.max_signers) < 1:
+        counts = (self.chunk_frames, self.first_chunk_frames, self.max_text_chars,
+                  self.max_batch_size, self.max_signers)  # fmt: skip
+        if min(counts) < 1:
             raise ValueError(
-                "chunk_frames, max_text_chars, max_batch_size and max_signers must be >= 1"
+                "chunk_frames, first_chunk_frames, max_text_chars, max_batch_size and "
+                "max_signers must be >= 1"
             )
         if not re.fullmatch(DEVICE, self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.precision != "auto" and self.precision not in PRECISIONS:
+        if self.precision not in (*PRECISION_MODES, *PRECISIONS):
             raise ValueError(
-                f"precision must be auto or one of {sorted(PRECISIONS)}, got {self.precision!r}"
+                f"precision must be one of {[*PRECISION_MODES, *sorted(PRECISIONS)]}, "
+                f"got {self.precision!r}"
             )
         bad = [o for o in self.cors_origins if o != "*" and not re.fullmatch(ORIGIN, o)]
         if bad:

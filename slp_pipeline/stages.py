@@ -21,7 +21,7 @@ import json
 import math
 import tempfile
 import zipfile
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
@@ -56,6 +56,15 @@ MEDIA_TYPES = {
 
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: Precisions chosen by the hardware rather than named: see :func:`resolve_precision`.
+PRECISION_MODES = ("auto", "fast")
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX-BF16). Without them
+    oneDNN emulates bf16 and autocast makes rendering slower, not faster."""
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -70,15 +79,20 @@ def resolve_precision(
 ) -> torch.dtype:
     """The renderer's autocast dtype; ``auto``: float32 off CUDA, bf16 on GPUs that run it
     natively (compute capability >= 8.0: A100, L4, H100, ...), else fp16 -- T4 and V100
-    emulate bf16 at a fraction of their fp16 speed. ``capability`` overrides the device's."""
-    if precision != "auto":
+    emulate bf16 at a fraction of their fp16 speed. ``fast``: as ``auto``, and bf16 on a CPU
+    with bf16 instructions too (:func:`cpu_computes_bf16`), which renders faster but not the
+    same frames as float32 (docs/performance.md, "Pipeline", measures by how much).
+    ``capability`` overrides the device's."""
+    if precision not in PRECISION_MODES:
         if precision not in PRECISIONS:
             raise ValueError(
-                f"precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}"
+                f"precision must be one of {[*PRECISION_MODES, *sorted(PRECISIONS)]}, "
+                f"got {precision!r}"
             )
         return PRECISIONS[precision]
     if device.type != "cuda":
-        return torch.float32
+        fast_bf16 = precision == "fast" and device.type == "cpu" and cpu_computes_bf16()
+        return torch.bfloat16 if fast_bf16 else torch.float32
     major, minor = capability or torch.cuda.get_device_capability(device)
     return torch.bfloat16 if (major, minor) >= (8, 0) else torch.float16
 
@@ -151,12 +165,50 @@ def check_request(
     return CheckedRequest(text, language, renderer, fps)
 
 
-class Text2PoseStage:
-    """Language -> text2pose model; text -> canonical whole-body pose chunks (25 fps)."""
+def chunk_schedule(
+    chunks: Iterable[PoseSequence], first_frames: int, frames: int
+) -> Iterator[PoseSequence]:
+    """``chunks`` re-cut into one of ``first_frames`` frames, then ``frames`` at a time (the
+    last may be shorter); the frames themselves are unchanged.
 
-    def __init__(self, models: Mapping[str, TextToPoseModel], chunk_frames: int = 16) -> None:
+    Why: a chunk is rendered whole before any of its frames is shown, so the first frame waits
+    for the first chunk; a small one shows it after a fraction of the time, while the larger
+    chunks after it keep the per-call overhead low. Each chunk is yielded as soon as enough
+    frames have arrived, so nothing is held back longer than it has to be.
+    """
+    pending: list[PoseSequence] = []
+    have, want = 0, first_frames
+    for chunk in chunks:
+        pending.append(chunk)
+        have += len(chunk)
+        while have >= want:
+            whole = _concat(pending)
+            rest = whole[want:]
+            yield whole[:want]
+            pending, have, want = [rest], len(rest), frames
+    if have:
+        yield _concat(pending)
+
+
+def _concat(parts: Sequence[PoseSequence]) -> PoseSequence:
+    if len(parts) == 1:
+        return parts[0]
+    return dataclasses.replace(parts[0], data=np.concatenate([p.data for p in parts]))
+
+
+class Text2PoseStage:
+    """Language -> text2pose model; text -> canonical whole-body pose chunks (25 fps):
+    ``first_chunk_frames`` frames first (default: ``chunk_frames``), then ``chunk_frames``."""
+
+    def __init__(
+        self,
+        models: Mapping[str, TextToPoseModel],
+        chunk_frames: int = 16,
+        first_chunk_frames: int | None = None,
+    ) -> None:
         self.models = dict(models)
         self.chunk_frames = chunk_frames
+        self.first_chunk_frames = first_chunk_frames or chunk_frames
 
     @classmethod
     def load(
@@ -164,6 +216,7 @@ class Text2PoseStage:
         paths: Mapping[str, str | Path],
         loader: TextToPoseLoader | None = None,
         chunk_frames: int = 16,
+        first_chunk_frames: int | None = None,
     ) -> Text2PoseStage:
         loader = loader or load_text_to_pose
         models = {}
@@ -172,7 +225,7 @@ class Text2PoseStage:
             if model.language != lang:
                 raise ValueError(f"{path} holds a {model.language!r} model, not {lang!r}")
             models[lang] = model
-        return cls(models, chunk_frames)
+        return cls(models, chunk_frames, first_chunk_frames)
 
     def timeline(self, text: str, language: str, fps: float | None = None) -> GlossTimeline:
         """The glosses ``text`` is signed with and each sign's frames at the output rate ``fps``
@@ -206,14 +259,19 @@ class Text2PoseStage:
         return self.models[language]
 
     def stream(self, text: str, language: str, fps: float | None = None) -> Iterator[PoseSequence]:
-        """Pose chunks of ``chunk_frames`` frames, resampled to ``fps`` if given.
+        """Pose chunks (:func:`chunk_schedule`), resampled to ``fps`` if given.
 
         ``text`` comes through :func:`check_request`. text2pose still validates it (it is a
         library of its own) when the first chunk is requested; its ``TextInputError`` (a
         ``ValueError``) at that point is the caller's fault and becomes an
         :class:`InputError`. Later errors are ours and propagate unchanged.
         """
-        chunks = self._model(language).generate_stream(text, chunk_frames=self.chunk_frames)
+        # The model is asked for pieces no larger than the first chunk, so an autoregressive
+        # one hands that chunk over as soon as it is decoded, not after a whole chunk.
+        pieces = self._model(language).generate_stream(
+            text, chunk_frames=min(self.first_chunk_frames, self.chunk_frames)
+        )
+        chunks = chunk_schedule(pieces, self.first_chunk_frames, self.chunk_frames)
         try:
             first = next(chunks)
         except StopIteration:

@@ -125,7 +125,10 @@ class Synthesizer:
         cfg = self.config
         if language not in self._text2pose:
             self._text2pose[language] = Text2PoseStage.load(
-                {language: cfg.text2pose[language]}, cfg.text2pose_loader, cfg.chunk_frames
+                {language: cfg.text2pose[language]},
+                cfg.text2pose_loader,
+                cfg.chunk_frames,
+                cfg.first_chunk_frames,
             )
         return self._text2pose[language]
 

@@ -1,0 +1,165 @@
+"""The real-time settings of the pipeline (issue 16): the chunk schedule that brings the first
+frame sooner, the ``fast`` precision, their config keys, and the benchmark's bookkeeping.
+No timing is asserted here -- ``bench/pipeline.py`` measures it."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from t2p_double import FakeTextToPose
+
+from pgmm.pose.sequence import PoseSequence
+from slp_pipeline.config import PipelineConfig, pipeline_config
+from slp_pipeline.stages import Text2PoseStage, chunk_schedule, resolve_precision
+from slp_pipeline.synthesize import Synthesizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _poses(frames: int) -> PoseSequence:
+    data = np.arange(frames * 133 * 3, dtype=np.float32).reshape(frames, 133, 3)
+    return PoseSequence(data, 25.0, "wholebody133", 256, 256)
+
+
+def _pieces(poses: PoseSequence, sizes: list[int]) -> Iterator[PoseSequence]:
+    start = 0
+    for size in sizes:
+        yield poses[start : start + size]
+        start += size
+
+
+@pytest.mark.parametrize(
+    ("pieces", "first", "frames", "expected"),
+    [
+        ([16, 16, 16, 7], 4, 16, [4, 16, 16, 16, 3]),
+        ([4] * 14 + [3], 4, 16, [4, 16, 16, 16, 7]),  # small pieces gathered
+        ([3, 5, 1, 40, 2], 2, 16, [2, 16, 16, 16, 1]),  # ragged pieces (per-gloss models)
+        ([16, 16, 8], 16, 16, [16, 16, 8]),  # first == frames: unchanged
+        ([16, 4], 4, 16, [4, 16]),  # ends exactly on a chunk: no empty chunk
+        ([3], 4, 16, [3]),  # shorter than the first chunk
+        ([40], 32, 8, [32, 8]),  # a first chunk larger than the rest is allowed
+    ],
+)
+def test_chunk_schedule_recuts_without_changing_frames(
+    pieces: list[int], first: int, frames: int, expected: list[int]
+) -> None:
+    poses = _poses(sum(pieces))
+    chunks = list(chunk_schedule(_pieces(poses, pieces), first, frames))
+    assert [len(c) for c in chunks] == expected
+    np.testing.assert_array_equal(np.concatenate([c.data for c in chunks]), poses.data)
+    assert all((c.fps, c.layout, c.width) == (25.0, "wholebody133", 256) for c in chunks)
+
+
+class RecordingModel(FakeTextToPose):
+    """The test double, remembering the piece size the stage asked for."""
+
+    asked: list[int]
+
+    def generate_stream(self, text: str, chunk_frames: int = 16) -> Iterator[PoseSequence]:
+        self.asked = [*getattr(self, "asked", []), chunk_frames]
+        return super().generate_stream(text, chunk_frames)
+
+
+def test_text2pose_stage_sends_a_small_first_chunk() -> None:
+    model = RecordingModel("de")
+    words = "am tag regnet es im norden"  # 6 words x 8 frames, capped at 40
+    small = Text2PoseStage({"de": model}, chunk_frames=16, first_chunk_frames=4)
+    assert [len(c) for c in small.stream(words, "de")] == [4, 16, 16, 4]
+    # Pieces of the first chunk's size: an autoregressive model hands it over sooner.
+    assert model.asked == [4]
+    whole = Text2PoseStage({"de": model}, chunk_frames=16)  # no first_chunk_frames: as before
+    assert [len(c) for c in whole.stream(words, "de")] == [16, 16, 8]
+    assert model.asked == [4, 16]
+    np.testing.assert_array_equal(
+        np.concatenate([c.data for c in small.stream(words, "de")]),
+        np.concatenate([c.data for c in whole.stream(words, "de")]),
+    )
+
+
+def test_synthesizer_uses_the_configured_first_chunk(tmp_path: Path) -> None:
+    (tmp_path / "de").mkdir()
+    config = PipelineConfig(
+        text2pose={"de": str(tmp_path / "de")},
+        renderers={"skeleton": "skeleton"},
+        default_renderer="skeleton",
+        signers_dir=str(tmp_path / "signers"),
+        first_chunk_frames=2,
+        text2pose_loader=lambda path: FakeTextToPose(path.name),
+    )
+    stage = Synthesizer(config).text2pose("de")
+    assert (stage.first_chunk_frames, stage.chunk_frames) == (2, 16)
+    assert PipelineConfig.first_chunk_frames == 4  # the default
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"first_chunk_frames": 0}, "first_chunk_frames"),
+        ({"precision": "fastest"}, "precision must be one of"),
+    ],
+)
+def test_config_rejects_bad_real_time_settings(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig(text2pose={}, renderers={"s": "skeleton"}, default_renderer="s", **change)
+
+
+@pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml", "cluster.yaml"])
+def test_serve_configs_load_with_the_real_time_keys(name: str) -> None:
+    config = pipeline_config(yaml.safe_load((REPO / "configs" / "serve" / name).read_text()))
+    assert 1 <= config.first_chunk_frames <= config.chunk_frames
+    resolve_precision(config.precision, torch.device("cpu"))  # a valid precision
+
+
+@pytest.mark.parametrize(("has_bf16", "dtype"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_fast_precision_uses_bf16_only_on_cpus_that_compute_it(
+    monkeypatch: pytest.MonkeyPatch, has_bf16: bool, dtype: torch.dtype
+) -> None:
+    caps = {"avx512_bf16": has_bf16, "amx_bf16": False}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    assert resolve_precision("fast", torch.device("cpu")) == dtype
+    assert resolve_precision("auto", torch.device("cpu")) == torch.float32  # unchanged
+
+
+@pytest.mark.parametrize(
+    ("capability", "dtype"), [((9, 0), torch.bfloat16), ((7, 5), torch.float16)]
+)
+def test_fast_precision_on_cuda_is_auto(capability: tuple[int, int], dtype: torch.dtype) -> None:
+    cuda = torch.device("cuda")
+    assert resolve_precision("fast", cuda, capability) == dtype
+    assert resolve_precision("auto", cuda, capability) == dtype
+
+
+# ----------------------------------------------------------------------------- benchmark
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "bench/pipeline.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_baseline_is_the_pipeline_before_the_real_time_work(bench: ModuleType) -> None:
+    baseline = bench.SETTINGS[0]
+    assert (baseline.first_chunk_frames, baseline.threads, baseline.precision) == (16, 1, "fp32")
+    assert len(set(bench.SETTINGS)) == len(bench.SETTINGS)
+    assert bench.FASTEST.threads == 2 and bench.FASTEST.precision == "bf16"
+
+
+def test_bench_frame_distance(bench: ModuleType) -> None:
+    frames = np.random.default_rng(0).integers(0, 250, (3, 8, 8, 3), dtype=np.uint8)
+    assert bench.frame_distance(frames, frames) == (None, 0, 0.0)
+    shifted = frames.copy()
+    shifted[0, 0, 0, 0] += 5
+    psnr, biggest, mean = bench.frame_distance(shifted, frames)
+    assert biggest == 5 and mean == pytest.approx(5 / frames.size, abs=1e-4)
+    assert psnr == pytest.approx(10 * np.log10(255**2 / (25 / frames.size)), abs=0.01)
