@@ -1,27 +1,32 @@
 """Benchmark: the text -> sign-video pipeline in process (the stages behind ``slp synthesize``).
 
-1. **A ~5-second sentence**: time to first frame, end-to-end real-time factor (wall time /
-   video duration; < 1 is faster than real time) and where the time goes -- text2pose,
-   heatmaps + retargeting, rendering, H.264 encoding -- through the same stage objects as the
-   service (``Synthesizer`` loads them; the loop below is its chunk loop with a clock around
-   each stage). The real models under ``models/`` are used where they exist
-   (``models/text2pose/de``, ``models/pgmm/full-small``); otherwise a text2pose stand-in
-   (SynthSigner poses, ~free) and a randomly initialised ``full-small`` PGMM (same cost as a
-   trained one). The report says which.
+1. **A ~4-second sentence, one row per setting**: time to first frame, end-to-end real-time
+   factor (wall time / video duration; <= 1 is real time), CPU seconds, where the time goes --
+   text2pose, heatmaps + retargeting, rendering, H.264 encoding -- and how far each setting's
+   frames are from the baseline's on the same poses (PSNR, largest difference in grey levels).
+   The settings are the levers for real time on two cores: the size of the first chunk,
+   PyTorch threads (1 or 2) and the renderer's autocast (float32 or bfloat16). They run
+   interleaved (every setting once, then again), so load from other jobs hits them alike; read
+   the ratios first. The stages are the service's (``Synthesizer`` loads them; the loop below
+   is its chunk loop with a clock around each stage). The real models under ``models/`` are
+   used where they exist (``models/text2pose/de``, ``models/pgmm/full-small``); otherwise a
+   text2pose stand-in (SynthSigner poses, ~free) and a randomly initialised ``full-small`` PGMM
+   (same cost as a trained one). The report says which.
 2. **Streaming memory vs output length** (10 s, 60 s, 300 s of video): each length runs in a
    fresh subprocess that streams poses -> skeleton renderer -> fragmented mp4 (bytes dropped, as
-   a streaming response hands them to the client), sampling RSS after every chunk. Memory must
-   not grow with the length: the report gives each run's RSS growth over its first second.
+   a streaming response hands them to the client), sampling RSS after every chunk; then one
+   shorter run through the PGMM renderer in the fastest setting. Memory must not grow with the
+   length: the report gives each run's RSS growth over its first second.
 
-Run: ``python bench/pipeline.py [--lengths 10 60 300] [--repeats 2] [--device cpu|cuda]``
-(the device applies to the sentence's renderer; on CUDA it renders in bf16 autocast, as the
-service does).
-Writes ``bench/results/pipeline.json``.
+Run: ``python bench/pipeline.py [--lengths 10 60 300] [--pgmm-seconds 12] [--repeats 2]
+[--device cpu|cuda]`` (~2.5 min on the idle 2-core machine). Writes
+``bench/results/pipeline.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -30,8 +35,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from pgmm.data.synth.identity import make_identity
@@ -42,7 +50,16 @@ from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from pgmm.pose.sequence import PoseSequence
 from slp_pipeline.config import PipelineConfig
-from slp_pipeline.stages import SKELETON, EncodeStage, retarget_to
+from slp_pipeline.signers import Signer
+from slp_pipeline.stages import (
+    SKELETON,
+    EncodeStage,
+    PGMMRenderer,
+    Renderer,
+    Text2PoseStage,
+    cpu_computes_bf16,
+    retarget_to,
+)
 from slp_pipeline.synthesize import Synthesizer
 from text2pose.canonical import FPS, to_canonical
 
@@ -55,6 +72,49 @@ SENTENCE_SECONDS = 5.0
 #: The stand-in signs a sentence of this many frames and loops it for longer outputs, so its
 #: own memory does not grow with the length being measured.
 LOOP_FRAMES = 250
+CHUNK_FRAMES = PipelineConfig.chunk_frames
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of running the sentence: the levers for real time on two cores."""
+
+    name: str
+    first_chunk_frames: int
+    threads: int  # torch.set_num_threads for the whole run
+    precision: str  # the renderer's autocast: fp32 | bf16
+
+
+#: The first row is the baseline the others' frames are compared with (the pipeline before the
+#: real-time work: 16-frame chunks, one thread, float32).
+SETTINGS = (
+    Setting("baseline", CHUNK_FRAMES, 1, "fp32"),
+    Setting("first chunk 4", 4, 1, "fp32"),
+    Setting("first chunk 2", 2, 1, "fp32"),
+    Setting("first 4, 2 threads", 4, 2, "fp32"),
+    Setting("first 4, bf16", 4, 1, "bf16"),
+    Setting("first 4, 2 threads, bf16", 4, 2, "bf16"),
+)
+FASTEST = SETTINGS[-1]
+
+
+@dataclass
+class SettingResult:
+    """A setting's best of the repeats (each figure's own minimum) and its frames' distance
+    from the baseline's."""
+
+    setting: Setting
+    frames: int
+    video_s: float
+    time_to_first_frame_s: float
+    wall_s: float
+    real_time_factor: float
+    cpu_s: float  # process CPU time over the best-wall run, all threads
+    runs_wall_s: list[float]
+    stages_s: dict[str, float]
+    psnr_vs_baseline_db: float | None  # None: identical frames (infinite PSNR)
+    max_abs_diff_vs_baseline: int
+    mean_abs_diff_vs_baseline: float
 
 
 class StandInTextToPose:
@@ -143,22 +203,22 @@ def make_synthesizer(
 
 
 def stream(
-    synth: Synthesizer,
+    t2p: Text2PoseStage,
+    stage: Renderer[Any],
+    person: Signer,
     text: str,
-    renderer: str,
-    on_chunk: Callable[[int], None] | None = None,
+    on_chunk: Callable[[np.ndarray], None] | None = None,
     max_chunks: int | None = None,
 ) -> dict:
     """One request through the stages, chunk by chunk, timing each stage; ``on_chunk`` is
-    called with the frame count after each chunk, ``max_chunks`` cuts the request short."""
-    person = synth.registry.get("default")
-    t2p, stage = synth.text2pose("de"), synth.renderer(renderer)
+    called with each rendered chunk, ``max_chunks`` cuts the request short."""
     start = time.perf_counter()
     state = stage.prepare(person)
     signer_s = time.perf_counter() - start
     stages = dict.fromkeys(("text2pose", "retarget", "render", "encode"), 0.0)
     encoder = EncodeStage().mp4(FPS, fragmented=True)
     frames, first_frame, first_bytes = 0, None, None
+    cpu = time.process_time()
     start = clock = time.perf_counter()
 
     def lap(name: str) -> float:
@@ -185,13 +245,14 @@ def stream(
             first_bytes = elapsed
         frames += len(rendered)
         if on_chunk:
-            on_chunk(frames)
+            on_chunk(rendered)
     encoder.close()
     total = lap("encode")
     return {
         "frames": frames,
         "video_s": round(frames / FPS, 2),
         "wall_s": round(total, 3),
+        "cpu_s": round(time.process_time() - cpu, 3),
         "real_time_factor": round(total / (frames / FPS), 3),
         "time_to_first_frame_s": round(first_frame, 3),
         "time_to_first_bytes_s": round(first_bytes, 3) if first_bytes is not None else None,
@@ -200,41 +261,110 @@ def stream(
     }
 
 
+def frame_distance(frames: np.ndarray, reference: np.ndarray) -> tuple[float | None, int, float]:
+    """PSNR in dB (None when identical), largest and mean absolute difference in grey levels."""
+    diff = frames.astype(np.float64) - reference.astype(np.float64)
+    mse = float(np.mean(diff**2))
+    psnr = None if mse == 0 else round(10 * np.log10(255**2 / mse), 2)
+    return psnr, int(np.abs(diff).max()), round(float(np.abs(diff).mean()), 4)
+
+
 def sentence_benchmark(repeats: int, device: str) -> dict:
-    """The ~5-s sentence on the PGMM renderer; the fastest of ``repeats`` warm runs."""
+    """The sentence on the PGMM renderer in every setting of :data:`SETTINGS`, interleaved."""
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
         start = time.perf_counter()
         frames = round(SENTENCE_SECONDS * FPS)
         synth, models = make_synthesizer(Path(tmp), frames, "full", device)
-        synth.text2pose("de")
-        synth.renderer("full")
+        models_t2p = synth.text2pose("de").models
+        base = synth.renderer("full")
+        assert isinstance(base, PGMMRenderer)
         load_s = time.perf_counter() - start
-        stream(synth, SENTENCE, "full", max_chunks=2)  # first-call allocations and lazy init
-        runs = [stream(synth, SENTENCE, "full") for _ in range(repeats)]
-    best = min(runs, key=lambda r: r["wall_s"])
+        person = synth.registry.get("default")
+        renderers = {  # one set of weights, two autocast settings
+            p: PGMMRenderer("full", base.model, base.device, p) for p in ("fp32", "bf16")
+        }
+
+        def run(setting: Setting, keep: list[np.ndarray] | None = None, **kw: Any) -> dict:
+            torch.set_num_threads(setting.threads)
+            t2p = Text2PoseStage(models_t2p, CHUNK_FRAMES, setting.first_chunk_frames)
+            return stream(t2p, renderers[setting.precision], person, SENTENCE, keep_in(keep), **kw)
+
+        for setting in SETTINGS:  # first-call allocations, lazy init, oneDNN kernel choice
+            run(setting, max_chunks=2)
+        runs: dict[Setting, list[dict]] = {s: [] for s in SETTINGS}
+        outputs: dict[Setting, list[np.ndarray]] = {}
+        load = [os.getloadavg()[0]]
+        for _ in range(repeats):
+            for setting in SETTINGS:
+                outputs[setting] = []
+                runs[setting].append(run(setting, outputs[setting]))
+                print(f"  {setting.name}: {runs[setting][-1]['wall_s']:.2f} s", flush=True)
+        load.append(os.getloadavg()[0])
+    reference = np.concatenate(outputs[SETTINGS[0]])
+    rows = []
+    for setting, results in runs.items():
+        best = min(results, key=lambda r: r["wall_s"])
+        psnr, max_diff, mean_diff = frame_distance(np.concatenate(outputs[setting]), reference)
+        rows.append(
+            SettingResult(
+                setting=setting,
+                frames=best["frames"],
+                video_s=best["video_s"],
+                time_to_first_frame_s=min(r["time_to_first_frame_s"] for r in results),
+                wall_s=best["wall_s"],
+                real_time_factor=best["real_time_factor"],
+                cpu_s=best["cpu_s"],
+                runs_wall_s=[r["wall_s"] for r in results],
+                stages_s=best["stages_s"],
+                psnr_vs_baseline_db=psnr,
+                max_abs_diff_vs_baseline=max_diff,
+                mean_abs_diff_vs_baseline=mean_diff,
+            )
+        )
     return {
-        "device": str(synth.renderer("full").device),
+        "device": str(base.device),
+        "cpu_computes_bf16": cpu_computes_bf16(),
         "models": models,
         "text": SENTENCE,
         "load_s": round(load_s, 2),
         "peak_rss_MiB": round(rss_mib("VmHWM")),
-        "runs_wall_s": [r["wall_s"] for r in runs],
-        **best,
+        "load_average_1min_start_end": [round(x, 2) for x in load],
+        "signer_encode_s": runs[SETTINGS[0]][0]["signer_encode_s"],
+        "settings": [dataclasses.asdict(r) for r in rows],
     }
 
 
-def probe_stream(seconds: float) -> dict:
-    """Run in a fresh subprocess: RSS while streaming ``seconds`` of skeleton video."""
+def keep_in(store: list[np.ndarray] | None) -> Callable[[np.ndarray], None] | None:
+    """An ``on_chunk`` that appends each rendered chunk to ``store`` (``None``: keep nothing)."""
+    return None if store is None else store.append
+
+
+def probe_stream(seconds: float, renderer: str, device: str) -> dict:
+    """Run in a fresh subprocess: RSS while streaming ``seconds`` of video through ``renderer``
+    (skeleton, or the PGMM in the :data:`FASTEST` setting)."""
     frames = round(seconds * FPS)
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
-        synth, _ = make_synthesizer(Path(tmp), frames, SKELETON, real_text2pose=False)
+        synth, _ = make_synthesizer(Path(tmp), frames, renderer, device, real_text2pose=False)
+        stage = synth.renderer(renderer)
+        if isinstance(stage, PGMMRenderer):
+            stage = PGMMRenderer(renderer, stage.model, stage.device, FASTEST.precision)
+            torch.set_num_threads(FASTEST.threads)
         samples: list[tuple[int, float]] = []
-        result = stream(synth, SENTENCE, SKELETON, lambda n: samples.append((n, rss_mib())))
+        done = 0
+
+        def sample(chunk: np.ndarray) -> None:
+            nonlocal done
+            done += len(chunk)
+            samples.append((done, rss_mib()))
+
+        t2p = synth.text2pose("de")
+        result = stream(t2p, stage, synth.registry.get("default"), SENTENCE, sample)
     # Growth is measured from the first second on: the first chunks allocate the encoder's and
     # renderer's buffers once, which is a constant, not growth.
     after_first_s = next(r for n, r in samples if n >= FPS)
     peak = max(r for _, r in samples)
     return {
+        "renderer": renderer,
         "seconds": seconds,
         "frames": result["frames"],
         "wall_s": result["wall_s"],
@@ -245,16 +375,18 @@ def probe_stream(seconds: float) -> dict:
     }
 
 
-def rss_sweep(lengths: list[float]) -> list[dict]:
+def rss_sweep(runs: list[tuple[float, str]], device: str) -> list[dict]:
+    """Each (seconds, renderer) streamed in a fresh subprocess (:func:`probe_stream`)."""
     rows = []
-    for seconds in lengths:
-        cmd = [sys.executable, __file__, "--probe", str(seconds)]
+    for seconds, renderer in runs:
+        cmd = [sys.executable, __file__, "--probe", str(seconds), renderer, "--device", device]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, cwd=ROOT)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         r = rows[-1]
         print(
-            f"{seconds:>6.0f} s of video ({r['frames']} frames, {r['wall_s']:.1f} s wall): RSS "
+            f"{renderer:>8} {seconds:>6.0f} s of video ({r['frames']} frames, "
+            f"{r['wall_s']:.1f} s wall): RSS "
             f"{r['rss_after_1s_MiB']:.0f} MiB after 1 s, peak {r['rss_peak_MiB']:.0f} MiB, "
             f"growth {r['rss_growth_MiB']:+.1f} MiB",
             flush=True,
@@ -262,36 +394,58 @@ def rss_sweep(lengths: list[float]) -> list[dict]:
     return rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lengths", type=float, nargs="+", default=[10, 60, 300])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--device", default="cpu", help="renderer device: cpu | cuda | auto")
-    parser.add_argument("--probe", type=float, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    if args.probe:
-        print(json.dumps(probe_stream(args.probe)))
-        return 0
-    sentence = sentence_benchmark(args.repeats, args.device)
+def print_table(sentence: dict) -> None:
+    rows = sentence["settings"]
     print(f"models: text2pose = {sentence['models']['text2pose']}")
     print(f"        renderer  = {sentence['models']['renderer']}")
     print(
-        f"{sentence['video_s']} s sentence ({sentence['frames']} frames): first frame after "
-        f"{sentence['time_to_first_frame_s']:.2f} s, wall {sentence['wall_s']:.2f} s, "
-        f"real-time factor {sentence['real_time_factor']:.2f} (best of {args.repeats}: "
-        f"{sentence['runs_wall_s']})"
+        f"{rows[0]['video_s']} s sentence ({rows[0]['frames']} frames); CPU has bf16 "
+        f"instructions: {sentence['cpu_computes_bf16']}; 1-min load average at start/end: "
+        f"{sentence['load_average_1min_start_end']}"
     )
-    for name, seconds in sentence["stages_s"].items():
-        share = seconds / sentence["wall_s"]
-        print(f"  {name:<18}{seconds:>8.2f} s  {share:>5.0%}")
-    print(f"  (per-signer encode, cached by the service: {sentence['signer_encode_s']:.3f} s)")
-    sweep = rss_sweep(args.lengths)
+    print(
+        f"{'setting':<26}{'first':>6}{'thr':>4}{'prec':>6}{'1st frame':>10}{'wall':>7}"
+        f"{'RTF':>6}{'CPU s':>7}{'render':>8}{'PSNR dB':>9}{'max diff':>9}"
+    )
+    for r in rows:
+        s = r["setting"]
+        psnr = "same" if r["psnr_vs_baseline_db"] is None else f"{r['psnr_vs_baseline_db']:.1f}"
+        print(
+            f"{s['name']:<26}{s['first_chunk_frames']:>6}{s['threads']:>4}{s['precision']:>6}"
+            f"{r['time_to_first_frame_s']:>9.2f}s{r['wall_s']:>6.2f}s"
+            f"{r['real_time_factor']:>6.2f}{r['cpu_s']:>7.2f}"
+            f"{r['stages_s']['render'] / r['wall_s']:>8.0%}{psnr:>9}"
+            f"{r['max_abs_diff_vs_baseline']:>9}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", type=float, nargs="+", default=[10, 60, 300])
+    parser.add_argument(
+        "--pgmm-seconds", type=float, default=12, help="PGMM streaming-memory run (0: none)"
+    )
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="renderer device: cpu | cuda | auto")
+    parser.add_argument("--probe", nargs=2, metavar=("SECONDS", "RENDERER"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.probe:
+        print(json.dumps(probe_stream(float(args.probe[0]), args.probe[1], args.device)))
+        return 0
+    sentence = sentence_benchmark(args.repeats, args.device)
+    print_table(sentence)
+    print(f"(per-signer encode, cached by the service: {sentence['signer_encode_s']:.3f} s)")
+    lengths = [(s, SKELETON) for s in args.lengths]
+    lengths += [(args.pgmm_seconds, "full")] if args.pgmm_seconds > 0 else []
     report = {
-        "torch_threads": 1,
-        "chunk_frames": PipelineConfig.chunk_frames,
+        "chunk_frames": CHUNK_FRAMES,
         "sentence": sentence,
-        "streaming_rss": {"renderer": "skeleton", "text2pose": "stand-in", "runs": sweep},
+        "streaming_rss": {
+            "text2pose": "stand-in",
+            "pgmm_setting": dataclasses.asdict(FASTEST),
+            "runs": rss_sweep(lengths, args.device),
+        },
     }
     out = RESULTS / "pipeline.json"
     out.parent.mkdir(parents=True, exist_ok=True)
