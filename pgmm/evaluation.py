@@ -43,8 +43,9 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -203,12 +204,14 @@ class MetricAccumulator:
         evaluator_given: bool = True,
         unavailable: Mapping[str, str] | None = None,
     ) -> None:
-        self.lpips, self.i3d, self.recognizer = lpips, i3d, recognizer
+        self.lpips: LPIPS | None = None if isinstance(lpips, MetricWeightsMissing) else lpips
+        self.i3d: I3D | None = None if isinstance(i3d, MetricWeightsMissing) else i3d
+        self.recognizer = recognizer
         self.reasons: dict[str, str] = {}
         if lpips is None:
             lpips = MetricWeightsMissing("<none given>", "LPIPS weights")
         if isinstance(lpips, MetricWeightsMissing):
-            self.reasons["lpips"], self.lpips = report(lpips), None
+            self.reasons["lpips"] = report(lpips)
         if i3d is None:
             i3d = MetricWeightsMissing("<none given>", "I3D weights")
         if isinstance(i3d, I3D) and i3d.weights_path is None:
@@ -433,6 +436,211 @@ def _cross_person_source(
 
 
 # --------------------------------------------------------------------------- evaluation
+def _check_arguments(
+    model: PGMM,
+    dataset: SignVideoDataset,
+    task: str,
+    drive: str,
+    estimator: PoseEstimator | None,
+    max_videos: int | None,
+    max_frames: int | None,
+    batch_size: int,
+) -> None:
+    """Refuse a run that could only give wrong numbers (or none) before any frame is drawn:
+    a frame size or heatmap stride the model was not trained with would still produce videos,
+    just meaningless ones."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if drive not in DRIVES:
+        raise ValueError(f"drive must be one of {DRIVES}, got {drive!r}")
+    for arg, value in (("max_videos", max_videos), ("max_frames", max_frames)):
+        if value is not None and value < 1:
+            raise ValueError(f"{arg} must be >= 1 or None, got {value}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    cfg = model.config
+    if dataset.size != cfg.image_size:
+        raise ValueError(f"dataset frames are {dataset.size}px but the model is {cfg.image_size}px")
+    if estimator is not None and estimator.heatmap_stride != cfg.heatmap_stride:
+        raise ValueError(
+            f"P_e has heatmap stride {estimator.heatmap_stride}, the model {cfg.heatmap_stride}"
+        )
+
+
+def _check_independent_evaluator(
+    estimator: PoseEstimator | None, evaluator: PoseEstimator | None
+) -> None:
+    """The evaluator must not be the ``P_e`` the renderer was trained against (see the module
+    docstring): a renderer would be scored by its own examiner."""
+    if (
+        estimator is not None
+        and evaluator is not None
+        and network_digest(estimator) == network_digest(evaluator)
+    ):
+        raise ValueError(
+            "the evaluator has the weights of the P_e given for heatmaps: score generated frames "
+            "with a pose estimator the renderer was not trained against (models/evaluator)"
+        )
+
+
+@dataclass
+class _EvaluationRun:
+    """One evaluation of one model on one dataset: the per-video protocol of a task, and what
+    the result row records about how the numbers were made (heatmap and keypoint sources,
+    source people, frames).
+
+    A video is generated batch by batch (:meth:`generate`); each batch is scored at once
+    (:meth:`score_frames`: L1/SSIM/LPIPS, keypoint error and PCK) and the whole video after
+    (:meth:`score_video`: TCD, FVD clips, WER), so only one video is held in memory.
+    """
+
+    model: PGMM
+    dataset: SignVideoDataset
+    task: str
+    drive: str
+    estimator: PoseEstimator | None
+    evaluator: PoseEstimator | None
+    metrics: MetricAccumulator
+    batch_size: int
+    heatmap_sources: set[str] = field(default_factory=set)
+    keypoint_references: set[str] = field(default_factory=set)
+    sources: list[str] = field(default_factory=list)
+    frames: int = 0
+
+    def __post_init__(self) -> None:
+        self.device = next(self.model.parameters()).device
+        self.needs_heatmaps = self.model.config.uses_pose or self.drive == "pose"
+
+    def heatmaps(self, points: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
+        """Heatmaps as in training: drawn from the dataset's poses with the model's own stride
+        and sigma, else read from ``images`` by ``P_e``."""
+        cfg = self.model.config
+        if points is not None:
+            return pose_heatmaps(
+                points.to(self.device), cfg.image_size, cfg.heatmap_stride, cfg.heatmap_sigma
+            )
+        if self.estimator is None:
+            raise ValueError(
+                f"{self.dataset.name} has no poses: pass a pose estimator (P_e) for the heatmaps"
+            )
+        with torch.no_grad():
+            return self.estimator(images.to(self.device)).clamp(min=0)
+
+    def source(
+        self, i: int, target: torch.Tensor, points: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The source image ``(1, 3, H, W)`` of video ``i`` and its points: the video's own
+        first frame for reconstruction, another person for cross-person animation."""
+        if self.task == "reconstruction":
+            self.sources.append("first frame")
+            return target[:1], None if points is None else points[:1]
+        source, source_points, who = _cross_person_source(self.dataset, i)
+        self.sources.append(who)
+        return source, source_points
+
+    def generate(
+        self,
+        source: torch.Tensor,
+        source_points: torch.Tensor | None,
+        target: torch.Tensor,
+        points: torch.Tensor | None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+        """``(driving, driving points, generated)`` batches of one video, generated frames in
+        [0, 1] on the CPU. ``drive="pose"`` encodes the source once and animates it from the
+        heatmaps alone (our text-to-video path); ``"image"`` also shows the model the driving
+        frames (:meth:`PGMM.reconstruct`, the paper's setting)."""
+        source = source.to(self.device)
+        state = None
+        if self.drive == "pose":
+            state = self.model.encode_source(source, self.heatmaps(source_points, source))
+        for start in range(0, target.shape[0], self.batch_size):
+            driving = target[start : start + self.batch_size]
+            batch_points = None if points is None else points[start : start + self.batch_size]
+            maps = None
+            if self.needs_heatmaps:
+                maps = self.heatmaps(batch_points, driving)
+                self.heatmap_sources.add("P_e" if batch_points is None else "ground-truth poses")
+            if state is not None:
+                assert maps is not None
+                pred = self.model.animate(state, maps)
+            else:
+                src = source.expand(driving.shape[0], -1, -1, -1)
+                pred = self.model.reconstruct(src, driving.to(self.device), maps)
+            yield driving, batch_points, pred.float().clamp(0, 1).cpu()
+
+    def score_frames(
+        self, pred: torch.Tensor, driving: torch.Tensor, points: torch.Tensor | None
+    ) -> None:
+        """Per-frame columns of one batch: L1, SSIM and LPIPS against the real frames (only
+        reconstruction has them), and the evaluator's keypoints of the generated frames against
+        the driving poses -- or, without poses, against its own reading of the real frames --
+        for keypoint error and PCK."""
+        if self.task == "reconstruction":
+            self.metrics.add_frames(pred, driving)
+        if self.evaluator is None:
+            return
+        found = self.evaluator.keypoints(pred.to(self.device)).cpu()
+        if points is not None:
+            truth, reference = points, "ground-truth poses"
+        else:
+            truth = self.evaluator.keypoints(driving.to(self.device)).cpu()
+            reference = "evaluator(driving)"
+        self.keypoint_references.add(reference)
+        self.metrics.add_keypoints(found, truth)
+
+    def score_video(self, video: torch.Tensor, target: torch.Tensor, glosses: list[str]) -> None:
+        """Whole-video columns: TCD against the real video (reconstruction only), the FVD clips
+        of the real and generated videos, and WER against the video's glosses."""
+        if self.task == "reconstruction":
+            self.metrics.add_tcd(video, target, self.batch_size)
+        self.metrics.add_fvd(target, video)
+        self.metrics.recognize(video, glosses)
+        self.frames += len(video)
+
+    def evaluate_video(self, i: int, max_frames: int | None, writer: VideoWriter | None) -> None:
+        """Generate and score video ``i``; with ``writer``, append its source | driving |
+        generated frames to the comparison video."""
+        target, points = _load_video(self.dataset, i, max_frames)
+        source, source_points = self.source(i, target, points)
+        generated = []
+        for driving, batch_points, pred in self.generate(source, source_points, target, points):
+            generated.append(pred)
+            self.score_frames(pred, driving, batch_points)
+            if writer is not None:
+                tile = source.cpu().expand(driving.shape[0], -1, -1, -1)
+                writer.write(_to_uint8(torch.cat([tile, driving, pred], dim=3)))
+        self.score_video(torch.cat(generated), target, self.dataset.records[i].gloss.split())
+
+    def row(self, label: str, videos: int, max_frames: int | None) -> dict[str, Any]:
+        """The result row (see :func:`evaluate`), with the settings a reader needs to know
+        what the numbers measured."""
+        cfg = self.model.config
+        return {
+            "model": label,
+            "variant": cfg.variant,
+            "task": self.task,
+            "drive": self.drive,
+            "dataset": self.dataset.name,
+            "split": self.dataset.split,
+            "videos": videos,
+            "frames": self.frames,
+            "metrics": self.metrics.result(),
+            "definitions": dict(COLUMN_DEFINITIONS[self.task]),
+            "settings": {
+                "image_size": cfg.image_size,
+                "max_frames": max_frames,
+                "batch_size": self.batch_size,
+                "heatmaps": sorted(self.heatmap_sources) or None,
+                "heatmap_sigma": cfg.heatmap_sigma,
+                "keypoint_reference": sorted(self.keypoint_references) or None,
+                "evaluator": None if self.evaluator is None else network_digest(self.evaluator),
+                "sources": sorted(set(self.sources)),
+                "fvd_clip_frames": FVD_CLIP_FRAMES,
+                "pck_threshold": PCK_THRESHOLD,
+            },
+        }
+
+
 def evaluate(
     model: PGMM,
     dataset: SignVideoDataset,
@@ -472,69 +680,27 @@ def evaluate(
     ``max_frames`` truncates every video (for quick runs); WER then compares a truncated
     video with the full gloss sequence, so only full-length runs give a meaningful WER.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    if drive not in DRIVES:
-        raise ValueError(f"drive must be one of {DRIVES}, got {drive!r}")
-    for arg, value in (("max_videos", max_videos), ("max_frames", max_frames)):
-        if value is not None and value < 1:
-            raise ValueError(f"{arg} must be >= 1 or None, got {value}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    cfg = model.config
-    if dataset.size != cfg.image_size:
-        raise ValueError(f"dataset frames are {dataset.size}px but the model is {cfg.image_size}px")
-    if estimator is not None and estimator.heatmap_stride != cfg.heatmap_stride:
-        raise ValueError(
-            f"P_e has heatmap stride {estimator.heatmap_stride}, the model {cfg.heatmap_stride}"
-        )
+    _check_arguments(model, dataset, task, drive, estimator, max_videos, max_frames, batch_size)
     recognizer = _video_recognizer(recognizer, evaluator)
-    if (
-        estimator is not None
-        and evaluator is not None
-        and network_digest(estimator) == network_digest(evaluator)
-    ):
-        raise ValueError(
-            "the evaluator has the weights of the P_e given for heatmaps: score generated frames "
-            "with a pose estimator the renderer was not trained against (models/evaluator)"
-        )
+    _check_independent_evaluator(estimator, evaluator)
     num_videos = min(len(dataset), max_videos or len(dataset))
     if num_videos == 0:
         raise ValueError(f"{dataset.name} ({dataset.split}) has no videos to evaluate")
-    device = next(model.parameters()).device
     model.eval()
     for network in (estimator, evaluator):
         if network is not None:
             network.eval()
-    needs_heatmaps = cfg.uses_pose or drive == "pose"
-
-    def heatmaps(points: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
-        if points is not None:
-            return pose_heatmaps(
-                points.to(device), cfg.image_size, cfg.heatmap_stride, cfg.heatmap_sigma
-            )
-        if estimator is None:
-            raise ValueError(
-                f"{dataset.name} has no poses: pass a pose estimator (P_e) for the heatmaps"
-            )
-        with torch.no_grad():
-            return estimator(images.to(device)).clamp(min=0)
-
-    acc = MetricAccumulator(
+    no_ground_truth = {k: _NO_GT_REASON for k in ("l1", "ssim", "lpips", "tcd")}
+    metrics = MetricAccumulator(
         lpips,
         i3d,
         recognizer,
         evaluator_given=evaluator is not None,
-        unavailable={k: _NO_GT_REASON for k in ("l1", "ssim", "lpips", "tcd")}
-        if task == "cross-person"
-        else None,
+        unavailable=no_ground_truth if task == "cross-person" else None,
     )
-    kp_reference: set[str] = set()
-    heatmap_source: set[str] = set()
-    total_frames = 0
-    sources: list[str] = []
+    run = _EvaluationRun(model, dataset, task, drive, estimator, evaluator, metrics, batch_size)
     out = Path(out_dir) if out_dir is not None else None
-    label = name or cfg.variant
+    label = name or model.config.variant
     with ExitStack() as stack:
         writer = None
         if out is not None and comparison_videos > 0:
@@ -544,78 +710,8 @@ def evaluate(
             range(num_videos), desc=f"eval {label} ({task})", unit="video", disable=not progress
         )
         for i in bar:
-            target, points = _load_video(dataset, i, max_frames)
-            if task == "reconstruction":
-                source = target[:1]
-                source_points = None if points is None else points[:1]
-                sources.append("first frame")
-            else:
-                source, source_points, who = _cross_person_source(dataset, i)
-                sources.append(who)
-            source = source.to(device)
-            state = None
-            if drive == "pose":
-                state = model.encode_source(source, heatmaps(source_points, source))
-            generated = []
-            for start in range(0, target.shape[0], batch_size):
-                driving = target[start : start + batch_size]
-                batch_points = None if points is None else points[start : start + batch_size]
-                maps = None
-                if needs_heatmaps:
-                    maps = heatmaps(batch_points, driving)
-                    heatmap_source.add("P_e" if batch_points is None else "ground-truth poses")
-                if state is not None:
-                    assert maps is not None
-                    pred = model.animate(state, maps)
-                else:
-                    src = source.expand(driving.shape[0], -1, -1, -1)
-                    pred = model.reconstruct(src, driving.to(device), maps)
-                pred = pred.float().clamp(0, 1).cpu()
-                generated.append(pred)
-                if task == "reconstruction":
-                    acc.add_frames(pred, driving)
-                if evaluator is not None:
-                    found = evaluator.keypoints(pred.to(device)).cpu()
-                    if batch_points is not None:
-                        truth, ref = batch_points, "ground-truth poses"
-                    else:
-                        truth = evaluator.keypoints(driving.to(device)).cpu()
-                        ref = "evaluator(driving)"
-                    kp_reference.add(ref)
-                    acc.add_keypoints(found, truth)
-                if writer is not None and i < comparison_videos:
-                    src_tile = source.cpu().expand(driving.shape[0], -1, -1, -1)
-                    writer.write(_to_uint8(torch.cat([src_tile, driving, pred], dim=3)))
-            video = torch.cat(generated)
-            if task == "reconstruction":
-                acc.add_tcd(video, target, batch_size)
-            acc.add_fvd(target, video)
-            acc.recognize(video, dataset.records[i].gloss.split())
-            total_frames += len(video)
-        result = {
-            "model": label,
-            "variant": cfg.variant,
-            "task": task,
-            "drive": drive,
-            "dataset": dataset.name,
-            "split": dataset.split,
-            "videos": num_videos,
-            "frames": total_frames,
-            "metrics": acc.result(),
-            "definitions": dict(COLUMN_DEFINITIONS[task]),
-            "settings": {
-                "image_size": cfg.image_size,
-                "max_frames": max_frames,
-                "batch_size": batch_size,
-                "heatmaps": sorted(heatmap_source) or None,
-                "heatmap_sigma": cfg.heatmap_sigma,
-                "keypoint_reference": sorted(kp_reference) or None,
-                "evaluator": None if evaluator is None else network_digest(evaluator),
-                "sources": sorted(set(sources)),
-                "fvd_clip_frames": FVD_CLIP_FRAMES,
-                "pck_threshold": PCK_THRESHOLD,
-            },
-        }
+            run.evaluate_video(i, max_frames, writer if i < comparison_videos else None)
+    result = run.row(label, num_videos, max_frames)
     if out is not None:  # after the video is complete: metrics.json marks a finished run
         write_results(out, [result])
     return result
