@@ -52,6 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the first N (the first 120 German sentences hold 5 of 9 signers)",
     )
     pg.add_argument(
+        "--cross-identity",
+        action="store_true",
+        help="SynthSigner only: each training video ends with another corpus identity's "
+        "motion drawn in its own appearance, so half the pairs re-pose one body onto another's "
+        "proportions (cross-person animation)",
+    )
+    pg.add_argument(
         "--appearance-jitter",
         type=float,
         help="recolour each training pair (same transform for source and driving) with this "
@@ -137,7 +144,9 @@ def run_pgmm(args: argparse.Namespace) -> int:
         state = train_distributed(
             model_cfg,
             train_cfg,
-            DatasetSpec(args.data, "train", args.max_videos, args.balanced_identities),
+            DatasetSpec(
+                args.data, "train", args.max_videos, args.balanced_identities, args.cross_identity
+            ),
             args.out,
             num_workers=args.workers,
             use_gpu=args.gpu,
@@ -160,7 +169,12 @@ def run_pgmm(args: argparse.Namespace) -> int:
         record_world_size(args.out, 1)
         estimator = HRNetLite.from_pretrained(args.pose_estimator) if args.pose_estimator else None
         data = build_dataset(
-            args.data, "train", model_cfg.image_size, args.max_videos, args.balanced_identities
+            args.data,
+            "train",
+            model_cfg.image_size,
+            args.max_videos,
+            args.balanced_identities,
+            args.cross_identity,
         )
         base = PGMM.from_pretrained(args.init_from) if args.init_from else None
         validator = None

@@ -1,12 +1,19 @@
-"""Appearance jitter (pgmm/training/appearance.py) and signer-balanced video selection."""
+"""Training data for unseen signers: appearance jitter (pgmm/training/appearance.py),
+signer-balanced video selection and cross-identity SynthSigner videos."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
 from pgmm.data.loaders import spread_over_signers
+from pgmm.data.synth.dataset import RenderedSynthSigner
+from pgmm.data.synth.signer import SynthSigner
 from pgmm.training.appearance import jitter_appearance, random_color_transform
+from pgmm.training.distributed import build_dataset
 
 
 def test_strength_zero_is_the_identity() -> None:
@@ -60,3 +67,29 @@ def test_spread_over_signers_takes_each_signer_in_turn_in_corpus_order() -> None
     assert spread_over_signers(signers, 3) == [0, 4, 5]
     assert spread_over_signers(signers, 5) == [0, 1, 4, 5, 6]
     assert spread_over_signers(signers, 100) == list(range(7))
+
+
+def test_cross_identity_videos_end_in_another_bodys_motion_in_the_same_look(
+    shared_data: Path,
+) -> None:
+    signer = SynthSigner(data_dir=shared_data)
+    plain = RenderedSynthSigner("dev", 64, max_videos=1, signer=signer)
+    cross = RenderedSynthSigner("dev", 64, max_videos=1, signer=signer, cross_identity=True)
+    n = plain.num_frames(0)
+    assert cross.num_frames(0) == cross.records[0].num_frames == 2 * n
+    frames, poses = cross.load_frames(0), cross.load_poses(0)
+    assert frames.shape[0] == len(poses) == 2 * n
+    # The first half is the plain video; the second another body (other proportions) ...
+    assert np.array_equal(frames[:n], plain.load_frames(0))
+    assert np.array_equal(poses.data[:n], plain.load_poses(0).data)
+    shoulders = [5, 6]  # COCO-WholeBody left/right shoulder
+    width = np.abs(np.diff(poses.data[:, shoulders, 0], axis=1)).ravel()
+    assert abs(width[:n].mean() - width[n:].mean()) > 1e-3
+    # ... drawn in the same appearance: the background corner keeps its colour.
+    assert np.abs(frames[n:, :3, :3].astype(int) - frames[:1, :3, :3].astype(int)).max() <= 8
+    assert cross.cache_key() != plain.cache_key()
+
+
+def test_cross_identity_needs_synthsigner() -> None:
+    with pytest.raises(ValueError, match="SynthSigner"):
+        build_dataset("/nonexistent", "train", 64, 2, cross_identity=True)

@@ -85,12 +85,18 @@ FORWARDED_ENV_PREFIX = "SLP_"
 
 # ---------------------------------------------------------------------------------------- data
 def build_dataset(
-    spec: str, split: str, size: int, max_videos: int | None, balanced: bool = False
+    spec: str,
+    split: str,
+    size: int,
+    max_videos: int | None,
+    balanced: bool = False,
+    cross_identity: bool = False,
 ) -> SignVideoDataset:
     """``synth`` renders SynthSigner on the fly; ``NAME:DIR`` or ``DIR`` reads a dataset.
 
     ``max_videos`` keeps the first N videos, or with ``balanced`` N spread over the signers
-    (:func:`~pgmm.data.loaders.spread_over_signers`).
+    (:func:`~pgmm.data.loaders.spread_over_signers`). ``cross_identity``: SynthSigner videos
+    that end in another identity's motion (:class:`~pgmm.data.synth.dataset.RenderedSynthSigner`).
 
     Shared by ``slp train`` and the distributed workers, which rebuild the dataset from this
     description rather than receive it pickled (a rendered corpus or an open video index does
@@ -99,7 +105,14 @@ def build_dataset(
     if spec == "synth":
         from pgmm.data.synth.dataset import RenderedSynthSigner
 
-        return RenderedSynthSigner(split, size, max_videos=max_videos, balanced=balanced)
+        return RenderedSynthSigner(
+            split, size, max_videos=max_videos, balanced=balanced, cross_identity=cross_identity
+        )
+    if cross_identity:
+        raise ValueError(
+            "cross-identity videos need SynthSigner (--data synth): a recorded "
+            "corpus has no frames of one person moving as another"
+        )
     name, _, root = spec.rpartition(":") if ":" in spec else ("synthsigner", "", spec)
     dataset = load_dataset(name, root, split, size)
     if max_videos and balanced:
@@ -118,9 +131,12 @@ class DatasetSpec:
     split: str = "train"
     max_videos: int | None = None
     balanced: bool = False
+    cross_identity: bool = False
 
     def build(self, size: int) -> SignVideoDataset:
-        return build_dataset(self.data, self.split, size, self.max_videos, self.balanced)
+        return build_dataset(
+            self.data, self.split, size, self.max_videos, self.balanced, self.cross_identity
+        )
 
 
 def shard_batches(batches: Sequence[T], rank: int, world_size: int) -> list[T]:

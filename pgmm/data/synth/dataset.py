@@ -7,12 +7,15 @@ and :class:`~pgmm.data.samplers.ClipDataset` work on it unchanged.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from pgmm.data.corpus import LANGUAGES
 from pgmm.data.loaders import SignVideoDataset, VideoRecord, spread_over_signers
+from pgmm.data.synth.identity import NUM_CORPUS_IDENTITIES
+from pgmm.data.synth.motion import SentencePose
 from pgmm.data.synth.signer import SynthSigner, to_pose_sequence
 from pgmm.pose.sequence import PoseSequence
 
@@ -23,6 +26,14 @@ class RenderedSynthSigner(SignVideoDataset):
     ``identity`` forces one identity (e.g. a held-out one, 10 or 11) for every video;
     ``max_videos`` keeps the first N sentences (in corpus order) for small experiments, or with
     ``balanced`` N sentences spread over the corpus signers (:func:`spread_over_signers`).
+
+    ``cross_identity`` (training): each video is the sentence signed by its own identity,
+    followed by the same sentence as *another* corpus identity moves it (its body proportions
+    and framing) drawn in this identity's appearance. Half of the random frame pairs then cross
+    the seam: the source in one body, the driving pose in another, with the exact frame the
+    renderer should draw. Without them a renderer only ever re-poses a body onto its own
+    proportions and learns to keep the source's torso where it is -- which cross-person
+    animation (held-out identities 10/11 driven by corpus poses) punishes.
     """
 
     name = "synthsigner-rendered"
@@ -37,6 +48,7 @@ class RenderedSynthSigner(SignVideoDataset):
         max_videos: int | None = None,
         seed: int = 0,
         balanced: bool = False,
+        cross_identity: bool = False,
         data_dir: str | Path | None = None,
         signer: SynthSigner | None = None,
     ) -> None:
@@ -48,32 +60,54 @@ class RenderedSynthSigner(SignVideoDataset):
             sentences = [sentences[i] for i in keep]
         self.sentences = sentences[:max_videos] if max_videos else sentences
         self.split, self.size = split, int(size)
+        self.cross_identity = cross_identity
+        length = 2 if cross_identity else 1
         self.root = Path("synthsigner://")
         self.records = [
             VideoRecord(
                 id=s.id, split=s.split, source=self.root / s.id, signer=s.signer,
                 gloss=" ".join(s.glosses), text=s.text, language=s.language,
-                num_frames=s.num_frames,
+                num_frames=length * s.num_frames,
             )
             for s in self.sentences
         ]  # fmt: skip
 
     def cache_key(self) -> str:
         # The frames depend on the signer's seed and the forced identity as well.
-        return f"{super().cache_key()}|seed={self.signer.seed}|identity={self.identity}"
+        return (
+            f"{super().cache_key()}|seed={self.signer.seed}|identity={self.identity}"
+            f"|cross={self.cross_identity}"
+        )
 
     def frame_size(self, i: int) -> tuple[int, int]:
         return self.size, self.size
 
     def num_frames(self, i: int) -> int:
-        return self.sentences[i].num_frames
+        return self.records[i].num_frames
+
+    def _poses(self, i: int) -> list[SentencePose]:
+        """Video ``i``'s motion: its identity's, then (``cross_identity``) another's."""
+        sentence = self.sentences[i]
+        own = self.signer.pose(sentence, self.identity)
+        if not self.cross_identity:
+            return [own]
+        me = self.signer.identity_for(sentence, self.identity).id
+        # A stable choice among the other corpus identities (never a held-out one).
+        other = (me + 1 + zlib.crc32(sentence.id.encode()) % (NUM_CORPUS_IDENTITIES - 1)) % (
+            NUM_CORPUS_IDENTITIES
+        )
+        return [own, self.signer.pose(sentence, other)]
 
     def load_frames(self, i: int, size: int | None = None) -> np.ndarray:
-        sentence = self.sentences[i]
-        pose = self.signer.pose(sentence, self.identity)
-        ident = self.signer.identity_for(sentence, self.identity)
-        return np.stack(list(self.signer.render(pose, ident, size or self.size)))
+        look = self.signer.identity_for(self.sentences[i], self.identity)
+        return np.concatenate(
+            [np.stack(list(self.signer.render(p, look, size or self.size))) for p in self._poses(i)]
+        )
 
     def load_poses(self, i: int, size: int | None = None) -> PoseSequence:
-        pose = self.signer.pose(self.sentences[i], self.identity)
-        return to_pose_sequence(pose, size or self.size)
+        parts = [to_pose_sequence(p, size or self.size) for p in self._poses(i)]
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        data = np.concatenate([p.data for p in parts])
+        return PoseSequence(data, first.fps, first.layout, first.width, first.height)
