@@ -26,9 +26,11 @@ Why it is cut this way:
   failed request with its traceback, and a 4xx is one INFO line here.
 
 Security (see :mod:`slp_pipeline.auth`): signer writes need an API key (a FastAPI security
-dependency, so ``/docs`` shows it), ``/v1/sign`` optionally; uploads are refused by their
-``Content-Length`` before any byte is read, capped while a chunked body is read, and accepted
-as ``image/png``/``image/jpeg`` only -- which also stops a cross-site ``text/plain`` form post;
+dependency, so ``/docs`` shows it), ``/v1/sign`` and ``/v1/animate`` optionally; uploads are
+refused by their ``Content-Length`` before any byte is read, capped while a chunked body is
+read, and accepted as their declared media types only (``image/png``/``image/jpeg`` for a
+signer, :data:`DRIVING_MEDIA_TYPES` for a driving clip) -- which also stops a cross-site
+``text/plain`` form post;
 browsers of other origins get no CORS grant unless ``cors_origins`` lists them; Ray itself
 listens on 127.0.0.1 only (:mod:`slp_pipeline.local_ray`).
 """
@@ -37,17 +39,20 @@ listens on 127.0.0.1 only (:mod:`slp_pipeline.local_ray`).
 # replicas by value, where string annotations (e.g. ``Request``) could no longer be resolved.
 import asyncio
 import dataclasses
+import importlib.util
 import io
 import logging
 import os
 import re
+import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 import numpy as np
@@ -89,6 +94,7 @@ from slp_pipeline.stages import (
     CheckedRequest,
     EncodeStage,
     Text2PoseStage,
+    check_renderer,
     check_request,
     in_groups,
     load_renderer,
@@ -96,6 +102,7 @@ from slp_pipeline.stages import (
     upload_pose_estimator,
 )
 from slp_pipeline.stages import Renderer as FrameRenderer
+from slp_pipeline.synthesize import MAX_DRIVING_SECONDS, driving_motion, in_chunks
 from text2pose.timeline import GlossTimeline
 
 RENDER_WINDOW = 3  # chunks of one request in flight at once: overlaps rendering with encoding
@@ -104,6 +111,20 @@ ADMITTED_WAIT_S = 60  # how long a later chunk of an admitted request waits for 
 RESUBMIT_AFTER_S = 0.05
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 logger = logging.getLogger("ray.serve")
+# A driving clip for /v1/animate, by its Content-Type: the suffix its file is decoded by. Videos
+# are labelled by MediaPipe (the optional 'real' extra); pose files are read as they are. The
+# pose types are this service's names (pose-format registers none), distinct from
+# application/octet-stream so that a wrongly labelled video gets a 415, not a pose-file error.
+DRIVING_MEDIA_TYPES = {
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
+    "video/quicktime": ".mov",
+    "application/x-pose": ".pose",
+    "application/x-npz": ".npz",
+}
+# The body is held in the ingress's memory while the clip is decoded: 64 MB is two minutes of
+# 720p video at ~4 Mbit/s; the renderers draw at 128-256 px, so a larger clip gains nothing.
+MAX_DRIVING_UPLOAD_BYTES = 64 * 10**6
 
 # The page (``GET /`` and ``/web/*``): static files of the package, read once here -- before
 # the ingress class, because @serve.ingress serialises the app and the globals its routes use.
@@ -200,6 +221,11 @@ class ServiceInfo(BaseModel):
     sign_requires_key: bool
     uploads: bool = Field(description="whether signer uploads are possible (a pose estimator)")
     max_upload_bytes: int
+    video_driving: bool = Field(
+        description="whether /v1/animate takes videos (MediaPipe installed); pose files always"
+    )
+    max_driving_bytes: int
+    max_driving_seconds: float
 
 
 class Unavailable(Exception):
@@ -369,29 +395,46 @@ def _web_file(name: str) -> Response:
     return Response(WEB_FILES[name], media_type=WEB_TYPES[name], headers=WEB_HEADERS)
 
 
-async def _read_upload(request: Request) -> bytes:
-    """The body of an image upload, refused by type and by size before it fills memory: by its
-    declared ``Content-Length`` before any byte is read, and while a chunked body streams."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in UPLOAD_MEDIA_TYPES:
+def _media_type(request: Request) -> str:
+    """The request's Content-Type without parameters, lower case ('' when none)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _read_upload(
+    request: Request,
+    media_types: Collection[str] = UPLOAD_MEDIA_TYPES,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    what: str = "image",
+) -> bytes:
+    """The body of an upload (an ``image`` unless ``what`` says otherwise), refused by type and
+    by size before it fills memory: by its declared ``Content-Length`` before any byte is read,
+    and while a chunked body streams. An empty body is refused too."""
+    media_type = _media_type(request)
+    if media_type not in media_types:
         raise UnsupportedMediaType(
             f"Content-Type {shown(media_type) if media_type else '(none)'} is not accepted; "
-            f"send the image bytes as the body with Content-Type {' or '.join(UPLOAD_MEDIA_TYPES)}"
+            f"send the {what} bytes as the body with Content-Type {' or '.join(media_types)}"
         )
-    limit = f"the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB"
+    limit = f"the limit is {max_bytes / 1e6:.0f} MB"
     declared = request.headers.get("content-length")
     if declared is not None and not declared.isdigit():
         raise UploadError("Content-Length is not a number")
-    if declared is not None and int(declared) > MAX_UPLOAD_BYTES:
+    if declared is not None and int(declared) > max_bytes:
         raise UploadTooLarge(f"the body is {int(declared) / 1e6:.1f} MB; {limit}")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_UPLOAD_BYTES:
-            raise UploadTooLarge(
-                f"the body is larger than {MAX_UPLOAD_BYTES / 1e6:.0f} MB; {limit}"
-            )
+        if len(body) > max_bytes:
+            raise UploadTooLarge(f"the body is larger than {max_bytes / 1e6:.0f} MB; {limit}")
+    if not body:
+        raise UploadError(f"the body is empty; send the {what} bytes as the body")
     return bytes(body)
+
+
+async def _each(items: list[PoseSequence]) -> AsyncIterator[PoseSequence]:
+    """A list as the async stream :meth:`SignAPI._frames` takes (what Text2Pose would send)."""
+    for item in items:
+        yield item
 
 
 # --------------------------------------------------------------------------- Text2Pose
@@ -511,6 +554,7 @@ class SignAPI:
         )
         local = config.localized()  # models_uri: this node's copies (docs/cluster.md)
         self.estimator = upload_pose_estimator(config.upload_poses, local.pose_estimator)
+        self.labels_videos = importlib.util.find_spec("mediapipe") is not None
         self.encode = EncodeStage()
 
     @api.get("/healthz")
@@ -540,6 +584,9 @@ class SignAPI:
             sign_requires_key=self.keys.enabled and self.keys.sign_requires_key,
             uploads=self.estimator is not None,
             max_upload_bytes=MAX_UPLOAD_BYTES,
+            video_driving=self.labels_videos,
+            max_driving_bytes=MAX_DRIVING_UPLOAD_BYTES,
+            max_driving_seconds=MAX_DRIVING_SECONDS,
         )
 
     @api.get("/v1/signers")
@@ -637,8 +684,82 @@ class SignAPI:
             rendered = [f async for f in frames]
             data = await asyncio.to_thread(self.encode.frames_zip, iter(rendered))
             return Response(data, media_type=media)
-        fps = req.fps or first.fps
-        if req.stream:
+        return await self._mp4(frames, req.fps or first.fps, req.stream)
+
+    @api.post(
+        "/v1/animate",
+        dependencies=[Security(_sign_access)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    t: {"schema": {"type": "string", "format": "binary"}}
+                    for t in DRIVING_MEDIA_TYPES
+                },
+            }
+        },
+        responses={
+            200: {"content": {MEDIA_TYPES["mp4"]: {}}},
+            400: {"description": "an empty body or a bad Content-Length"},
+            401: {"description": "no valid API key (only where sign_requires_key is set)"},
+            404: {"description": "unknown signer"},
+            413: {"description": f"body over {MAX_DRIVING_UPLOAD_BYTES} bytes"},
+            415: {"description": "Content-Type not one of the driving clip types"},
+            422: {"description": "bad renderer or fps; clip unreadable, too long, no person"},
+            503: {"description": "renderers saturated; see Retry-After"},
+        },
+    )
+    async def animate(
+        self,
+        request: Request,
+        signer: str = Query("default", description="name of a registered signer"),
+        renderer: str | None = Query(None, description="renderer name; default from the config"),
+        fps: float | None = Query(None, description="output frame rate; default the clip's"),
+        max_seconds: float = Query(
+            MAX_DRIVING_SECONDS, gt=0, le=MAX_DRIVING_SECONDS, description="longest clip taken"
+        ),
+        stream: bool = Query(False, description="stream fragmented mp4 as it renders"),
+    ) -> Response:
+        """The paper's inference setting: ``signer`` performs the motion of a driving clip sent
+        as the raw body -- a video (labelled by MediaPipe here) or a ``.pose``/``.npz`` pose
+        file -- as an mp4 with one frame per driving frame (resampled to ``fps`` if asked).
+        The same poses as ``slp animate`` (:func:`~slp_pipeline.synthesize.driving_motion`),
+        rendered by the Renderer deployment like a sentence's."""
+        name = check_renderer(self.config, renderer)
+        person = await asyncio.to_thread(self.registry.get, signer)
+        if _media_type(request).startswith("video/") and not self.labels_videos:
+            raise UnsupportedMediaType(
+                "this server cannot label videos (MediaPipe is not installed); send the "
+                "driving poses as application/x-pose or application/x-npz"
+            )
+        data = await _read_upload(
+            request, DRIVING_MEDIA_TYPES, MAX_DRIVING_UPLOAD_BYTES, "driving clip"
+        )
+        suffix = DRIVING_MEDIA_TYPES[_media_type(request)]
+        poses = await asyncio.to_thread(self._driving, data, suffix, fps, max_seconds)
+        first, *rest = in_chunks(poses, self.config.chunk_frames)
+        frames = self._frames(first, _each(rest), person, name)
+        return await self._mp4(frames, poses.fps, stream)
+
+    def _driving(
+        self, data: bytes, suffix: str, fps: float | None, max_seconds: float
+    ) -> PoseSequence:
+        """An uploaded clip's canonical poses, decoded from a private temporary file. Every
+        failure to read it is the caller's (a 422) and names "the driving clip", not the
+        server's temporary path."""
+        with tempfile.TemporaryDirectory(prefix="slp-animate-") as folder:
+            path = Path(folder) / f"driving{suffix}"
+            path.write_bytes(data)
+            try:
+                with quiet_native_logs():  # MediaPipe's C++ chatter would fill the log
+                    return driving_motion(self.config, path, fps, max_seconds, progress=False)
+            except ValueError as e:  # VideoError, PoseFormatError, NoPersonError, too long
+                raise InputError(str(e).replace(str(path), "the driving clip")) from e
+
+    async def _mp4(self, frames: AsyncIterator[np.ndarray], fps: float, stream: bool) -> Response:
+        """Rendered frames as one mp4, or (``stream``) as fragmented mp4 sent as they come."""
+        media = MEDIA_TYPES["mp4"]
+        if stream:
             head = await anext(frames)  # a saturated renderer still answers 503, not a cut stream
             return StreamingResponse(self._mp4_stream(head, frames, fps), media_type=media)
         encoder = self.encode.mp4(fps, fragmented=False)
