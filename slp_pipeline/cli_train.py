@@ -64,6 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="recolour each training pair (same transform for source and driving) with this "
         "strength in [0, 1]; overrides train.appearance_jitter",
     )
+    pg.add_argument(
+        "--lr",
+        type=float,
+        help="Adam learning rate (overrides train.lr); fine-tuning a converged renderer with "
+        "--init-from wants the lr it ended at, not the from-scratch one",
+    )
     pg.add_argument("--max-steps", type=int)
     pg.add_argument("--epochs", type=int)
     pg.add_argument("--device", default="cpu", help="single-process training only")
@@ -126,6 +132,7 @@ def run_pgmm(args: argparse.Namespace) -> int:
         ("max_steps", args.max_steps),
         ("epochs", args.epochs),
         ("appearance_jitter", args.appearance_jitter),
+        ("lr", args.lr),
     )
     overrides = {k: v for k, v in options if v is not None}
     train_cfg = TrainConfig.from_yaml(args.config, overrides)

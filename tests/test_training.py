@@ -332,3 +332,9 @@ def test_appearance_jitter_recolours_the_pairs_the_model_sees(data, tmp_path: Pa
     # The first two rows (source, driving) differ from the unjittered run's.
     rows = plain.shape[0] * 2 // 3
     assert np.abs(jittered[:rows].astype(int) - plain[:rows].astype(int)).mean() > 2
+
+
+@pytest.mark.parametrize("bad", [{"lr": 0.0}, {"lr": -1e-4}, {"appearance_jitter": 1.5}])
+def test_train_config_refuses_bad_values(bad: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        TrainConfig(**bad)

@@ -63,6 +63,8 @@ class TrainConfig:
             raise ValueError("checkpoint_every must be >= 1 and checkpoint_minutes > 0")
         if self.frame_cache_gib < 0:
             raise ValueError(f"frame_cache_gib must be >= 0, got {self.frame_cache_gib}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.appearance_jitter <= 1.0:
             raise ValueError(f"appearance_jitter must be in [0, 1], got {self.appearance_jitter}")
 
