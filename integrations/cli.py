@@ -3,7 +3,9 @@
     slp caption talk.mp4 --captions talk.vtt -o talk.signed.mp4
     slp caption talk.mp4 --captions talk.srt -o signs.mp4 --captions-only --timing-log t.json
 
-Register with ``integrations.cli.register(sub)`` in :mod:`slp_pipeline.cli`.
+Registered by :mod:`slp_pipeline.cli` with ``register(sub, load_renderer)``: the command is
+handed the function that builds the renderer, so this package never imports the service that
+uses it.
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from integrations.captions import LANGUAGES, load_captions
 from integrations.track import CORNERS, SignRenderer, render_pip, render_sign_track
 from pgmm.video import probe
 
+#: ``load_renderer(signer, models_dir)``: the renderer that signs the cues.
+RendererLoader = Callable[[str, Path], SignRenderer]
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction, load_renderer: RendererLoader) -> None:
     cap = sub.add_parser(
         "caption",
         help="add a sign-language track (picture-in-picture) to a captioned video",
@@ -43,15 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cap.add_argument("--timing-log", type=Path, help="write the per-cue timing log as JSON")
     cap.add_argument("--quiet", action="store_true", help="no progress bars")
-    cap.set_defaults(func=run_caption)
-
-
-def load_renderer(signer: str, models_dir: Path) -> SignRenderer:
-    """The project's in-process renderer for captions, imported only when it is needed (it
-    loads torch and the models)."""
-    from slp_pipeline.synthesize import caption_renderer
-
-    return caption_renderer(signer, models_dir)
+    cap.set_defaults(func=partial(run_caption, load_renderer=load_renderer))
 
 
 def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
@@ -59,7 +58,7 @@ def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -
     print(f"slp: warning: {message}", file=sys.stderr)
 
 
-def run_caption(args: argparse.Namespace) -> int:
+def run_caption(args: argparse.Namespace, load_renderer: RendererLoader) -> int:
     if not args.input.is_file():
         raise FileNotFoundError(2, "No such file", str(args.input))
     with warnings.catch_warnings():

@@ -29,7 +29,7 @@ import av
 import numpy as np
 
 from integrations.captions import CAPTION_SUFFIXES, load_captions
-from integrations.cli import load_renderer
+from integrations.cli import RendererLoader
 from integrations.track import SignRenderer, render_pip
 
 if TYPE_CHECKING:
@@ -117,7 +117,9 @@ def process_once(folder: Path, renderer: SignRenderer, failed: dict[Path, float]
     return done
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(load_renderer: RendererLoader, argv: list[str] | None = None) -> int:
+    """Watch a folder; without ``--server``, cues are signed by ``load_renderer``'s renderer
+    (handed in, so the package never imports the service)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--server", help="base URL of the sign service (default: in-process)")
@@ -142,4 +144,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The program, not the package, brings the two together: the in-process renderer is the
+    # service's own (loading torch and the models only when no --server is given).
+    def in_process(signer: str, models_dir: Path) -> SignRenderer:
+        from slp_pipeline.synthesize import caption_renderer
+
+        return caption_renderer(signer, models_dir)
+
+    sys.exit(main(in_process))

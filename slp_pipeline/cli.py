@@ -22,6 +22,7 @@ from slp_pipeline import (
     cli_serve,
     cli_text2pose,
     cli_train,
+    synthesize,
 )
 
 # ImportError: an optional extra that is missing or broken (its message says which, and how
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slp", description="Sign language production: text -> pose -> PGMM -> video."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    cli_caption.register(sub)
+    cli_caption.register(sub, synthesize.caption_renderer)  # integrations is handed the renderer
     cli_data.register(sub)
     cli_demo.register(sub)
     cli_eval.register(sub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import time
@@ -38,6 +39,7 @@ from integrations.track import (
     sign_track,
 )
 from pgmm.video import VideoError, iter_frames, probe, write_video
+from slp_pipeline.synthesize import caption_renderer
 
 FPS = 25
 SIGN_RGB = (220, 40, 40)  # background of sign frames; idle frames are dark grey
@@ -425,10 +427,29 @@ def test_memory_stays_flat_on_long_input(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------- CLI
 
 
-def cli_parser() -> argparse.ArgumentParser:
+def cli_parser(
+    load_renderer: caption_cli.RendererLoader = caption_renderer,
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slp")
-    caption_cli.register(parser.add_subparsers(dest="command", required=True))
+    caption_cli.register(parser.add_subparsers(dest="command", required=True), load_renderer)
     return parser
+
+
+def test_integrations_is_a_leaf_package() -> None:
+    """integrations is handed its renderer and never imports the service, not even lazily
+    (slp_pipeline imports integrations); only a script's ``__main__`` block wires the two."""
+    for path in sorted(Path(caption_cli.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        scripts = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n)]
+        allowed = {id(node) for block in scripts for node in ast.walk(block)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and id(node) not in allowed:
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and id(node) not in allowed:
+                names = [node.module or ""]
+            else:
+                continue
+            assert all(n.split(".")[0] != "slp_pipeline" for n in names), (path, node.lineno)
 
 
 def test_cli_with_missing_models_says_which(media: Path, tmp_path: Path) -> None:
@@ -450,12 +471,9 @@ def test_cli_with_missing_models_says_which(media: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("extra", [[], ["--captions-only"]])
-def test_cli_caption(
-    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str]
-) -> None:
-    monkeypatch.setattr(caption_cli, "load_renderer", lambda signer, models: BoxRenderer())
+def test_cli_caption(media: Path, tmp_path: Path, extra: list[str]) -> None:
     out, log = tmp_path / "o.mp4", tmp_path / "log.json"
-    args = cli_parser().parse_args(
+    args = cli_parser(lambda signer, models: BoxRenderer()).parse_args(
         [
             "caption",
             str(media / "talk.mp4"),
