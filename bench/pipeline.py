@@ -16,10 +16,11 @@
    fresh subprocess that streams poses -> skeleton renderer -> fragmented mp4 (bytes dropped, as
    a streaming response hands them to the client), sampling RSS after every chunk; then one
    shorter run through the PGMM renderer in the fastest setting. Memory must not grow with the
-   length: the report gives each run's RSS growth over its first second.
+   length: the report gives each run's RSS growth over its first second, and the peak of its
+   second half minus that of its first (a leak makes it positive, a swing does not).
 
-Run: ``python bench/pipeline.py [--lengths 10 60 300] [--pgmm-seconds 12] [--repeats 2]
-[--device cpu|cuda]`` (~2.5 min on the idle 2-core machine). Writes
+Run: ``python bench/pipeline.py [--lengths 10 60 300] [--pgmm-seconds 20] [--repeats 2]
+[--device cpu|cuda]`` (~3 min on the idle 2-core machine, estimated from CPU time). Writes
 ``bench/results/pipeline.json``.
 """
 
@@ -363,6 +364,11 @@ def probe_stream(seconds: float, renderer: str, device: str) -> dict:
     # renderer's buffers once, which is a constant, not growth.
     after_first_s = next(r for n, r in samples if n >= FPS)
     peak = max(r for _, r in samples)
+    # The allocator makes the PGMM's RSS swing by tens of MiB from chunk to chunk, so one
+    # sample is a poor baseline: a leak shows as a later half whose peak exceeds the earlier's.
+    half = frames / 2
+    early = max([r for n, r in samples if FPS <= n <= half] or [after_first_s])
+    late = max(r for n, r in samples if n > half)
     return {
         "renderer": renderer,
         "seconds": seconds,
@@ -372,6 +378,7 @@ def probe_stream(seconds: float, renderer: str, device: str) -> dict:
         "rss_peak_MiB": round(peak, 1),
         "rss_end_MiB": round(samples[-1][1], 1),
         "rss_growth_MiB": round(peak - after_first_s, 1),
+        "rss_late_minus_early_peak_MiB": round(late - early, 1),
     }
 
 
@@ -388,7 +395,8 @@ def rss_sweep(runs: list[tuple[float, str]], device: str) -> list[dict]:
             f"{renderer:>8} {seconds:>6.0f} s of video ({r['frames']} frames, "
             f"{r['wall_s']:.1f} s wall): RSS "
             f"{r['rss_after_1s_MiB']:.0f} MiB after 1 s, peak {r['rss_peak_MiB']:.0f} MiB, "
-            f"growth {r['rss_growth_MiB']:+.1f} MiB",
+            f"growth {r['rss_growth_MiB']:+.1f} MiB, peak of the 2nd half minus the 1st's "
+            f"{r['rss_late_minus_early_peak_MiB']:+.1f} MiB",
             flush=True,
         )
     return rows
@@ -404,7 +412,7 @@ def print_table(sentence: dict) -> None:
         f"{sentence['load_average_1min_start_end']}"
     )
     print(
-        f"{'setting':<26}{'first':>6}{'thr':>4}{'prec':>6}{'1st frame':>10}{'wall':>7}"
+        f"{'setting':<26}{'first':>6}{'thr':>4}{'prec':>6}{'1st frame':>10}{'wall':>9}"
         f"{'RTF':>6}{'CPU s':>7}{'render':>8}{'PSNR dB':>9}{'max diff':>9}"
     )
     for r in rows:
@@ -412,7 +420,7 @@ def print_table(sentence: dict) -> None:
         psnr = "same" if r["psnr_vs_baseline_db"] is None else f"{r['psnr_vs_baseline_db']:.1f}"
         print(
             f"{s['name']:<26}{s['first_chunk_frames']:>6}{s['threads']:>4}{s['precision']:>6}"
-            f"{r['time_to_first_frame_s']:>9.2f}s{r['wall_s']:>6.2f}s"
+            f"{r['time_to_first_frame_s']:>9.2f}s{r['wall_s']:>8.2f}s"
             f"{r['real_time_factor']:>6.2f}{r['cpu_s']:>7.2f}"
             f"{r['stages_s']['render'] / r['wall_s']:>8.0%}{psnr:>9}"
             f"{r['max_abs_diff_vs_baseline']:>9}"
@@ -423,7 +431,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=float, nargs="+", default=[10, 60, 300])
     parser.add_argument(
-        "--pgmm-seconds", type=float, default=12, help="PGMM streaming-memory run (0: none)"
+        "--pgmm-seconds", type=float, default=20, help="PGMM streaming-memory run (0: none)"
     )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="renderer device: cpu | cuda | auto")
