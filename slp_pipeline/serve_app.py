@@ -555,6 +555,9 @@ class SignAPI:
         local = config.localized()  # models_uri: this node's copies (docs/cluster.md)
         self.estimator = upload_pose_estimator(config.upload_poses, local.pose_estimator)
         self.labels_videos = importlib.util.find_spec("mediapipe") is not None
+        # Decoding a driving video (MediaPipe, frame by frame) holds a worker thread for a long
+        # time: one clip at a time per replica, so /v1/sign's encoding threads are never all taken.
+        self.decoding = asyncio.Semaphore(1)
         self.encode = EncodeStage()
 
     @api.get("/healthz")
@@ -736,7 +739,8 @@ class SignAPI:
             request, DRIVING_MEDIA_TYPES, MAX_DRIVING_UPLOAD_BYTES, "driving clip"
         )
         suffix = DRIVING_MEDIA_TYPES[_media_type(request)]
-        poses = await asyncio.to_thread(self._driving, data, suffix, fps, max_seconds)
+        async with self.decoding:
+            poses = await asyncio.to_thread(self._driving, data, suffix, fps, max_seconds)
         first, *rest = in_chunks(poses, self.config.chunk_frames)
         frames = self._frames(first, _each(rest), person, name)
         return await self._mp4(frames, poses.fps, stream)
