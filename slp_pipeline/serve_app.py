@@ -446,7 +446,10 @@ class Text2Pose:
         torch.set_num_threads(config.torch_threads)
         config = config.localized()  # models_uri: this node's copies (docs/cluster.md)
         self.stage = Text2PoseStage.load(
-            config.text2pose, config.text2pose_loader, config.chunk_frames
+            config.text2pose,
+            config.text2pose_loader,
+            config.chunk_frames,
+            config.first_chunk_frames,  # a small first chunk: the first frame streams sooner
         )
 
     def generate(
