@@ -445,11 +445,12 @@ class Text2Pose:
     def __init__(self, config: PipelineConfig) -> None:
         torch.set_num_threads(config.torch_threads)
         config = config.localized()  # models_uri: this node's copies (docs/cluster.md)
+        # No small first chunk here (first_chunk_frames is for slp synthesize / caption): under
+        # load every extra chunk is another batched Renderer call, and with 4-frame first
+        # chunks tests/test_serve_reliability.py's 200 one-word requests got 22 answers of
+        # 200 instead of >= 100 (the rest shed with 503).
         self.stage = Text2PoseStage.load(
-            config.text2pose,
-            config.text2pose_loader,
-            config.chunk_frames,
-            config.first_chunk_frames,  # a small first chunk: the first frame streams sooner
+            config.text2pose, config.text2pose_loader, config.chunk_frames
         )
 
     def generate(
