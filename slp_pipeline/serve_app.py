@@ -47,7 +47,7 @@ import re
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -262,6 +262,13 @@ def _retryable_as_unavailable() -> Iterator[None]:
         yield
     except (BackPressureError, DeploymentUnavailableError, RayActorError) as e:
         raise Unavailable(str(e)) from e
+
+
+def _binary_body(media_types: Iterable[str]) -> dict[str, Any]:
+    """OpenAPI for an endpoint whose body is the raw file (an image, a driving clip): FastAPI
+    cannot infer it, as the handler reads ``request.stream()`` itself to cap the size."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {"requestBody": {"required": True, "content": {t: binary for t in media_types}}}
 
 
 def _one_line(text: str) -> str:
@@ -619,15 +626,7 @@ class SignAPI:
         "/v1/signers",
         status_code=201,
         dependencies=[Security(_write_access)],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    t: {"schema": {"type": "string", "format": "binary"}}
-                    for t in UPLOAD_MEDIA_TYPES
-                },
-            }
-        },
+        openapi_extra=_binary_body(UPLOAD_MEDIA_TYPES),
         responses={
             401: {"description": "no valid API key"},
             409: {"description": "the name is taken, or the registry is full (max_signers)"},
@@ -696,15 +695,7 @@ class SignAPI:
     @api.post(
         "/v1/animate",
         dependencies=[Security(_sign_access)],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    t: {"schema": {"type": "string", "format": "binary"}}
-                    for t in DRIVING_MEDIA_TYPES
-                },
-            }
-        },
+        openapi_extra=_binary_body(DRIVING_MEDIA_TYPES),
         responses={
             200: {"content": {MEDIA_TYPES["mp4"]: {}}},
             400: {"description": "an empty body or a bad Content-Length"},
