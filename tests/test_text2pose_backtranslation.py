@@ -21,6 +21,7 @@ from text2pose.backtranslation import BackTranslationLoss, BackTranslationRecord
 from text2pose.compare import Comparison, ComparisonRow, ReadBack
 from text2pose.data import G2PData
 from text2pose.g2p import GlossToPose, _sequence, train_g2p
+from text2pose.metrics import camera_view
 from text2pose.train_g2p import G2PTrainConfig
 
 GLOSSES = [("A", "B"), ("B", "C"), ("C", "A", "B")]
@@ -63,8 +64,10 @@ def test_keypoints_are_what_the_evaluation_reads(base_run, recognizer_dir) -> No
     frames = torch.randn(2, 7, model.head.out_features)
     keypoints = loss.keypoints(model, frames)
     for i in range(2):
-        pgmm36 = _sequence(model.denormalise(frames[i])).to_layout("pgmm36").data
+        pgmm36 = camera_view(_sequence(model.denormalise(frames[i]))).to_layout("pgmm36").data
         torch.testing.assert_close(keypoints[i], torch.from_numpy(pgmm36), atol=1e-5, rtol=0)
+    # Random frames put points outside the canvas: those must be unseen, as in the evaluation.
+    assert 0 < (keypoints[..., 2] == 0).float().mean() < 1
 
 
 def test_gradients_reach_the_g2p_and_not_the_recognizer(base_run, recognizer_dir) -> None:

@@ -257,3 +257,19 @@ def test_direct_t2p_data_keys_the_same_poses_by_text(signer, short_data) -> None
     # Punctuation stays a token, as in the corpus text the models train on.
     assert text_tokens("Am Montag: Regen!", "de") == ("am", "montag", ":", "regen", "!")
     assert text_tokens("明天 下雨。", "zh") == ("明", "天", "下", "雨", "。")
+
+
+def test_back_translation_sees_only_the_frame(short_data) -> None:
+    """Hands resting below the canvas keep exact coordinates in the G2P targets but a camera
+    cannot see them: ``camera_view`` drops exactly those points (SynthSigner's own labels),
+    nothing inside the frame."""
+    from text2pose.baselines import canonical_sequence
+    from text2pose.metrics import camera_view
+
+    seq = canonical_sequence(short_data.poses[0], short_data.labelled)
+    seen = camera_view(seq)
+    outside = ~np.all((seq.xy >= 0) & (seq.xy <= 1), axis=-1)
+    assert outside.any() and not outside.all()  # hands at rest below the frame
+    assert (seen.confidence[outside] == 0).all()
+    np.testing.assert_array_equal(seen.confidence[~outside], seq.confidence[~outside])
+    np.testing.assert_array_equal(seen.xy, seq.xy)

@@ -105,13 +105,16 @@ class BackTranslationLoss:
 
     def keypoints(self, model: GlossToPose, frames: torch.Tensor) -> torch.Tensor:
         """Standardised ``(B, T, 266)`` G2P frames -> ``(B, T, 36, 3)`` PGMM36 keypoints with
-        the confidence the evaluation gives them (1 where SynthSigner labels the joint), kept
+        the confidence the evaluation gives them (1 where SynthSigner labels the joint and the
+        point lies in the frame: :func:`text2pose.metrics.camera_view`), xy kept
         differentiable -- the same conversion as ``PoseSequence.to_layout("pgmm36")``."""
         b, t = frames.shape[:2]
         xy = (frames * model.pose_scale + model.pose_mean).reshape(b, t, NUM_WHOLEBODY, 2)
         index = self._index.to(frames.device)
-        conf = model.labelled[index].expand(b, t, -1)[..., None]
-        return torch.cat([xy[:, :, index], conf], -1)
+        xy = xy[:, :, index]
+        inside = ((xy >= 0.0) & (xy <= 1.0)).all(-1)
+        conf = model.labelled[index].expand(b, t, -1) * inside
+        return torch.cat([xy, conf[..., None].to(xy.dtype)], -1)
 
     def __call__(
         self,
