@@ -10,7 +10,7 @@ Measures, in one run on one machine:
 
 Models: those of ``configs/serve/cpu.yaml`` when every one of its model folders exists;
 otherwise (or with ``--tiny``) tiny random PGMMs at 64 px and a SynthSigner stand-in for
-text2pose (:mod:`slp_pipeline.standins`) -- timings then describe the serving machinery, not
+text2pose (tests/standins.py) -- timings then describe the serving machinery, not
 the trained models. The output says which, and why.
 
 Clients retry a 503 after ``RETRY_S``, as a polite client would (the config's queue limits
@@ -28,6 +28,7 @@ import os
 import platform
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,11 +42,14 @@ import requests
 import torch
 from ray import serve
 
-from slp_pipeline.config import PipelineConfig, load_serve_config, pipeline_config
-from slp_pipeline.serve_app import run_from_config
-from slp_pipeline.standins import tiny_pipeline
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the stand-ins
+
+from standins import tiny_pipeline  # noqa: E402
+
+from slp_pipeline.config import PipelineConfig, load_serve_config, pipeline_config  # noqa: E402
+from slp_pipeline.serve_app import run_from_config  # noqa: E402
+
 SERVE_CONFIG = REPO / "configs/serve/cpu.yaml"
 OUT = Path(__file__).parent / "results" / "serve_latency.json"
 SENTENCES = [

@@ -1,7 +1,7 @@
 """Check the page at ``/`` against the real serving graph -- not part of CI.
 
 Starts the Ray Serve graph of configs/serve/cpu.yaml with tiny random models
-(:mod:`slp_pipeline.standins`: its text2pose signs each word as one SynthSigner sign and times
+(tests/standins.py: its text2pose signs each word as one SynthSigner sign and times
 the glosses), with an API key in ``SLP_API_KEY``, opens ``/`` in headless Chromium and drives
 every item of the page (issue 19) over the DevTools protocol (tests/cdp.py):
 
@@ -61,12 +61,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from cdp import Browser, chromium_page  # noqa: E402
+from standins import SynthTextToPose, tiny_pipeline  # noqa: E402
 
 from slp_pipeline.auth import ENV_VAR  # noqa: E402
 from slp_pipeline.config import load_serve_config  # noqa: E402
 from slp_pipeline.serve_app import run_from_config  # noqa: E402
 from slp_pipeline.signers import BUILTIN_SIGNERS, synth_rest_signer  # noqa: E402
-from slp_pipeline.standins import SynthTextToPose, tiny_pipeline  # noqa: E402
 
 TEXT = "am tag regnet es im norden"
 LONG_TEXT = " ".join(f"w{i}" for i in range(120))  # 1440 frames: long enough to cancel

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from slp_pipeline import cli_demo, cli_eval
 from slp_pipeline.cli import build_parser, main
+from slp_pipeline.cli import demo as cli_demo
+from slp_pipeline.cli import eval as cli_eval
 
 
 def test_demo_reads_its_config_like_serve_before_starting_ray(tmp_path: Path) -> None:

@@ -22,11 +22,11 @@ import t2p_double
 import yaml
 from PIL import Image
 from s3_server import moto_s3
+from standins import tiny_pipeline
 from t2p_double import FakeTextToPose
 from tiny_serve import REPO, free_port
 
 from slp_pipeline.config import load_serve_config, pipeline_config
-from slp_pipeline.standins import tiny_pipeline
 from slp_pipeline.store import Store, is_url
 
 ray = pytest.importorskip("ray")

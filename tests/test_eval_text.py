@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from standins import SynthTextToPose, tiny_pipeline
 
 from pgmm.data.synth.signer import SynthSigner
 from pgmm.metrics.recognizer import PoseCTCRecognizer, RecognizerConfig, build_vocabulary
@@ -26,7 +27,6 @@ from pgmm.video import probe
 from slp_pipeline import evaluate_text as et
 from slp_pipeline.cli import main
 from slp_pipeline.config import PipelineConfig, load_serve_config
-from slp_pipeline.standins import SynthTextToPose, tiny_pipeline
 from text2pose.baselines import LexiconBaseline
 from text2pose.data import build_g2p_data
 

@@ -39,7 +39,8 @@ from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, PoseEstimator
 from pgmm.pose.heatmaps import pose_heatmaps, render_heatmaps
 from pgmm.video import probe, read_video
-from slp_pipeline import cli_eval, evaluate_text
+from slp_pipeline import evaluate_text
+from slp_pipeline.cli import eval as cli_eval
 from slp_pipeline.cli import main
 
 TINY = TINY_PGMM

@@ -17,7 +17,7 @@ from pgmm.export import export_extra_problem
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from pgmm.models.tps import TPS, solve_unrolled
-from slp_pipeline import cli_export
+from slp_pipeline.cli import export as cli_export
 
 EXPORT_PROBLEM = export_extra_problem()
 needs_ort = pytest.mark.skipif(EXPORT_PROBLEM is not None, reason=str(EXPORT_PROBLEM))

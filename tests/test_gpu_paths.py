@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from standins import TINY_PGMM
 
 from pgmm.checkpoint import WEIGHTS_NAME, DeviceError, load_weights
 from pgmm.models.cmm import CMM, warp
@@ -33,7 +34,6 @@ from pgmm.pose.sequence import PoseSequence
 from pgmm.training.common import load_scaler_state
 from slp_pipeline.config import check_serve_config, fit_to_host, load_serve_config
 from slp_pipeline.stages import PRECISIONS, PGMMRenderer, PGMMState, resolve_precision
-from slp_pipeline.standins import TINY_PGMM
 
 REPO = Path(__file__).resolve().parents[1]
 HALF = [torch.bfloat16, torch.float16]

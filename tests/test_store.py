@@ -19,11 +19,11 @@ import pytest
 import yaml
 from PIL import Image
 from s3_server import moto_s3
+from standins import TINY_PGMM, tiny_pipeline
 
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from slp_pipeline.signers import STALE_AFTER_S, SignerExists, SignerNotFound, SignerRegistry
-from slp_pipeline.standins import TINY_PGMM, tiny_pipeline
 from slp_pipeline.store import MANIFEST, DigestMismatch, Store
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ Every width is cut so a forward + backward pass at 128^2 takes well under a seco
 while every module of the paper (and every variant switch) is still exercised.
 """
 
-from slp_pipeline.standins import TINY_PGMM  # one definition, shared with the serving stand-ins
+from standins import TINY_PGMM  # one definition, shared with the serving stand-ins
 
 __all__ = ["TINY_PGMM", "TINY_TRAIN"]
 

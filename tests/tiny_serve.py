@@ -18,10 +18,10 @@ from typing import Any
 
 import t2p_double
 from ray import cloudpickle
+from standins import tiny_pipeline
 from t2p_double import SETTINGS_FILE, FakeTextToPose
 
 from slp_pipeline.config import PipelineConfig, load_serve_config
-from slp_pipeline.standins import tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 

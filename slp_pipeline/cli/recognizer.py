@@ -1,7 +1,7 @@
 """``slp train recognizer``: the pose-based CTC gloss recogniser behind the WER metric.
 
 Wired into ``slp train`` by :func:`register`, which takes the ``train`` sub-parsers (see
-:mod:`slp_pipeline.cli_train`).
+:mod:`slp_pipeline.cli.train`).
 """
 
 from __future__ import annotations

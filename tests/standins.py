@@ -3,12 +3,14 @@
 ``bench/serve_latency.py`` and ``scripts/check_web_page.py`` measure and check the serving
 machinery -- HTTP, queues, batching, streaming, the web page -- which does not depend on what
 the models have learnt. They run it with tiny random PGMMs and :class:`SynthTextToPose`, which
-signs each word of a text as one SynthSigner sign. Nothing here is used in production.
+signs each word of a text as one SynthSigner sign. It lives with the tests, not in the service:
+Serve replicas cannot import it from here, so :func:`tiny_pipeline` ships it to them by value.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,9 @@ class SynthTextToPose:
 def tiny_pipeline(root: Path, serve_config: Mapping[str, Any]) -> PipelineConfig:
     """Write tiny random models under ``root``; the serve config's pipeline settings with its
     model paths pointing at them and text2pose replaced by :class:`SynthTextToPose`."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     torch.manual_seed(0)
     for variant in ("full", "tpsmm"):
         cfg = PGMMConfig(variant=variant, image_size=TINY_SIZE, **TINY_PGMM)

@@ -1,4 +1,5 @@
-"""The ``slp`` command line. Each subcommand lives in its own module and registers itself here.
+"""The ``slp`` command line. Each subcommand lives in its own module of this package and
+registers itself here.
 
 Errors a user can cause (bad paths, corrupt media, bad arguments) are reported as one line on
 stderr with exit code 2 -- never a traceback. A training stopped by Ctrl-C or SIGTERM (after
@@ -13,17 +14,8 @@ import sys
 
 from integrations import cli as cli_caption
 from pgmm.training.common import TrainingStopped
-from slp_pipeline import (
-    cli_data,
-    cli_demo,
-    cli_eval,
-    cli_export,
-    cli_pose,
-    cli_serve,
-    cli_text2pose,
-    cli_train,
-    synthesize,
-)
+from slp_pipeline import synthesize
+from slp_pipeline.cli import data, demo, eval, export, pose, serve, text2pose, train
 
 # ImportError: an optional extra that is missing or broken (its message says which, and how
 # to install it).
@@ -36,14 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     cli_caption.register(sub, synthesize.caption_renderer)  # integrations is handed the renderer
-    cli_data.register(sub)
-    cli_demo.register(sub)
-    cli_eval.register(sub)
-    cli_export.register(sub)
-    cli_pose.register(sub)
-    cli_serve.register(sub)
-    cli_train.register(sub)
-    cli_text2pose.register_tools(sub)
+    for module in (data, demo, eval, export, pose, serve, train):
+        module.register(sub)
+    text2pose.register_tools(sub)
     return parser
 
 
@@ -61,7 +48,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("slp: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

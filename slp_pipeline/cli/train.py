@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.identity import HELD_OUT_IDENTITIES
-from slp_pipeline.cli_recognizer import register as register_recognizer
-from slp_pipeline.cli_text2pose import register as register_text2pose
+from slp_pipeline.cli.recognizer import register as register_recognizer
+from slp_pipeline.cli.text2pose import register as register_text2pose
 
 if TYPE_CHECKING:  # heavy imports stay inside the commands
     from pgmm.data.loaders import SignVideoDataset
