@@ -80,6 +80,7 @@ from slp_pipeline.stages import (
 )
 from slp_pipeline.synthesize import Synthesizer
 from text2pose.canonical import CANVAS, FPS, to_canonical
+from text2pose.metrics import camera_view
 from text2pose.normalize import TextInputError
 
 __all__ = [
@@ -476,12 +477,10 @@ class PoseSources:
 
 def pose_keypoints(pose: PoseSequence) -> torch.Tensor:
     """``(T, 36, 3)`` of a pose on the signer's body as the recogniser reads it. A point outside
-    the frame gets confidence 0 -- SynthSigner's own labelling rule, which the recogniser was
-    trained on and which no frame-reading evaluator could do otherwise."""
-    data = pose.to_layout("pgmm36").data.copy()
-    inside = np.all((data[..., :2] >= 0.0) & (data[..., :2] <= 1.0), axis=-1)
-    data[..., 2] *= inside
-    return torch.from_numpy(data)
+    the frame gets confidence 0 (:func:`text2pose.metrics.camera_view`) -- SynthSigner's own
+    labelling rule, which the recogniser was trained on and which no frame-reading evaluator
+    could do otherwise."""
+    return torch.from_numpy(camera_view(pose).to_layout("pgmm36").data)
 
 
 # --------------------------------------------------------------------------- renderers
