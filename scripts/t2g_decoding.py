@@ -6,10 +6,12 @@ counts a wrong gloss as one substitution *and* a missing one as one deletion, so
 shorter output costs less -- and, for a viewer, a sign left out misleads less than a wrong
 one. This sweep measures that trade on dev (WER, BLEU-4 and length ratio per setting) and
 optionally writes the chosen setting into a T2G folder's ``t2g_config.json`` (the weights are
-untouched). Rule used for the shipped models: the lowest dev WER; settings within 0.005 of it
-count as tied and the higher BLEU-4 wins.
+untouched). With ``--g2p`` and ``--recognizer`` it also plays each setting's glosses through
+the G2P and reads them back: the text path's back-translation WER (the goal) and its length
+error against the target sentences (fewer glosses make shorter sentences: a constraint).
 
-    python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g --lang de
+    python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g --lang de \
+        --g2p models/text2pose/de/g2p --recognizer models/recognizer/de
     python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g --lang de --write 5,0.3,2
 """
 
@@ -25,7 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pgmm.data.synth.signer import SynthSigner  # noqa: E402
+from pgmm.metrics.recognizer import PoseCTCRecognizer  # noqa: E402
 from pgmm.metrics.wer import word_error_rate  # noqa: E402
+from text2pose.data import build_g2p_data  # noqa: E402
+from text2pose.metrics import back_translation, duration_error  # noqa: E402
+from text2pose.pipeline import load_g2p  # noqa: E402
 from text2pose.t2g import CONFIG_NAME, TextToGloss, gloss_scores  # noqa: E402
 from text2pose.train_t2g import corpus_pairs  # noqa: E402
 
@@ -52,6 +59,8 @@ def main() -> int:
         metavar="BEAMS,PENALTY,NGRAM",
         help="store this setting in the folder's t2g_config.json and stop",
     )
+    parser.add_argument("--g2p", type=Path, help="G2P folder: adds the text-path columns")
+    parser.add_argument("--recognizer", type=Path, help="gloss recognizer for those columns")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config_path = args.t2g / CONFIG_NAME
@@ -66,10 +75,19 @@ def main() -> int:
     model = TextToGloss.from_pretrained(args.t2g)
     pairs = corpus_pairs(args.lang, args.split)
     texts, gold = [t for t, _ in pairs], [list(g) for _, g in pairs]
+    path = None
+    if args.g2p is not None:
+        if args.recognizer is None:
+            parser.error("--g2p needs --recognizer")
+        g2p, recognizer = load_g2p(args.g2p), PoseCTCRecognizer.from_pretrained(args.recognizer)
+        data = build_g2p_data(SynthSigner(languages=[args.lang]), args.split, args.lang,
+                              "outputs/cache/g2p", progress=False)  # fmt: skip
+        path = (g2p, recognizer, [len(p) for p in data.poses[: len(pairs)]])
     print(f"**{args.lang} {args.split}** ({len(pairs)} sentences; `{args.t2g}`)\n")
     header = "beams | length penalty | no-repeat n-gram | gloss WER ↓ | BLEU-4 ↑ | length ratio | s"
+    header += " | text path: back-transl. WER ↓ | length error (frames) ↓" if path else ""
     print(f"| {header} |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---" * (header.count("|") + 1) + "|")
     for beams, penalty, ngram in GRID:
         model.config.length_penalty, model.config.no_repeat_ngram_size = penalty, ngram
         tic = time.perf_counter()
@@ -81,6 +99,13 @@ def main() -> int:
         ratio = sum(map(len, hyps)) / sum(map(len, gold))
         bleu = gloss_scores(hyps, gold)["bleu4"]
         cells = [beams, penalty, ngram, f"{wer:.3f}", f"{bleu:.2f}", f"{ratio:.3f}", round(seconds)]
+        if path is not None:
+            g2p, recognizer, target_lengths = path
+            limit = g2p.config.max_glosses - 2  # as TextToPose hands glosses to the G2P
+            poses = g2p.generate([h[:limit] for h in hyps])
+            wer_path = back_translation(recognizer, poses, gold)["bt_wer"]
+            error = duration_error([len(p) for p in poses], target_lengths)["frames"]
+            cells += [f"{wer_path:.3f}", f"{error:.1f}"]
         print("| " + " | ".join(map(str, cells)) + " |", flush=True)
     return 0
 
