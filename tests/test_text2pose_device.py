@@ -91,3 +91,13 @@ def test_train_text2pose_device_flag_is_one_line(
     code = main(["train", "text2pose", "--stage", "dict", "--lang", "de",
                  "--out", str(tmp_path / "dict"), "--device", "cuda"])  # fmt: skip
     assert code == 2 and "--device does not apply to --stage dict" in capsys.readouterr().err
+
+
+def test_every_language_recipe_named_by_lang_exists() -> None:
+    """``--lang de`` resolves to ``configs/text2pose/<stage>-de.yaml`` in the repository (the
+    folder moved once with the CLI module and the flag broke without any other test noticing)."""
+    from slp_pipeline.cli.text2pose import CONFIGS
+
+    for stage in ("t2g", "g2p", "dict"):
+        for lang in ("de", "zh"):
+            assert (CONFIGS / f"{stage}-{lang}.yaml").is_file(), (stage, lang)

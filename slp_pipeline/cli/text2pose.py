@@ -49,7 +49,7 @@ def register(train: argparse._SubParsersAction) -> None:
     t2p.set_defaults(func=run_text2pose)
 
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "text2pose"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "text2pose"
 
 
 def run_tokenizer(args: argparse.Namespace) -> int:
