@@ -13,17 +13,16 @@ from pgmm.metrics.recognizer import (
     PoseCTCRecognizer,
     RecognizerConfig,
     VideoGlossRecognizer,
-    augment_keypoints,
     build_vocabulary,
     ctc_beam_search,
     ctc_greedy_decode,
     evaluate_recognizer,
     pose_features,
-    train_recognizer,
     video_keypoints,
 )
 from pgmm.metrics.wer import GlossRecognizer, wer_for_videos
 from pgmm.pose.sequence import PoseSequence
+from pgmm.training.recognizer import augment_keypoints, train_recognizer
 
 VOCAB = ("A", "B", "C")
 
@@ -274,7 +273,7 @@ def test_training_learns_and_resumes(shared_data, tmp_path) -> None:
 
 def test_interrupted_training_resumes_exactly(shared_data, tmp_path, monkeypatch) -> None:
     """Ctrl-C at step 3 of 6, then resume == 6 uninterrupted steps (same batches, same state)."""
-    import pgmm.metrics.recognizer as rec
+    import pgmm.training.recognizer as rec
     from pgmm.data.synth.signer import SynthSigner
 
     signer = SynthSigner(data_dir=shared_data, languages=["de"])

@@ -109,7 +109,7 @@ def _run_pe(run: Path) -> None:
 
 def _run_recognizer(run: Path) -> None:
     from pgmm.data.synth.signer import SynthSigner
-    from pgmm.metrics.recognizer import train_recognizer
+    from pgmm.training.recognizer import train_recognizer
 
     arch = {"hidden": 16, "rnn_hidden": 16, "rnn_layers": 1, "dropout": 0.0}
     train_recognizer(SynthSigner(languages=["de"]), "de", run, STEPS, batch_size=2,

@@ -63,7 +63,8 @@ def run_recognizer(args: argparse.Namespace) -> int:
     import torch
 
     from pgmm.data.synth.signer import SynthSigner
-    from pgmm.metrics.recognizer import evaluate_recognizer, train_recognizer
+    from pgmm.metrics.recognizer import evaluate_recognizer
+    from pgmm.training.recognizer import train_recognizer
 
     for name in ("steps", "batch_size", "threads", "beam_width"):
         if getattr(args, name) < 1:
