@@ -1,1 +1,1 @@
-"""Trainers: PGMM (single process and data-parallel), the pose estimator P_e."""
+"""Trainers: PGMM (single process and data-parallel), the pose estimator P_e, the recognizer."""
