@@ -62,8 +62,8 @@ def _per_group(values: np.ndarray, visible: np.ndarray, groups: Groups) -> dict[
     """
     k = values.shape[-1]
     out = {}
-    for name, index in groups.items():
-        index = np.asarray(index, dtype=np.int64)
+    for name, group in groups.items():
+        index = np.asarray(group, dtype=np.int64)
         if index.size == 0 or index.min() < 0 or index.max() >= k:
             raise ValueError(f"group {name!r} indexes outside 0..{k - 1}")
         v, m = values[..., index], visible[..., index]

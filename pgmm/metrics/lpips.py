@@ -70,6 +70,8 @@ _BACKBONES = {"alex": (_alexnet_features, "AlexNet"), "vgg": (_vgg16_features, "
 class _Backbone(nn.Module):
     """Holds ``features`` under that attribute name so torchvision's keys map one to one."""
 
+    features: nn.Sequential
+
     def __init__(self, features: nn.Sequential, taps: tuple[int, ...]) -> None:
         super().__init__()
         self.features = features
@@ -77,7 +79,7 @@ class _Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
-        for i, layer in enumerate(self.features[: self.taps[-1] + 1]):
+        for i, layer in enumerate(list(self.features)[: self.taps[-1] + 1]):
             x = layer(x)
             if i in self.taps:
                 outs.append(x)
@@ -102,6 +104,9 @@ class LPIPS(nn.Module):
     and without a trained backbone it is noise, so a missing file raises
     :class:`~pgmm.metrics.MetricWeightsMissing` rather than falling back.
     """
+
+    shift: torch.Tensor  # buffers (``register_buffer`` in __init__), typed for the checker
+    scale: torch.Tensor
 
     def __init__(
         self,

@@ -250,9 +250,11 @@ def ctc_beam_search(
                     add(nxt, prefix, 1, p_last + p)
                 else:
                     add(nxt, prefix + (c,), 1, p_total + p)
-        ranked = sorted(nxt.items(), key=lambda item: -np.logaddexp(*item[1]))[:beam_width]
+        ranked = sorted(nxt.items(), key=lambda item: -np.logaddexp(item[1][0], item[1][1]))[
+            :beam_width
+        ]
         beams = {prefix: (pb, pl) for prefix, (pb, pl) in ranked}
-    best = max(beams.items(), key=lambda item: np.logaddexp(*item[1]))[0]
+    best = max(beams.items(), key=lambda item: np.logaddexp(item[1][0], item[1][1]))[0]
     return list(best)
 
 
