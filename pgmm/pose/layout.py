@@ -289,12 +289,6 @@ MEDIAPIPE_FACE_FOR_FACE68 = np.array(
     ],
     dtype=np.int64,
 )
-MEDIAPIPE_COMPONENTS = (
-    "POSE_LANDMARKS",
-    "FACE_LANDMARKS",
-    "LEFT_HAND_LANDMARKS",
-    "RIGHT_HAND_LANDMARKS",
-)
 #: Index into the concatenation [pose 33, face 468, left hand 21, right hand 21] (543 points)
 #: for every WHOLEBODY133 point.
 MEDIAPIPE_FOR_WHOLEBODY = np.concatenate(
