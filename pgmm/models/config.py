@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pgmm.checkpoint import dataclass_from_dict, yaml_section
 
 VARIANTS = ("tpsmm", "pose_sum", "pfm", "pfm_pd", "full")
@@ -145,6 +143,3 @@ class PGMMConfig:
     def from_yaml(cls, path: str | Path) -> PGMMConfig:
         """The ``model:`` section of a ``configs/pgmm/*.yaml`` file (or a flat file of keys)."""
         return cls.from_dict(yaml_section(path, "model", "PGMM", whole_if_absent=True))
-
-    def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump({"model": self.to_dict()}, sort_keys=False))

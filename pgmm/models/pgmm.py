@@ -281,10 +281,3 @@ class PGMM(nn.Module):
         model = cls(config)
         load_weights(model, directory)  # read onto the CPU; moved below, with the model
         return model.to(device)
-
-    def num_parameters(self) -> dict[str, int]:
-        """Parameter count per top-level module (for model cards and closing notes)."""
-        return {
-            name: sum(p.numel() for p in module.parameters())
-            for name, module in self.named_children()
-        }
