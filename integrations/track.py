@@ -46,7 +46,7 @@ from PIL import Image
 
 from integrations.captions import Cue
 from pgmm.console import progress as progress_bar
-from pgmm.video import VideoError, VideoWriter, iter_frames, probe
+from pgmm.video import VideoError, VideoWriter, atomic_target, iter_frames, probe
 
 __all__ = [
     "CORNERS",
@@ -350,12 +350,8 @@ def render_pip(
 def write_timing_log(path: str | os.PathLike[str], log: TimingLog) -> Path:
     """Write the timing log as JSON, atomically like the videos."""
     path = Path(path)
-    tmp = _temp_path(path, ".tmp")
-    try:
+    with atomic_target(path) as tmp:
         tmp.write_text(json.dumps(log, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -403,33 +399,29 @@ def _mux(video: Path, source: Path, out: Path, fmt: str) -> None:
     The new video is shifted to the source video's start time, which keeps lip sync for
     sources whose streams do not start at zero (e.g. cut broadcast recordings).
     """
-    tmp = _temp_path(out, ".tmp")
     options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
-    try:
-        with (
-            av.open(str(video)) as vin,
-            av.open(str(source)) as ain,
-            av.open(str(tmp), "w", format=fmt, options=options) as container,
-        ):
-            video_in = vin.streams.video[0]
-            source_video = ain.streams.video[0]
-            offset = float((source_video.start_time or 0) * source_video.time_base)
-            video_out = {video_in.index: container.add_stream_from_template(video_in)}
-            audio_in = list(ain.streams.audio)
-            audio_out = {s.index: _audio_stream(container, s, source, out) for s in audio_in}
-            packets = heapq.merge(
-                _timed(vin.demux(video_in), video_out, offset),
-                _timed(ain.demux(*audio_in), audio_out, 0.0) if audio_in else iter(()),
-                key=lambda item: item[0],
-            )
-            try:
-                for _, packet in packets:
-                    container.mux(packet)
-            except av.FFmpegError as exc:
-                raise VideoError(f"{out}: cannot write {fmt} ({exc})") from exc
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with (
+        atomic_target(out) as tmp,
+        av.open(str(video)) as vin,
+        av.open(str(source)) as ain,
+        av.open(str(tmp), "w", format=fmt, options=options) as container,
+    ):
+        video_in = vin.streams.video[0]
+        source_video = ain.streams.video[0]
+        offset = float((source_video.start_time or 0) * source_video.time_base)
+        video_out = {video_in.index: container.add_stream_from_template(video_in)}
+        audio_in = list(ain.streams.audio)
+        audio_out = {s.index: _audio_stream(container, s, source, out) for s in audio_in}
+        packets = heapq.merge(
+            _timed(vin.demux(video_in), video_out, offset),
+            _timed(ain.demux(*audio_in), audio_out, 0.0) if audio_in else iter(()),
+            key=lambda item: item[0],
+        )
+        try:
+            for _, packet in packets:
+                container.mux(packet)
+        except av.FFmpegError as exc:
+            raise VideoError(f"{out}: cannot write {fmt} ({exc})") from exc
 
 
 def _audio_stream(

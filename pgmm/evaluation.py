@@ -41,8 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -68,7 +66,7 @@ from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import PoseEstimator
 from pgmm.pose.heatmaps import pose_heatmaps
 from pgmm.pose.sequence import PoseSequence
-from pgmm.video import VideoWriter
+from pgmm.video import VideoWriter, atomic_target
 
 __all__ = [
     "BATCH_SIZE",
@@ -756,14 +754,8 @@ def markdown_report(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Readers (docs build, dashboards) never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
+    with atomic_target(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_doc_block(path: str | Path, begin: str, end: str, body: str) -> None:

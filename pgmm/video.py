@@ -412,7 +412,7 @@ def _temp_path(path: Path) -> Path:
 
 
 @contextmanager
-def _atomic_target(path: PathLike) -> Iterator[Path]:
+def atomic_target(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path that replaces ``path`` on success and is removed on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -638,7 +638,7 @@ def write_gif(
     first = next(stream, None)
     if first is None:
         raise ValueError(f"{path}: no frames to write")
-    with _atomic_target(path) as tmp:
+    with atomic_target(path) as tmp:
         first.save(
             tmp, format="GIF", save_all=True, append_images=stream, duration=delay_ms, loop=0
         )
@@ -678,6 +678,6 @@ def contact_sheet(frames: np.ndarray, cols: int = 8, num: int | None = None) -> 
 def write_png_strip(path: PathLike, frames: np.ndarray, num: int = 8) -> Path:
     """Save ``num`` evenly spaced frames side by side as one PNG (a static clip summary)."""
     strip = contact_sheet(frames, cols=num, num=num)
-    with _atomic_target(path) as tmp:
+    with atomic_target(path) as tmp:
         Image.fromarray(strip).save(tmp, format="PNG")
     return Path(path)
