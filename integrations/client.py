@@ -123,13 +123,18 @@ def _error(response: httpx.Response) -> SignAPIError:
     return SignAPIError(response.status_code, detail, str(response.request.url))
 
 
-def _image_body(image: str | os.PathLike[str] | bytes) -> tuple[bytes, str]:
-    """A signer photo's bytes and Content-Type, told from its content (not its file name): the
-    service refuses anything but PNG and JPEG, so other bytes fail here, before the upload."""
+def _signer_upload(name: str, image: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+    """The request arguments registering signer ``name``: the photo's bytes and a Content-Type
+    told from its content (not its file name). The service refuses anything but PNG and JPEG,
+    so other bytes fail here, before the upload."""
     data = image if isinstance(image, bytes) else Path(image).read_bytes()
     for signature, content_type in _IMAGE_SIGNATURES.items():
         if data.startswith(signature):
-            return data, content_type
+            return {
+                "params": {"name": name},
+                "content": data,
+                "headers": {"Content-Type": content_type},
+            }
     what = "the image bytes" if isinstance(image, bytes) else str(image)
     raise ValueError(f"{what}: not a PNG or JPEG image (the only types /v1/signers accepts)")
 
@@ -229,12 +234,7 @@ class SignClient(_Base):
     def add_signer(self, name: str, image: str | os.PathLike[str] | bytes) -> dict[str, Any]:
         """Register signer ``name`` from one PNG/JPEG photo (a path or its bytes); returns the
         service's record of it. Needs ``api_key`` where the service has keys."""
-        data, content_type = _image_body(image)
-        headers = {"Content-Type": content_type}
-        params = {"name": name}
-        with self._request(
-            "POST", "/v1/signers", params=params, content=data, headers=headers
-        ) as response:
+        with self._request("POST", "/v1/signers", **_signer_upload(name, image)) as response:
             response.read()
             return response.json()
 
@@ -354,12 +354,7 @@ class AsyncSignClient(_Base):
             return response.json()["signers"]
 
     async def add_signer(self, name: str, image: str | os.PathLike[str] | bytes) -> dict[str, Any]:
-        data, content_type = _image_body(image)
-        headers = {"Content-Type": content_type}
-        params = {"name": name}
-        async with self._request(
-            "POST", "/v1/signers", params=params, content=data, headers=headers
-        ) as response:
+        async with self._request("POST", "/v1/signers", **_signer_upload(name, image)) as response:
             await response.aread()
             return response.json()
 
