@@ -20,6 +20,7 @@ import text2pose.evaluate as ev
 from pgmm.metrics import recognizer as recognizer_module
 from text2pose.baselines import canonical_sequence
 from text2pose.data import G2PData
+from text2pose.metrics import camera_view
 from text2pose.t2g import gloss_scores
 
 SENTENCES = 3
@@ -72,13 +73,16 @@ class StubTextToPose:
 
 
 class ExactReader:
-    """Recognizes only the exact true pose sequences (by their bytes); anything else: []."""
+    """Recognizes only the exact true pose sequences as the camera sees them (by their bytes);
+    anything else: []."""
 
     config = _Config()
 
     def __init__(self, data: G2PData) -> None:
         self.known = {
-            self._key(canonical_sequence(p, data.labelled).to_layout("pgmm36").data): list(g)
+            self._key(
+                camera_view(canonical_sequence(p, data.labelled)).to_layout("pgmm36").data
+            ): list(g)
             for g, p in zip(data.glosses, data.poses, strict=True)
         }
 
