@@ -111,4 +111,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (FileNotFoundError, ValueError, KeyError) as e:  # a wrong folder: one line, no trace
+        sys.exit(f"t2g_decoding: error: {e}")
