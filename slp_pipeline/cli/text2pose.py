@@ -41,6 +41,9 @@ def register(train: argparse._SubParsersAction) -> None:
     )
     t2p.add_argument("--steps", type=int, help="override the config's steps (g2p, t2p)")
     t2p.add_argument(
+        "--seed", type=int, help="override the config's seed (t2g: members of an ensemble)"
+    )
+    t2p.add_argument(
         "--device",
         default="cpu",
         help="cpu | cuda | cuda:N for t2g, g2p and t2p; a run resumes on any device "
@@ -78,6 +81,7 @@ def run_text2pose(args: argparse.Namespace) -> int:
         ("bt_weight", ("g2p",)),
         ("bt_noise", ("g2p",)),
         ("steps", ("g2p", "t2p")),
+        ("seed", ("t2g",)),
     ):
         if getattr(args, flag) is not None:
             if args.stage not in stages:
