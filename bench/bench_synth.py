@@ -8,15 +8,18 @@ Prints a table and writes ``bench/results/synth.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from pgmm.data.synth.generate import GenerateConfig, generate
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, write_report  # noqa: E402
 
 TARGET_S = 180.0
 
@@ -70,10 +73,7 @@ def main() -> None:
             f"{label:<20}{r['seconds']:>10.1f}{r['frames_per_s']:>12.1f}{r['bytes'] / 1e6:>12.1f}"
         )
     print(f"render+encode / 180 s target = {report['time_over_target']:.2f} (must be < 1)")
-    dest = Path(__file__).parent / "results" / "synth.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {dest}")
+    write_report(RESULTS / "synth.json", report)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,9 @@ Writes ``bench/results/export_speed.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -30,22 +27,8 @@ from pgmm.export import export_extra_problem
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
-
-
-def interleaved(steps: list[Callable[[], object]], warmup: int, iters: int) -> list[float]:
-    """Median seconds per call of each step, the steps taking turns."""
-    for step in steps:
-        for _ in range(warmup):
-            step()
-    times: list[list[float]] = [[] for _ in steps]
-    for _ in range(iters):
-        for k, step in enumerate(steps):
-            start = time.perf_counter()
-            step()
-            times[k].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, ROOT, interleaved, write_report  # noqa: E402
 
 
 def main() -> int:
@@ -114,10 +97,7 @@ def main() -> int:
         "iters": args.iters,
         "rows": rows,
     }
-    out = RESULTS / "export_speed.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(RESULTS / "export_speed.json", report)
     return 0
 
 

@@ -31,7 +31,6 @@ import dataclasses
 import itertools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,8 +63,9 @@ from slp_pipeline.stages import (
 from slp_pipeline.synthesize import Synthesizer
 from text2pose.canonical import FPS, to_canonical
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, ROOT, probe, rss_mib, write_report  # noqa: E402
+
 REAL_TEXT2POSE = ROOT / "models" / "text2pose" / "de"
 REAL_RENDERER = ROOT / "models" / "pgmm" / "full-small"
 SENTENCE = "am tag regnet es im norden und im süden scheint die sonne"
@@ -145,13 +145,6 @@ class StandInTextToPose:
             yield PoseSequence(
                 sentence.data[index], sentence.fps, sentence.layout, sentence.width, sentence.height
             )
-
-
-def rss_mib(field: str = "VmRSS") -> float:
-    """This process's resident set size, or with ``VmHWM`` its peak."""
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith(field + ":"))
-    return int(line.split()[1]) / 1024  # kB
 
 
 def make_synthesizer(
@@ -288,7 +281,8 @@ def sentence_benchmark(repeats: int, device: str) -> dict:
         def run(setting: Setting, keep: list[np.ndarray] | None = None, **kw: Any) -> dict:
             torch.set_num_threads(setting.threads)
             t2p = Text2PoseStage(models_t2p, CHUNK_FRAMES, setting.first_chunk_frames)
-            return stream(t2p, renderers[setting.precision], person, SENTENCE, keep_in(keep), **kw)
+            on_chunk = None if keep is None else keep.append
+            return stream(t2p, renderers[setting.precision], person, SENTENCE, on_chunk, **kw)
 
         for setting in SETTINGS:  # first-call allocations, lazy init, oneDNN kernel choice
             run(setting, max_chunks=2)
@@ -333,11 +327,6 @@ def sentence_benchmark(repeats: int, device: str) -> dict:
         "signer_encode_s": runs[SETTINGS[0]][0]["signer_encode_s"],
         "settings": [dataclasses.asdict(r) for r in rows],
     }
-
-
-def keep_in(store: list[np.ndarray] | None) -> Callable[[np.ndarray], None] | None:
-    """An ``on_chunk`` that appends each rendered chunk to ``store`` (``None``: keep nothing)."""
-    return None if store is None else store.append
 
 
 def probe_stream(seconds: float, renderer: str, device: str) -> dict:
@@ -386,10 +375,7 @@ def rss_sweep(runs: list[tuple[float, str]], device: str) -> list[dict]:
     """Each (seconds, renderer) streamed in a fresh subprocess (:func:`probe_stream`)."""
     rows = []
     for seconds, renderer in runs:
-        cmd = [sys.executable, __file__, "--probe", str(seconds), renderer, "--device", device]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, cwd=ROOT)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows.append(probe(__file__, str(seconds), renderer, "--device", device))
         r = rows[-1]
         print(
             f"{renderer:>8} {seconds:>6.0f} s of video ({r['frames']} frames, "
@@ -455,10 +441,7 @@ def main() -> int:
             "runs": rss_sweep(lengths, args.device),
         },
     }
-    out = RESULTS / "pipeline.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(f"wrote {out}")
+    write_report(RESULTS / "pipeline.json", report)
     return 0
 
 

@@ -28,9 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,9 +40,10 @@ import torch
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, ROOT, cpu_name, interleaved, probe, rss_mib, write_report  # noqa: E402
+
 CONFIGS = ROOT / "configs" / "pgmm"
-RESULTS = Path(__file__).parent / "results"
 SETS = {"paper": "", "small": "-small"}
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: Combinations too slow for the CPU budget (~16 s per step per variant on 2 cores).
@@ -110,31 +108,6 @@ def make_step(
     return replay
 
 
-def time_pair(steps: list[Callable[[], None]], device: str, warmup: int, iters: int) -> list[float]:
-    """Median seconds per step of each step, timed interleaved."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for step in steps:
-        for _ in range(warmup):
-            step()
-    times: list[list[float]] = [[] for _ in steps]
-    for _ in range(iters):
-        for k, step in enumerate(steps):
-            sync()
-            start = time.perf_counter()
-            step()
-            sync()
-            times[k].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
-
-
-def rss_mib(field: str = "VmRSS") -> float:
-    """This process's resident set size (``VmRSS``) or its peak since the last reset
-    (``VmHWM``). Not ``ru_maxrss``: Linux carries that over from the parent's RSS at fork."""
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith(field + ":"))
-    return int(line.split()[1]) / 1024  # kB
-
-
 def reset_peak_rss() -> None:
     """Start a new ``VmHWM`` peak (Linux >= 4.0)."""
     with open("/proc/self/clear_refs", "w") as f:
@@ -160,11 +133,7 @@ def probe_memory(variant: str, config_set: str, size: int, batches: list[int]) -
 def cpu_memory(variant: str, config_set: str, size: int, batches: tuple[int, ...]) -> dict:
     """:func:`probe_memory` in a fresh interpreter, so no other model's pages count; once per
     model, when its first row needs it."""
-    cmd = [sys.executable, __file__, "--probe", variant, config_set, str(size)]
-    cmd += [str(b) for b in batches]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, cwd=ROOT)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return probe(__file__, variant, config_set, str(size), *(str(b) for b in batches))
 
 
 def cuda_memory(build: Callable[[], Callable[[], None]]) -> tuple[Callable[[], None], dict]:
@@ -214,7 +183,8 @@ def measure(
             probes = [None if compiled else cpu_probe(v) for v in args.variants]
             memory = [p[str(batch)] if p else None for p in probes]
         warmup = args.warmup + (2 if compiled else 0)
-        return time_pair(steps, args.device, warmup, args.iters), memory
+        sync = torch.cuda.synchronize if args.device == "cuda" else lambda: None
+        return interleaved(steps, warmup, args.iters, sync), memory
 
 
 def settings(args: argparse.Namespace) -> list[tuple[str, bool, bool]]:
@@ -228,15 +198,6 @@ def settings(args: argparse.Namespace) -> list[tuple[str, bool, bool]]:
     if args.cuda_graphs:
         out.append((fast, False, True))
     return out
-
-
-def device_name(device: str, threads: int) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    with open("/proc/cpuinfo") as f:
-        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    return f"CPU {names[0] if names else cpu} ({os.cpu_count()} cores, {threads} torch threads)"
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -327,8 +288,9 @@ def main() -> int:
     result = run(args)
     for s in result["skipped"]:
         print(f"skipped {s['set']} {s['size']}px batch {s['batch']}: {s['why']} (--no-skip)")
+    cpu = f"CPU {cpu_name()} ({os.cpu_count()} cores, {args.threads} torch threads)"
     report = {
-        "device": device_name(args.device, args.threads),
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else cpu,
         "torch": torch.__version__,
         "threads": args.threads,
         "iters": args.iters,
@@ -336,10 +298,9 @@ def main() -> int:
         **result,
     }
     suffix = "_gpu" if args.device == "cuda" else ""
-    out = args.out or RESULTS / f"render_speed{suffix}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out} ({report['seconds']} s)")
+    write_report(
+        args.out or RESULTS / f"render_speed{suffix}.json", report, f" ({report['seconds']} s)"
+    )
     return 0
 
 

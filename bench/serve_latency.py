@@ -23,10 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
-import json
 import os
-import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -43,9 +40,11 @@ import torch
 from ray import serve
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the stand-ins
+sys.path[:0] = [str(REPO / "tests"), str(Path(__file__).parent)]  # the stand-ins, common
 
+from common import cpu_name, write_report  # noqa: E402
 from standins import tiny_pipeline  # noqa: E402
+from tiny_serve import free_port  # noqa: E402
 
 from slp_pipeline.config import PipelineConfig, load_serve_config, pipeline_config  # noqa: E402
 from slp_pipeline.serve_app import run_from_config  # noqa: E402
@@ -66,12 +65,6 @@ STREAMS = (1, 4, 8)
 CLIENTS = 20
 RETRY_S = 0.25
 TIMEOUT_S = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def deploy(serve_config: dict[str, Any], config: PipelineConfig, replicas: int, batch: int) -> None:
@@ -171,17 +164,8 @@ def measure_throughput(url: str, seconds: float) -> dict[str, Any]:
 
 
 def machine(config: PipelineConfig) -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo")
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-            if line.startswith("model name")
-        ),
-        platform.processor() or platform.machine(),
-    )
     return {
-        "cpu": model,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "ray": ray.__version__,
@@ -198,7 +182,7 @@ def main() -> None:
     args = parser.parse_args()
 
     serve_config = copy.deepcopy(load_serve_config(SERVE_CONFIG))
-    port = _free_port()
+    port = free_port()
     serve_config["http_options"] = {"host": "127.0.0.1", "port": port}
     url = f"http://127.0.0.1:{port}"
     os.chdir(REPO)  # the config's model paths are relative to the repository
@@ -266,10 +250,8 @@ def main() -> None:
             f"{r['latency_s_p50']:>6} {r['latency_s_p95']:>6} {r['retries']:>5}"
         )
     print("\nratios (frames/s):", ratios)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
     doc = {"models": models, "tiny": tiny, "machine": info, **rows, "ratios": ratios}
-    OUT.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    print(f"wrote {OUT}")
+    write_report(OUT, doc)
 
 
 if __name__ == "__main__":

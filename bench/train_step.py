@@ -51,8 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, ROOT, write_report  # noqa: E402
+
 #: The last commit before the training-step work of issue 16: the "old" arms.
 BASELINE = "91f29c6"
 #: Pieces of a step named in the profile, by the module that runs them.
@@ -442,9 +443,7 @@ def main() -> int:
             print(profile_table(results))
     else:
         print(loss_table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out} ({seconds:.0f} s)")
+    write_report(args.out, report, f" ({seconds:.0f} s)")
     return 0
 
 
