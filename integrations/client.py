@@ -35,8 +35,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO, Generic, TypeVar
 from urllib.parse import quote
 
 try:
@@ -49,6 +48,8 @@ __all__ = ["AsyncSignClient", "SignAPIError", "SignClient", "retry_delay"]
 RETRY_STATUSES = frozenset({429, 503})
 """Statuses that mean "busy, come back later": retried, honouring ``Retry-After``."""
 
+#: The httpx client class a client wraps (blocking or asyncio).
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
 _CHUNK = 1 << 16
 #: Leading bytes of the image types the service accepts for a signer photo.
 _IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
@@ -143,37 +144,24 @@ def _signer_path(name: str) -> str:
     return f"/v1/signers/{quote(name, safe='')}"
 
 
-def _temp_for(path: Path) -> Path:
+@contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file that becomes ``path`` only once the block completes; on any error it is removed
+    and an existing ``path`` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+    try:
+        with tmp.open("wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-class _Base:
-    """Settings shared by the sync and async clients."""
+class _Base(Generic[HttpT]):
+    """Settings shared by the sync and async clients (see :class:`SignClient`)."""
 
-    def __init__(
-        self, base_url: str, retries: int, backoff: float, max_delay: float, api_key: str | None
-    ) -> None:
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
-        self.base_url = base_url.rstrip("/")
-        self.retries = retries
-        self.backoff = backoff
-        self.max_delay = max_delay
-        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-    def _url(self, path: str) -> str:
-        return f"{self.base_url}{path}"
-
-    def _with_auth(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Request arguments with the API key header added (a caller's headers kept)."""
-        return {**kwargs, "headers": {**self._auth, **(kwargs.get("headers") or {})}}
-
-
-class SignClient(_Base):
-    """Blocking client.  Pass ``http_client`` to reuse a configured ``httpx.Client`` (proxies,
-    a test transport); otherwise one is created and closed with this client. ``api_key`` goes
-    with every request as ``Authorization: Bearer KEY``."""
+    _client_type: type[HttpT]
 
     def __init__(
         self,
@@ -184,21 +172,37 @@ class SignClient(_Base):
         backoff: float = 1.0,
         max_delay: float = 30.0,
         api_key: str | None = None,
-        http_client: httpx.Client | None = None,
+        http_client: HttpT | None = None,
     ) -> None:
-        super().__init__(base_url, retries, backoff, max_delay, api_key)
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.max_delay = max_delay
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owns = http_client is None
-        self._http = http_client or httpx.Client(timeout=timeout)
+        self._http: HttpT = http_client or self._client_type(timeout=timeout)
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def _with_auth(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Request arguments with the API key header added (a caller's headers kept)."""
+        return {**kwargs, "headers": {**self._auth, **(kwargs.get("headers") or {})}}
+
+
+class SignClient(_Base[httpx.Client]):
+    """Blocking client.  Pass ``http_client`` to reuse a configured ``httpx.Client`` (proxies,
+    a test transport); otherwise one is created and closed with this client. ``api_key`` goes
+    with every request as ``Authorization: Bearer KEY``."""
+
+    _client_type = httpx.Client
 
     def __enter__(self) -> SignClient:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -219,37 +223,34 @@ class SignClient(_Base):
                 delay = retry_delay(response, attempt, self.backoff, self.max_delay)
             time.sleep(delay)
 
+    def _read(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The whole successful response, read (its ``content`` and ``json()`` work)."""
+        with self._request(method, path, **kwargs) as response:
+            response.read()
+        return response
+
     def health(self) -> dict[str, Any]:
         """The service's ``/healthz`` answer (``{"status": "ok"}``)."""
-        with self._request("GET", "/healthz") as response:
-            response.read()
-            return response.json()
+        return self._read("GET", "/healthz").json()
 
     def signers(self) -> list[dict[str, Any]]:
         """Registered signers: ``[{"name": ..., **metadata}, ...]``."""
-        with self._request("GET", "/v1/signers") as response:
-            response.read()
-            return response.json()["signers"]
+        return self._read("GET", "/v1/signers").json()["signers"]
 
     def add_signer(self, name: str, image: str | os.PathLike[str] | bytes) -> dict[str, Any]:
         """Register signer ``name`` from one PNG/JPEG photo (a path or its bytes); returns the
         service's record of it. Needs ``api_key`` where the service has keys."""
-        with self._request("POST", "/v1/signers", **_signer_upload(name, image)) as response:
-            response.read()
-            return response.json()
+        return self._read("POST", "/v1/signers", **_signer_upload(name, image)).json()
 
     def delete_signer(self, name: str) -> None:
         """Delete signer ``name`` (renders already under way with it still finish)."""
-        with self._request("DELETE", _signer_path(name)) as response:
-            response.read()
+        self._read("DELETE", _signer_path(name))
 
     def glosses(self, text: str, language: str = "de", fps: float | None = None) -> dict[str, Any]:
         """What ``text`` is signed with: ``{"fps", "frames", "timed", "sentences", "glosses":
         [{"gloss", "sentence", "start", "end"}, ...]}`` (frames at ``fps``), as ``sign`` with
         the same arguments renders it -- without rendering."""
-        with self._request("POST", "/v1/glosses", json=_gloss_payload(text, language, fps)) as r:
-            r.read()
-            return r.json()
+        return self._read("POST", "/v1/glosses", json=_gloss_payload(text, language, fps)).json()
 
     def sign(
         self,
@@ -262,8 +263,7 @@ class SignClient(_Base):
     ) -> bytes:
         """Sign ``text``; the whole video (or zip / pose JSON) in memory."""
         body = _payload(text, language, signer, format, renderer, fps, stream=False)
-        with self._request("POST", "/v1/sign", json=body) as response:
-            return response.read()
+        return self._read("POST", "/v1/sign", json=body).content
 
     def sign_to_file(
         self,
@@ -283,44 +283,21 @@ class SignClient(_Base):
         """
         path = Path(path)
         body = _payload(text, language, signer, format, renderer, fps, stream and format == "mp4")
-        tmp = _temp_for(path)
-        try:
-            with self._request("POST", "/v1/sign", json=body) as response, tmp.open("wb") as f:
-                for chunk in response.iter_bytes(_CHUNK):
-                    f.write(chunk)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with self._request("POST", "/v1/sign", json=body) as response, _atomic_file(path) as f:
+            for chunk in response.iter_bytes(_CHUNK):
+                f.write(chunk)
         return path
 
 
-class AsyncSignClient(_Base):
+class AsyncSignClient(_Base[httpx.AsyncClient]):
     """The same API as :class:`SignClient`, for asyncio code (e.g. a web backend)."""
 
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        *,
-        timeout: float = 300.0,
-        retries: int = 3,
-        backoff: float = 1.0,
-        max_delay: float = 30.0,
-        api_key: str | None = None,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        super().__init__(base_url, retries, backoff, max_delay, api_key)
-        self._owns = http_client is None
-        self._http = http_client or httpx.AsyncClient(timeout=timeout)
+    _client_type = httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncSignClient:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -343,32 +320,28 @@ class AsyncSignClient(_Base):
                 delay = retry_delay(response, attempt, self.backoff, self.max_delay)
             await asyncio.sleep(delay)
 
-    async def health(self) -> dict[str, Any]:
-        async with self._request("GET", "/healthz") as response:
+    async def _read(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async with self._request(method, path, **kwargs) as response:
             await response.aread()
-            return response.json()
+        return response
+
+    async def health(self) -> dict[str, Any]:
+        return (await self._read("GET", "/healthz")).json()
 
     async def signers(self) -> list[dict[str, Any]]:
-        async with self._request("GET", "/v1/signers") as response:
-            await response.aread()
-            return response.json()["signers"]
+        return (await self._read("GET", "/v1/signers")).json()["signers"]
 
     async def add_signer(self, name: str, image: str | os.PathLike[str] | bytes) -> dict[str, Any]:
-        async with self._request("POST", "/v1/signers", **_signer_upload(name, image)) as response:
-            await response.aread()
-            return response.json()
+        return (await self._read("POST", "/v1/signers", **_signer_upload(name, image))).json()
 
     async def delete_signer(self, name: str) -> None:
-        async with self._request("DELETE", _signer_path(name)) as response:
-            await response.aread()
+        await self._read("DELETE", _signer_path(name))
 
     async def glosses(
         self, text: str, language: str = "de", fps: float | None = None
     ) -> dict[str, Any]:
         body = _gloss_payload(text, language, fps)
-        async with self._request("POST", "/v1/glosses", json=body) as response:
-            await response.aread()
-            return response.json()
+        return (await self._read("POST", "/v1/glosses", json=body)).json()
 
     async def sign(
         self,
@@ -380,8 +353,7 @@ class AsyncSignClient(_Base):
         fps: float | None = None,
     ) -> bytes:
         body = _payload(text, language, signer, format, renderer, fps, stream=False)
-        async with self._request("POST", "/v1/sign", json=body) as response:
-            return await response.aread()
+        return (await self._read("POST", "/v1/sign", json=body)).content
 
     async def sign_to_file(
         self,
@@ -396,14 +368,9 @@ class AsyncSignClient(_Base):
     ) -> Path:
         path = Path(path)
         body = _payload(text, language, signer, format, renderer, fps, stream and format == "mp4")
-        tmp = _temp_for(path)
-        try:
-            # Blocking writes of 64 KiB chunks to a local file are short enough for the loop.
-            async with self._request("POST", "/v1/sign", json=body) as response:
-                with tmp.open("wb") as f:
-                    async for chunk in response.aiter_bytes(_CHUNK):
-                        f.write(chunk)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        # Blocking writes of 64 KiB chunks to a local file are short enough for the loop.
+        async with self._request("POST", "/v1/sign", json=body) as response:
+            with _atomic_file(path) as f:
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    f.write(chunk)
         return path
