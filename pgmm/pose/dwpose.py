@@ -33,15 +33,10 @@ def _points(person: dict, key: str, count: int) -> np.ndarray:
 
 def parse_dwpose_frame(data: dict) -> np.ndarray:
     """One DWPose JSON object -> ``(133, 3)``; the first person, zeros when nobody."""
-    out = np.zeros((L.NUM_WHOLEBODY, 3), np.float32)
     if not data.get("num_persons") or "person_0" not in data:
-        return out
-    person = data["person_0"]
-    out[L.BODY] = L.convert(_points(person, "body", 18), L.OPENPOSE18_FOR_BODY)
-    out[L.FACE] = _points(person, "face", 68)
-    out[L.LEFT_HAND] = _points(person, "left_hand", 21)
-    out[L.RIGHT_HAND] = _points(person, "right_hand", 21)
-    return out
+        return np.zeros((L.NUM_WHOLEBODY, 3), np.float32)
+    parts = (("body", 18), ("face", 68), ("left_hand", 21), ("right_hand", 21))
+    return L.openpose_wholebody_to_wholebody(*(_points(data["person_0"], *p) for p in parts))
 
 
 def load_dwpose_folder(

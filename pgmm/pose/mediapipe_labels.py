@@ -86,15 +86,12 @@ def _landmarks(landmarks: Any, count: int, visibility: bool) -> np.ndarray:
 def label_frame(graph: Any, rgb: np.ndarray) -> np.ndarray:
     """One RGB uint8 frame -> ``(133, 3)`` normalised COCO-WholeBody points."""
     result = graph.process(np.ascontiguousarray(rgb))
-    points = np.concatenate(
-        [
-            _landmarks(result.pose_landmarks, _SIZES[0], visibility=True),
-            _landmarks(result.face_landmarks, _SIZES[1], visibility=False),
-            _landmarks(result.left_hand_landmarks, _SIZES[2], visibility=False),
-            _landmarks(result.right_hand_landmarks, _SIZES[3], visibility=False),
-        ]
+    return L.mediapipe_to_wholebody(
+        _landmarks(result.pose_landmarks, _SIZES[0], visibility=True),
+        _landmarks(result.face_landmarks, _SIZES[1], visibility=False),
+        _landmarks(result.left_hand_landmarks, _SIZES[2], visibility=False),
+        _landmarks(result.right_hand_landmarks, _SIZES[3], visibility=False),
     )
-    return L.convert(points, L.MEDIAPIPE_FOR_WHOLEBODY)
 
 
 def _has_body(points: np.ndarray) -> bool:

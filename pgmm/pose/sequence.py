@@ -74,6 +74,19 @@ _MEDIAPIPE_HAND_NAMES = [
     "PINKY_DIP",
     "PINKY_TIP",
 ]
+# Where a MediaPipe Holistic .pose keeps each part: (component, point name per point of the
+# part, or "" where MediaPipe has no such point, part).
+_MEDIAPIPE_COMPONENTS = [
+    ("POSE_LANDMARKS", [_MEDIAPIPE_POSE_NAMES[i] for i in L.MEDIAPIPE_POSE_FOR_BODY], L.BODY),
+    (
+        "POSE_LANDMARKS",
+        [_MEDIAPIPE_POSE_NAMES[i] if i >= 0 else "" for i in L.MEDIAPIPE_POSE_FOR_FEET],
+        L.FEET,
+    ),
+    ("FACE_LANDMARKS", [str(i) for i in L.MEDIAPIPE_FACE_FOR_FACE68], L.FACE),
+    ("LEFT_HAND_LANDMARKS", _MEDIAPIPE_HAND_NAMES, L.LEFT_HAND),
+    ("RIGHT_HAND_LANDMARKS", _MEDIAPIPE_HAND_NAMES, L.RIGHT_HAND),
+]
 # OpenPose BODY_25 index for every COCO body point / foot point.
 _BODY25_FOR_BODY = [0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11]
 _BODY25_FOR_FEET = [19, 20, 21, 22, 23, 24]
@@ -263,28 +276,8 @@ class PoseSequence:
                 c, off = comp[name]
                 index[sl] = off + np.arange(len(c.points))
         elif "POSE_LANDMARKS" in comp:
-            _map_by_name(
-                index,
-                comp,
-                "POSE_LANDMARKS",
-                [_MEDIAPIPE_POSE_NAMES[i] for i in L.MEDIAPIPE_POSE_FOR_BODY],
-                L.BODY.start,
-            )
-            feet = [_MEDIAPIPE_POSE_NAMES[i] if i >= 0 else "" for i in L.MEDIAPIPE_POSE_FOR_FEET]
-            _map_by_name(index, comp, "POSE_LANDMARKS", feet, L.FEET.start)
-            _map_by_name(
-                index,
-                comp,
-                "FACE_LANDMARKS",
-                [str(i) for i in L.MEDIAPIPE_FACE_FOR_FACE68],
-                L.FACE.start,
-            )
-            _map_by_name(
-                index, comp, "LEFT_HAND_LANDMARKS", _MEDIAPIPE_HAND_NAMES, L.LEFT_HAND.start
-            )
-            _map_by_name(
-                index, comp, "RIGHT_HAND_LANDMARKS", _MEDIAPIPE_HAND_NAMES, L.RIGHT_HAND.start
-            )
+            for component, wanted, part in _MEDIAPIPE_COMPONENTS:
+                _map_by_name(index, comp, component, wanted, part.start)
         elif "pose_keypoints_2d" in comp:
             off = comp["pose_keypoints_2d"][1]
             index[L.BODY] = off + np.array(_BODY25_FOR_BODY)
