@@ -39,6 +39,7 @@ from pgmm.pose.heatmaps import argmax_decode, pose_heatmaps
 from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
 from pgmm.pose.sequence import PoseSequence
 from pgmm.pose.skeleton import draw_skeleton
+from pgmm.precision import cpu_computes_bf16
 from slp_pipeline.signers import InputError, Signer
 from text2pose.canonical import FPS, retarget
 from text2pose.timeline import GlossTimeline
@@ -58,13 +59,6 @@ MEDIA_TYPES = {
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: Precisions chosen by the hardware rather than named: see :func:`resolve_precision`.
 PRECISION_MODES = ("auto", "fast")
-
-
-def cpu_computes_bf16() -> bool:
-    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX-BF16). Without them
-    oneDNN emulates bf16 and autocast makes rendering slower, not faster."""
-    caps = torch.cpu.get_capabilities()
-    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
 def resolve_device(device: str = "auto") -> torch.device:

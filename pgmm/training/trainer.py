@@ -42,6 +42,7 @@ from pgmm.models.pgmm import PGMM, PGMMOutput
 from pgmm.models.pose_estimator import PoseEstimator
 from pgmm.models.posenet import bilinear_state_from_transposed
 from pgmm.pose.heatmaps import pose_heatmaps
+from pgmm.precision import cpu_computes_bf16
 from pgmm.training.appearance import jitter_appearance
 from pgmm.training.common import (
     ResumableLoop,
@@ -67,15 +68,6 @@ class TrainState:
     best_score: float | None = None
     bad_checks: int = 0
     stopped_early: bool = False
-
-
-def cpu_computes_bf16() -> bool:
-    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX).
-
-    Elsewhere oneDNN emulates bf16, more slowly than float32, so ``cpu_bf16`` is then ignored.
-    """
-    capabilities = torch.cpu.get_capabilities()
-    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
 @contextmanager

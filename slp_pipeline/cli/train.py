@@ -126,6 +126,7 @@ def run_pgmm(args: argparse.Namespace) -> int:
     """Single-process training, or DDP through Ray Train with ``--workers N > 1`` / ``--gpu``."""
     from pgmm.models.config import PGMMConfig
     from pgmm.training.config import TrainConfig
+    from pgmm.training.distributed import DatasetSpec  # Ray loads only inside training
 
     model_cfg = PGMMConfig.from_yaml(args.config)
     options = (
@@ -143,17 +144,17 @@ def run_pgmm(args: argparse.Namespace) -> int:
     distributed = args.workers > 1 or args.gpu or args.ray_address
     if distributed and (args.init_from or args.validate_every):
         raise ValueError("--init-from and --validate-every are for single-process training")
+    data = DatasetSpec(
+        args.data, "train", args.max_videos, args.balanced_identities, args.cross_identity
+    )
     state: TrainState
     if distributed:
-        # Imported here, like every heavy import of the CLI; Ray itself loads only inside.
-        from pgmm.training.distributed import DatasetSpec, train_distributed
+        from pgmm.training.distributed import train_distributed
 
         state = train_distributed(
             model_cfg,
             train_cfg,
-            DatasetSpec(
-                args.data, "train", args.max_videos, args.balanced_identities, args.cross_identity
-            ),
+            data,
             args.out,
             num_workers=args.workers,
             use_gpu=args.gpu,
@@ -165,33 +166,22 @@ def run_pgmm(args: argparse.Namespace) -> int:
     else:
         from pgmm.models.pgmm import PGMM
         from pgmm.models.pose_estimator import HRNetLite
-        from pgmm.training.distributed import (
-            build_dataset,
-            check_resume_world_size,
-            record_world_size,
-        )
+        from pgmm.training.distributed import check_resume_world_size, record_world_size
         from pgmm.training.trainer import PGMMTrainer
 
         check_resume_world_size(args.out, 1)
         record_world_size(args.out, 1)
         estimator = HRNetLite.from_pretrained(args.pose_estimator) if args.pose_estimator else None
-        data = build_dataset(
-            args.data,
-            "train",
-            model_cfg.image_size,
-            args.max_videos,
-            args.balanced_identities,
-            args.cross_identity,
-        )
+        dataset = data.build(model_cfg.image_size)
         base = PGMM.from_pretrained(args.init_from) if args.init_from else None
         validator = None
         if args.validate_every:
-            dev = build_dataset(args.data, "dev", model_cfg.image_size, args.validate_videos)
+            dev = DatasetSpec(args.data, "dev", args.validate_videos).build(model_cfg.image_size)
             validator = dev_l1_validator(dev, args.validate_frames, estimator)
         trainer = PGMMTrainer(
             model_cfg,
             train_cfg,
-            data,
+            dataset,
             args.out,
             args.device,
             estimator,
