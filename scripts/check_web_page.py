@@ -40,7 +40,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from cdp import Browser, chromium_page  # noqa: E402
 from standins import SynthTextToPose, tiny_pipeline  # noqa: E402
+from tiny_serve import free_port  # noqa: E402
 
 from slp_pipeline.auth import ENV_VAR  # noqa: E402
 from slp_pipeline.config import load_serve_config  # noqa: E402
@@ -425,12 +425,6 @@ def check(url: str, chromium: str, key: str) -> list[str]:
     return c.failures
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
@@ -439,7 +433,7 @@ def main() -> None:
         sys.exit(f"no Chromium at {args.chromium!r} (apt-get install chromium)")
 
     serve_config = copy.deepcopy(load_serve_config(REPO / "configs/serve/cpu.yaml"))
-    port = _free_port()
+    port = free_port()
     serve_config["http_options"] = {"host": "127.0.0.1", "port": port}
     for deployment in serve_config["applications"][0]["deployments"]:
         if deployment["name"] == "Renderer":

@@ -89,6 +89,14 @@ def dev_clips(videos: int, frames: int) -> list[tuple[torch.Tensor, torch.Tensor
     return clips
 
 
+def binomial_blur(x: torch.Tensor) -> torch.Tensor:
+    """3x3 [1, 2, 1] x [1, 2, 1] / 16 blur of ``(T, 3, H, W)`` (replicate padding): zero at the
+    2-pixel period, so it removes the dots (and softens edges a little)."""
+    taps = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (taps[:, None] * taps[None, :] / 16).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+
+
 def render(model: PGMM, clip: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Every frame of the clip animated from its ground-truth pose; source = the first frame."""
     frames, poses = clip
@@ -177,25 +185,19 @@ def cmd_probe(args: argparse.Namespace) -> None:
     model = load(SHIPPED)
     pred = torch.cat([render(model, clip) for clip in clips]).clamp(0, 1)
     real = torch.cat([clip[0] for clip in clips])
-    # [1, 2, 1] x [1, 2, 1] / 16 is zero at the 2-pixel period: it removes the dots (and softens
-    # edges a little, which the same filter applied to the real frames measures).
-    taps = torch.tensor([1.0, 2.0, 1.0])
-    kernel = (taps[:, None] * taps[None, :] / 16).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
-
-    def smooth(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
-
+    # The filter on the real frames too: how much it softens their edges.
+    pred_smooth, real_smooth = binomial_blur(pred), binomial_blur(real)
     print("| perceptual network | L(generated) | L(generated, 2-px period removed) | "
           "L(real, same filter) |\n|---|---|---|---|")  # fmt: skip
     for width in (0.25, 1.0):
         vgg = Vgg19Features(width=width)
         with torch.no_grad():
             values = [
-                perceptual_loss(x, real, vgg).item() for x in (pred, smooth(pred), smooth(real))
+                perceptual_loss(x, real, vgg).item() for x in (pred, pred_smooth, real_smooth)
             ]
         print(f"| random VGG19 x{width} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
-    print(f"| (L1) | {l1(pred, real):.4f} | {l1(smooth(pred), real):.4f} | "
-          f"{l1(smooth(real), real):.4f} |")  # fmt: skip
+    print(f"| (L1) | {l1(pred, real):.4f} | {l1(pred_smooth, real):.4f} | "
+          f"{l1(real_smooth, real):.4f} |")  # fmt: skip
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:

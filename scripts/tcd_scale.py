@@ -18,12 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+# scripts/ is on sys.path when run as a script
+from dot_artefact import binomial_blur, render
 
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.metrics.tcd import TCD_THRESHOLD, neighbour_difference
 from pgmm.models.pgmm import PGMM
-from pgmm.pose.heatmaps import pose_heatmaps
 
 ROOT = Path(__file__).resolve().parents[1]
 LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 1, 3, 1, 1)
@@ -37,13 +38,6 @@ REDUCTIONS: dict[str, Reduction] = {
     "grey": lambda d: (d * LUMA).sum(dim=2).abs(),
 }
 SCALES = {"[0, 1]": 1.0, "0..255": 255.0}
-
-
-def _blur(video: torch.Tensor) -> torch.Tensor:
-    """3x3 binomial blur of ``(T, 3, H, W)`` (replicate padding)."""
-    k = torch.tensor([1.0, 2.0, 1.0])
-    kernel = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
-    return F.conv2d(F.pad(video, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
 
 
 def _noise(video: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
@@ -60,13 +54,8 @@ def _alternate(video: torch.Tensor, amplitude: float) -> torch.Tensor:
 def _render(data: RenderedSynthSigner, checkpoint: Path, frames: int) -> torch.Tensor:
     """The shipped renderer driven by the sentence's ground-truth poses (``PGMM.animate``)."""
     model = PGMM.from_pretrained(checkpoint).eval()
-    cfg = model.config
-    points = torch.from_numpy(data.load_poses(0).to_layout("pgmm36").data[:frames].copy())
-    maps = pose_heatmaps(points, cfg.image_size, cfg.heatmap_stride, cfg.heatmap_sigma)
-    source = _target(data, 1)
-    with torch.no_grad():
-        state = model.encode_source(source, maps[:1])
-        return torch.cat([model.animate(state, m) for m in maps.split(16)]).float().clamp(0, 1)
+    points = torch.from_numpy(data.load_poses(0).data[:frames].copy())
+    return render(model, (_target(data, frames), points)).float().clamp(0, 1)
 
 
 def _target(data: RenderedSynthSigner, frames: int) -> torch.Tensor:
@@ -88,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     data = RenderedSynthSigner("test", args.size, languages=("de",), max_videos=1)
     target = _target(data, args.frames)
-    smooth = _blur(torch.roll(target, shifts=1, dims=-1))
+    smooth = binomial_blur(torch.roll(target, shifts=1, dims=-1))
     rendered = _render(data, args.checkpoint, args.frames)
     videos = {
         "target itself (perfect reconstruction)": target,

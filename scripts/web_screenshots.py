@@ -9,7 +9,7 @@ the console has errors.
 
 Run: ``python scripts/web_screenshots.py docs/images``. It needs Chromium
 (``apt-get install chromium``) and the ``websockets`` package. The CDP driver is
-tests/test_web_browser.py's.
+tests/cdp.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -29,7 +28,8 @@ from ray import serve
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from test_web_browser import Browser, chromium_page  # noqa: E402
+from cdp import Browser, chromium_page  # noqa: E402
+from tiny_serve import free_port  # noqa: E402
 
 from slp_pipeline.config import load_serve_config, pipeline_config  # noqa: E402
 from slp_pipeline.serve_app import run_from_config  # noqa: E402
@@ -56,9 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     serve_config = load_serve_config(REPO / "configs/serve/cpu.yaml")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     serve_config["http_options"] = {"host": "127.0.0.1", "port": port}
     config = pipeline_config(serve_config)
     config.signers_dir = tempfile.mkdtemp(prefix="slp-web-signers-")  # the built-ins only
