@@ -242,8 +242,11 @@ class Worker:
             "videos": videos,
             "step_seed_offset": arm.step_seed_offset,
         }
+        # Imported here, not at the top: a worker runs this file on the old tree's pgmm.
+        from pgmm.data.corpus import default_data_dir
+
         env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-        env.setdefault("SLP_SHARED_DATA", str(_shared_data()))
+        env.setdefault("SLP_SHARED_DATA", str(default_data_dir()))
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
             stdin=subprocess.PIPE,
@@ -266,12 +269,6 @@ class Worker:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         self.proc.wait()
-
-
-def _shared_data() -> Path:
-    from pgmm.data.corpus import default_data_dir
-
-    return default_data_dir()
 
 
 #: Every file the training-step work changed: the old arms run this tree with these files as

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image, ImageDraw
 
 from pgmm.data.synth.dataset import RenderedSynthSigner
@@ -205,7 +206,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        overrides[key] = yaml_value(value)
+        overrides[key] = yaml.safe_load(value)  # numbers, booleans and strings as in a config
     mcfg = PGMMConfig.from_dict({**base.config.to_dict(), **overrides})
     yaml_path = ROOT / "configs" / "pgmm" / "full-small.yaml"
     tcfg = TrainConfig.from_yaml(
@@ -220,12 +221,6 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         set_generator_upsample(trainer.model, args.generator_upsample)
         (args.out / "generator_upsample.txt").write_text(args.generator_upsample)
     trainer.run()
-
-
-def yaml_value(text: str) -> object:
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 def cmd_crops(args: argparse.Namespace) -> None:
