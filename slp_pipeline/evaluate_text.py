@@ -74,12 +74,14 @@ from slp_pipeline.stages import (
     SKELETON,
     Renderer,
     check_request,
+    concat_poses,
     is_skeleton,
     resolve_device,
     retarget_to,
+    square_resized,
 )
-from slp_pipeline.synthesize import Synthesizer
-from text2pose.canonical import CANVAS, FPS, to_canonical
+from slp_pipeline.synthesize import Synthesizer, in_chunks
+from text2pose.canonical import FPS, to_canonical
 from text2pose.metrics import camera_view
 from text2pose.normalize import TextInputError
 
@@ -430,12 +432,6 @@ class DrivingPoses:
     error: str | None = None
 
 
-def _concat(chunks: Sequence[PoseSequence]) -> PoseSequence:
-    return PoseSequence(
-        np.concatenate([c.data for c in chunks]), FPS, "wholebody133", CANVAS, CANVAS
-    )
-
-
 def _glosses(model: Any, text: str) -> list[str]:
     """The product's T2G glosses of a text (every sentence of it, in order)."""
     return [g for sentence in model.glosses(text) for g in sentence]
@@ -462,7 +458,7 @@ class PoseSources:
             elif source == TEXT2POSE:
                 config = self.chain.synthesizer.config  # refused as the service would refuse it
                 job = check_request(config, sentence.text, self.language, None, None)
-                canonical = _concat(list(self.text2pose.stream(job.text, job.language)))
+                canonical = concat_poses(self.text2pose.stream(job.text, job.language))
             else:
                 model = self.text2pose.models[self.language]
                 glosses = _glosses(model, sentence.text)
@@ -509,12 +505,10 @@ class Renderers:
                 ]
             )
         stage, state = self._stage(label)
-        chunk = self.chain.synthesizer.config.chunk_frames
-        parts = [
-            stage.render([state], [retarget_to(poses.canonical[s : s + chunk], self.person)])[0]
-            for s in range(0, len(poses.canonical), chunk)
-        ]
-        return np.concatenate(parts)
+        chunks = in_chunks(poses.canonical, self.chain.synthesizer.config.chunk_frames)
+        return np.concatenate(
+            [stage.render([state], [retarget_to(c, self.person)])[0] for c in chunks]
+        )
 
 
 # --------------------------------------------------------------------------- scoring
@@ -709,14 +703,7 @@ def _score(
 # --------------------------------------------------------------------------- media
 def _tile(frames: np.ndarray, size: int = EVALUATOR_SIZE) -> np.ndarray:
     """Frames at one common size, so renderers of different resolutions sit side by side."""
-    if frames.shape[1] == size:
-        return frames
-    return np.stack(
-        [
-            np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.LANCZOS))
-            for f in frames
-        ]
-    )
+    return np.stack([square_resized(f, size) for f in frames])
 
 
 def _labelled(strip: np.ndarray, labels: Sequence[str], title: str) -> np.ndarray:

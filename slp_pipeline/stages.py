@@ -176,18 +176,22 @@ def chunk_schedule(
         pending.append(chunk)
         have += len(chunk)
         while have >= want:
-            whole = _concat(pending)
+            whole = concat_poses(pending)
             rest = whole[want:]
             yield whole[:want]
             pending, have, want = [rest], len(rest), frames
     if have:
-        yield _concat(pending)
+        yield concat_poses(pending)
 
 
-def _concat(parts: Sequence[PoseSequence]) -> PoseSequence:
-    if len(parts) == 1:
-        return parts[0]
-    return dataclasses.replace(parts[0], data=np.concatenate([p.data for p in parts]))
+def concat_poses(parts: Iterable[PoseSequence]) -> PoseSequence:
+    """Consecutive chunks as one sequence (with the first chunk's rate, layout and size)."""
+    chunks = list(parts)
+    if not chunks:
+        raise ValueError("no poses")
+    if len(chunks) == 1:
+        return chunks[0]
+    return dataclasses.replace(chunks[0], data=np.concatenate([c.data for c in chunks]))
 
 
 class Text2PoseStage:
@@ -384,7 +388,8 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     return out.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _resized(image: np.ndarray, size: int) -> np.ndarray:
+def square_resized(image: np.ndarray, size: int) -> np.ndarray:
+    """A square ``(S, S, 3)`` image at ``size`` x ``size`` (itself when it has that size)."""
     if image.shape[0] == size:
         return image
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
@@ -435,7 +440,7 @@ class SkeletonRenderer:
         self.name, self.size = name, size
 
     def prepare(self, signer: Signer) -> SkeletonState:
-        image = _resized(signer.image, self.size)
+        image = square_resized(signer.image, self.size)
         return SkeletonState((image.astype(np.float32) * 0.35).astype(np.uint8))
 
     def render(
@@ -477,7 +482,7 @@ class PGMMRenderer:
         )
 
     def prepare(self, signer: Signer) -> PGMMState:
-        image = _resized(signer.image, self.size)
+        image = square_resized(signer.image, self.size)
         x = torch.tensor(image).permute(2, 0, 1)[None].float().div(255).to(self.device)
         model = self.signer_model(signer)
         maps = self.heatmaps(signer.pose[None]).to(self.device)
@@ -666,10 +671,7 @@ class EncodeStage:
     def pose_file(chunks: Iterator[PoseSequence]) -> bytes:
         """The retargeted poses as a ``.pose`` file (pose-format; pixel coordinates), what
         sign-language tools (pose viewers, other translators) read."""
-        parts = list(chunks)
-        if not parts:
-            raise ValueError("no poses to encode")
-        whole = dataclasses.replace(parts[0], data=np.concatenate([p.data for p in parts]))
+        whole = concat_poses(chunks)
         with tempfile.TemporaryDirectory(prefix="slp-pose-") as folder:
             path = Path(folder) / "sign.pose"
             whole.save_pose(path)
@@ -681,19 +683,14 @@ class EncodeStage:
     ) -> bytes:
         """The retargeted whole-body poses: normalised x, y, confidence per keypoint; with
         ``glosses`` (the signs and their frames) where the caller has them."""
-        data: list[np.ndarray] = []
-        last: PoseSequence | None = None
-        for last in chunks:
-            data.append(last.data)
-        if last is None:
-            raise ValueError("no poses to encode")
+        whole = concat_poses(chunks)
         payload = {
-            "fps": last.fps,
-            "layout": last.layout,
-            "width": last.width,
-            "height": last.height,
+            "fps": whole.fps,
+            "layout": whole.layout,
+            "width": whole.width,
+            "height": whole.height,
             "signer": signer,
-            "frames": np.round(np.concatenate(data), 4).tolist(),
+            "frames": np.round(whole.data, 4).tolist(),
         }
         if glosses is not None:
             payload["glosses"] = glosses

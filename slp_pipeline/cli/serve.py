@@ -27,16 +27,21 @@ from slp_pipeline.stages import is_skeleton, resolve_device, upload_pose_estimat
 from slp_pipeline.synthesize import MAX_DRIVING_SECONDS, Synthesizer
 
 
+def _render_options(parser: argparse.ArgumentParser, fps_default: str, out: str) -> None:
+    """The options ``slp synthesize`` and ``slp animate`` share."""
+    parser.add_argument("--signer", default="default", help="a registered signer")
+    parser.add_argument("--renderer", help="renderer name from the config (default: its default)")
+    parser.add_argument("--fps", type=float, help=f"output frame rate (default: {fps_default})")
+    parser.add_argument("-o", "--out", type=Path, default=Path(out))
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     synth = sub.add_parser("synthesize", help="render one sentence to an mp4, without Ray")
     synth.add_argument("text", help="the sentence to sign")
     synth.add_argument("--lang", default="de", help="language of the text (de, zh)")
-    synth.add_argument("--signer", default="default", help="a registered signer")
-    synth.add_argument("--renderer", help="renderer name from the config (default: its default)")
-    synth.add_argument("--fps", type=float, help="output frame rate (default: text2pose's)")
-    synth.add_argument("-o", "--out", type=Path, default=Path("outputs/sign.mp4"))
-    synth.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    _render_options(synth, "text2pose's", "outputs/sign.mp4")
     synth.set_defaults(func=run_synthesize)
 
     animate = sub.add_parser(
@@ -47,17 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "poses can stand in for the video (no labelling).",
     )
     animate.add_argument("driving", type=Path, help="driving video, frame folder, .pose or .npz")
-    animate.add_argument("--signer", default="default", help="a registered signer")
-    animate.add_argument("--renderer", help="renderer name from the config (default: its default)")
-    animate.add_argument(
-        "--fps", type=float, help="output frame rate (default: the driving clip's)"
-    )
     animate.add_argument(
         "--max-seconds", type=float, default=MAX_DRIVING_SECONDS, help="refuse longer clips"
     )
-    animate.add_argument("-o", "--out", type=Path, default=Path("outputs/animate.mp4"))
-    animate.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    animate.add_argument("--quiet", action="store_true", help="no progress bar")
+    _render_options(animate, "the driving clip's", "outputs/animate.mp4")
     animate.set_defaults(func=run_animate)
 
     serve_cmd = sub.add_parser("serve", help="run the Ray Serve graph (blocks until Ctrl-C)")
