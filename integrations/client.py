@@ -82,30 +82,10 @@ def retry_delay(response: httpx.Response, attempt: int, backoff: float, max_dela
     return min(max(delay, 0.0), max_delay)
 
 
-def _payload(
-    text: str,
-    language: str,
-    signer: str,
-    fmt: str,
-    renderer: str | None,
-    fps: float | None,
-    stream: bool,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"text": text, "language": language, "signer": signer, "format": fmt}
-    if renderer is not None:
-        body["renderer"] = renderer
-    if fps is not None:
-        body["fps"] = fps
-    if stream:
-        body["stream"] = True
-    return body
-
-
-def _gloss_payload(text: str, language: str, fps: float | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"text": text, "language": language}
-    if fps is not None:
-        body["fps"] = fps
-    return body
+def _payload(text: str, language: str, fps: float | None, **options: Any) -> dict[str, Any]:
+    """A JSON request body; what is ``None`` or ``False`` is left out (the service's default)."""
+    fields = {"text": text, "language": language, "fps": fps, **options}
+    return {k: v for k, v in fields.items() if v is not None and v is not False}
 
 
 def _error(response: httpx.Response) -> SignAPIError:
@@ -250,7 +230,7 @@ class SignClient(_Base[httpx.Client]):
         """What ``text`` is signed with: ``{"fps", "frames", "timed", "sentences", "glosses":
         [{"gloss", "sentence", "start", "end"}, ...]}`` (frames at ``fps``), as ``sign`` with
         the same arguments renders it -- without rendering."""
-        return self._read("POST", "/v1/glosses", json=_gloss_payload(text, language, fps)).json()
+        return self._read("POST", "/v1/glosses", json=_payload(text, language, fps)).json()
 
     def sign(
         self,
@@ -262,7 +242,7 @@ class SignClient(_Base[httpx.Client]):
         fps: float | None = None,
     ) -> bytes:
         """Sign ``text``; the whole video (or zip / pose JSON) in memory."""
-        body = _payload(text, language, signer, format, renderer, fps, stream=False)
+        body = _payload(text, language, fps, signer=signer, format=format, renderer=renderer)
         return self._read("POST", "/v1/sign", json=body).content
 
     def sign_to_file(
@@ -282,7 +262,10 @@ class SignClient(_Base[httpx.Client]):
         download overlaps rendering.  ``path`` appears only once the download is complete.
         """
         path = Path(path)
-        body = _payload(text, language, signer, format, renderer, fps, stream and format == "mp4")
+        mp4_stream = stream and format == "mp4"
+        body = _payload(
+            text, language, fps, signer=signer, format=format, renderer=renderer, stream=mp4_stream
+        )
         with self._request("POST", "/v1/sign", json=body) as response, _atomic_file(path) as f:
             for chunk in response.iter_bytes(_CHUNK):
                 f.write(chunk)
@@ -340,7 +323,7 @@ class AsyncSignClient(_Base[httpx.AsyncClient]):
     async def glosses(
         self, text: str, language: str = "de", fps: float | None = None
     ) -> dict[str, Any]:
-        body = _gloss_payload(text, language, fps)
+        body = _payload(text, language, fps)
         return (await self._read("POST", "/v1/glosses", json=body)).json()
 
     async def sign(
@@ -352,7 +335,7 @@ class AsyncSignClient(_Base[httpx.AsyncClient]):
         renderer: str | None = None,
         fps: float | None = None,
     ) -> bytes:
-        body = _payload(text, language, signer, format, renderer, fps, stream=False)
+        body = _payload(text, language, fps, signer=signer, format=format, renderer=renderer)
         return (await self._read("POST", "/v1/sign", json=body)).content
 
     async def sign_to_file(
@@ -367,7 +350,10 @@ class AsyncSignClient(_Base[httpx.AsyncClient]):
         stream: bool = True,
     ) -> Path:
         path = Path(path)
-        body = _payload(text, language, signer, format, renderer, fps, stream and format == "mp4")
+        mp4_stream = stream and format == "mp4"
+        body = _payload(
+            text, language, fps, signer=signer, format=format, renderer=renderer, stream=mp4_stream
+        )
         # Blocking writes of 64 KiB chunks to a local file are short enough for the loop.
         async with self._request("POST", "/v1/sign", json=body) as response:
             with _atomic_file(path) as f:
