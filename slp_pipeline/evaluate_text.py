@@ -53,7 +53,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image, ImageDraw
 
 from pgmm.console import progress as progress_bar
@@ -68,7 +67,7 @@ from pgmm.metrics.wer import edit_counts, word_error_rate
 from pgmm.models.pose_estimator import HRNetLite, PoseEstimator
 from pgmm.pose.sequence import PoseSequence
 from pgmm.video import VideoWriter, read_video
-from slp_pipeline.config import PipelineConfig, pipeline_config
+from slp_pipeline.config import DEFAULT_CONFIG, PipelineConfig, load_serve_config, pipeline_config
 from slp_pipeline.signers import BUILTIN_SIGNERS, InputError, Signer
 from slp_pipeline.stages import (
     SKELETON,
@@ -115,7 +114,6 @@ DEFAULT_SENTENCES = 6
 SYNTH = "synth"
 DEFAULT_RENDERERS = (SYNTH, SKELETON, "full", "tpsmm")
 DEFAULT_EVALUATOR = Path("models/evaluator")
-DEFAULT_CONFIG = Path("configs/serve/cpu.yaml")
 #: The evaluator reads frames at the size it was trained at (``slp train pose-estimator``'s
 #: default); larger renders (the 256-px skeleton) are downscaled, antialiased.
 EVALUATOR_SIZE = 128
@@ -332,10 +330,7 @@ def folder_digest(path: str | Path) -> str:
 def load_pipeline(config: str | Path) -> PipelineConfig:
     """The serve config's pipeline settings, paths taken from the working directory (the
     repository root, like ``slp serve``)."""
-    path = Path(config)
-    if not path.is_file():
-        raise FileNotFoundError(f"serve config not found: {path}")
-    return pipeline_config(yaml.safe_load(path.read_text(encoding="utf-8"))).resolved(".")
+    return pipeline_config(load_serve_config(config)).resolved(".")
 
 
 def _renderer_specs(names: Sequence[str], pipeline: PipelineConfig) -> dict[str, str]:

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from pgmm.console import progress as progress_bar
 from pgmm.pose.sequence import PoseSequence
 from pgmm.video import VideoWriter, probe
-from slp_pipeline.config import PipelineConfig, pipeline_config
+from slp_pipeline.config import PipelineConfig, load_serve_config, pipeline_config
 from slp_pipeline.signers import InputError, SignerRegistry
 from slp_pipeline.stages import (
     FrameRateConverter,
@@ -241,7 +240,6 @@ def caption_renderer(
 ) -> CaptionRenderer:
     """``slp caption``'s renderer: the serve config's models, looked up under ``models_dir``'s
     parent (the config names them as ``models/...`` relative to the repository root)."""
-    serve_config = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
-    cfg = pipeline_config(serve_config).resolved(Path(models_dir).resolve().parent)
+    cfg = pipeline_config(load_serve_config(config)).resolved(Path(models_dir).resolve().parent)
     cfg.check_models()
     return CaptionRenderer(Synthesizer(cfg.localized()), signer, renderer)
