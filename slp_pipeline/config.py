@@ -21,7 +21,7 @@ import yaml
 
 from pgmm.checkpoint import dataclass_from_dict
 from slp_pipeline.auth import ApiKeys, keys_from
-from slp_pipeline.stages import PRECISION_MODES, PRECISIONS, TextToPoseLoader, is_skeleton
+from slp_pipeline.stages import TextToPoseLoader, is_skeleton, resolve_precision
 from slp_pipeline.store import MANIFEST, Store, cache_dir, is_url
 
 DEFAULT_CONFIG = Path("configs/serve/cpu.yaml")
@@ -100,11 +100,7 @@ class PipelineConfig:
             )
         if not re.fullmatch(DEVICE, self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.precision not in (*PRECISION_MODES, *PRECISIONS):
-            raise ValueError(
-                f"precision must be one of {[*PRECISION_MODES, *sorted(PRECISIONS)]}, "
-                f"got {self.precision!r}"
-            )
+        resolve_precision(self.precision, torch.device("cpu"))  # an unknown name raises
         bad = [o for o in self.cors_origins if o != "*" and not re.fullmatch(ORIGIN, o)]
         if bad:
             raise ValueError(f"cors_origins must be '*' or scheme://host[:port]; got {bad}")
