@@ -39,12 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_export_onnx(args: argparse.Namespace) -> int:
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
-    if missing:
-        print(
-            f"slp: error: ONNX export needs {' and '.join(missing)}: pip install -e '.[export]'",
-            file=sys.stderr,
-        )
-        return 2
+    if missing:  # an ImportError is the CLI's one-line error, exit code 2
+        raise ImportError(f"ONNX export needs {' and '.join(missing)}: pip install -e '.[export]'")
     from pgmm.export import OnnxRenderer, export_onnx, max_difference
     from pgmm.models.pgmm import PGMM
 
