@@ -36,10 +36,7 @@ def run_extract(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     with quiet_native_logs():  # MediaPipe's C++ logging would bury the progress bar
         pose: PoseSequence = label_video(args.video, max_frames=args.max_frames)
-    if args.out.suffix == ".pose":
-        pose.save_pose(args.out)
-    else:
-        pose.save(args.out)
+    pose.save(args.out)  # .pose or .npz, by the suffix
     found = int((pose.confidence[:, 5:7] > 0).all(axis=1).sum())
     print(f"{args.out}: {len(pose)} frames at {pose.fps:g} fps, a person in {found}")
     return 0
