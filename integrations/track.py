@@ -258,11 +258,6 @@ def _check_frames(frames: Any, height: int, width: int, method: str) -> np.ndarr
     return frames
 
 
-def _frames(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    for chunk in chunks:
-        yield from chunk
-
-
 # --------------------------------------------------------------------------------------------
 # Outputs
 # --------------------------------------------------------------------------------------------
@@ -325,7 +320,8 @@ def render_pip(
     try:
         with VideoWriter(video_tmp, fps=info.fps) as writer:
             track = sign_track(cues, renderer, info.fps, info.num_frames, log, progress)
-            signs = _frames(chain(track, _idle_forever(renderer, info.fps / renderer.fps)))
+            idle = _idle_forever(renderer, info.fps / renderer.fps)
+            signs = chain.from_iterable(chain(track, idle))  # one frame at a time
             frames = iter_frames(source)
             bar = progress_bar(
                 total=info.num_frames, desc="frames", unit="frame", disable=not progress
