@@ -4,23 +4,26 @@ Beam search with length penalty 1.0 ranks hypotheses by mean log-probability per
 lets a doubtful gloss in as long as it is not much less likely than the rest. Word error rate
 counts a wrong gloss as one substitution *and* a missing one as one deletion, so under doubt a
 shorter output costs less -- and, for a viewer, a sign left out misleads less than a wrong
-one. This sweep measures that trade on dev (WER, BLEU-4 and length ratio per setting) and
-optionally writes the chosen setting into a T2G folder's ``t2g_config.json`` (the weights are
-untouched). With ``--g2p`` and ``--recognizer`` it also plays each setting's glosses through
-the G2P and reads them back: the text path's back-translation WER (the goal) and its length
-error against the target sentences (fewer glosses make shorter sentences: a constraint).
+one. This sweep measures that trade on dev (WER, BLEU-4 and length ratio per setting) --
+beam search, or minimum-Bayes-risk choice among the beam's candidates, of one T2G or of an
+ensemble of several (same recipe, other seeds) -- and can save the chosen setting with the
+weights as one T2G folder (``--write``). With ``--g2p`` and ``--recognizer`` it also plays
+each setting's glosses through the G2P and reads them back: the text path's back-translation
+WER (the goal) and its length error against the target sentences (fewer glosses make shorter
+sentences: a constraint).
 
     python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g --lang de \
         --g2p models/text2pose/de/g2p --recognizer models/recognizer/de
-    python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g --lang de --write 5,0.3,2
+    python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g outputs/t2g_ens/de_s1/model \
+        --lang de --setting 5,1.0,2,mbr,1.0 --write outputs/t2g_ens/de_2
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from dataclasses import asdict, astuple, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,46 +36,74 @@ from pgmm.metrics.wer import word_error_rate  # noqa: E402
 from text2pose.data import build_g2p_data  # noqa: E402
 from text2pose.metrics import back_translation, duration_error  # noqa: E402
 from text2pose.pipeline import load_g2p  # noqa: E402
-from text2pose.t2g import CONFIG_NAME, TextToGloss, gloss_scores  # noqa: E402
+from text2pose.t2g import DECODINGS, TextToGloss, gloss_scores  # noqa: E402
 from text2pose.train_t2g import corpus_pairs  # noqa: E402
 
-# (beams, length penalty, no-repeat n-gram size); the first is the training default.
-GRID = [(5, 1.0, 0), (5, 1.0, 2), (5, 0.6, 2), (5, 0.3, 2), (5, 0.0, 2), (5, 0.3, 0), (8, 0.3, 2)]
+
+@dataclass(frozen=True)
+class Setting:
+    """One way to decode: the T2GConfig fields a sweep varies."""
+
+    num_beams: int
+    length_penalty: float
+    no_repeat_ngram_size: int
+    decoding: str = "beam"
+    mbr_temperature: float = 1.0
+
+    def cells(self) -> list[object]:
+        return [*astuple(self)[:3], self.decoding if self.decoding == "beam"
+                else f"mbr T={self.mbr_temperature:g}"]  # fmt: skip
 
 
-def parse_setting(text: str) -> tuple[int, float, int]:
+# The first is the training default.
+GRID = [Setting(5, 1.0, 0), Setting(5, 1.0, 2), Setting(5, 0.6, 2), Setting(5, 0.3, 2),
+        Setting(5, 0.0, 2), Setting(5, 0.3, 0), Setting(8, 0.3, 2)]  # fmt: skip
+
+
+def parse_setting(text: str) -> Setting:
+    parts = text.split(",")
     try:
-        beams, penalty, ngram = text.split(",")
-        return int(beams), float(penalty), int(ngram)
+        if not 3 <= len(parts) <= 5 or (len(parts) > 3 and parts[3] not in DECODINGS):
+            raise ValueError(text)
+        decoding = parts[3] if len(parts) > 3 else "beam"
+        temperature = float(parts[4]) if len(parts) > 4 else 1.0
+        return Setting(int(parts[0]), float(parts[1]), int(parts[2]), decoding, temperature)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected BEAMS,PENALTY,NGRAM, got {text!r}") from e
+        raise argparse.ArgumentTypeError(
+            f"expected BEAMS,PENALTY,NGRAM[,beam|mbr[,TEMPERATURE]], got {text!r}"
+        ) from e
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--t2g", required=True, type=Path, help="T2G model folder")
+    parser.add_argument(
+        "--t2g", required=True, type=Path, nargs="+",
+        help="T2G model folder; several: an ensemble of them (same recipe, other seeds)",
+    )  # fmt: skip
     parser.add_argument("--lang", required=True, choices=["de", "zh"])
     parser.add_argument("--split", default="dev", choices=["dev", "test"])
     parser.add_argument(
-        "--write",
-        type=parse_setting,
-        metavar="BEAMS,PENALTY,NGRAM",
-        help="store this setting in the folder's t2g_config.json and stop",
-    )
+        "--setting", type=parse_setting, nargs="+", metavar="BEAMS,PENALTY,NGRAM[,DEC[,T]]",
+        help="settings to measure instead of the default grid (DEC: beam or mbr)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--write", type=Path, metavar="DIR",
+        help="save the --t2g folder(s) with the single --setting as one T2G folder DIR and stop",
+    )  # fmt: skip
     parser.add_argument("--g2p", type=Path, help="G2P folder: adds the text-path columns")
     parser.add_argument("--recognizer", type=Path, help="gloss recognizer for those columns")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config_path = args.t2g / CONFIG_NAME
+    grid = args.setting or GRID
+    models = [TextToGloss.from_pretrained(folder) for folder in args.t2g]
     if args.write is not None:
-        stored = json.loads(config_path.read_text())
-        beams, penalty, ngram = args.write
-        stored.update(num_beams=beams, length_penalty=penalty, no_repeat_ngram_size=ngram)
-        config_path.write_text(json.dumps(stored, indent=2, ensure_ascii=False) + "\n")
-        print(f"{config_path}: num_beams={beams} length_penalty={penalty} "
-              f"no_repeat_ngram_size={ngram}")  # fmt: skip
+        if len(grid) != 1:
+            parser.error("--write needs exactly one --setting")
+        model = TextToGloss.ensemble(models, **asdict(grid[0]))
+        model.save_pretrained(args.write)
+        print(f"{args.write}: {len(models)} member(s), {grid[0]}")
         return 0
-    model = TextToGloss.from_pretrained(args.t2g)
+    model = TextToGloss.ensemble(models)
     pairs = corpus_pairs(args.lang, args.split)
     texts, gold = [t for t, _ in pairs], [list(g) for _, g in pairs]
     path = None
@@ -83,22 +114,24 @@ def main() -> int:
         data = build_g2p_data(SynthSigner(languages=[args.lang]), args.split, args.lang,
                               "outputs/cache/g2p", progress=False)  # fmt: skip
         path = (g2p, recognizer, [len(p) for p in data.poses[: len(pairs)]])
-    print(f"**{args.lang} {args.split}** ({len(pairs)} sentences; `{args.t2g}`)\n")
-    header = "beams | length penalty | no-repeat n-gram | gloss WER ↓ | BLEU-4 ↑ | length ratio | s"
+    folders = " + ".join(f"`{f}`" for f in args.t2g)
+    print(f"**{args.lang} {args.split}** ({len(pairs)} sentences; {folders})\n")
+    header = "beams | length penalty | no-repeat n-gram | decoding | gloss WER ↓ | BLEU-4 ↑"
+    header += " | length ratio | s"
     header += " | text path: back-transl. WER ↓ | length error (frames) ↓" if path else ""
     print(f"| {header} |")
     print("|---" * (header.count("|") + 1) + "|")
-    for beams, penalty, ngram in GRID:
-        model.config.length_penalty, model.config.no_repeat_ngram_size = penalty, ngram
+    for setting in grid:
+        model.config = replace(model.config, **asdict(setting))
         tic = time.perf_counter()
         hyps: list[list[str]] = []
         for i in range(0, len(texts), 32):
-            hyps += model.translate_normalized(texts[i : i + 32], beams)
+            hyps += model.translate_normalized(texts[i : i + 32])
         seconds = time.perf_counter() - tic
         wer = word_error_rate(gold, hyps)
         ratio = sum(map(len, hyps)) / sum(map(len, gold))
         bleu = gloss_scores(hyps, gold)["bleu4"]
-        cells = [beams, penalty, ngram, f"{wer:.3f}", f"{bleu:.2f}", f"{ratio:.3f}", round(seconds)]
+        cells = [*setting.cells(), f"{wer:.3f}", f"{bleu:.2f}", f"{ratio:.3f}", round(seconds)]
         if path is not None:
             g2p, recognizer, target_lengths = path
             limit = g2p.config.max_glosses - 2  # as TextToPose hands glosses to the G2P

@@ -15,8 +15,16 @@ from safetensors.torch import save_file
 
 from pgmm.data.corpus import load_corpus
 from text2pose.normalize import TextInputError, normalize_sentence, split_sentences
-from text2pose.t2g import T2GConfig, TextToGloss, gloss_scores
-from text2pose.tokenizer import EOS, Tokenizer
+from text2pose.t2g import (
+    DECODINGS,
+    T2GConfig,
+    TextToGloss,
+    _log_likelihood,
+    gloss_scores,
+    minimum_bayes_risk,
+    weights_name,
+)
+from text2pose.tokenizer import EOS, PAD, Tokenizer
 from text2pose.train_t2g import T2GTrainConfig, corpus_pairs, finalize, train_t2g
 
 
@@ -288,3 +296,73 @@ def test_t2g_final_model_is_chosen_on_dev_never_test(overfit, shared_data, tmp_p
         weights.append(TextToGloss.from_pretrained(run / "model").model.state_dict())
     assert chosen[0] == chosen[1]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+# ------------------------------------------------------------------ ensembles and MBR decoding
+def test_minimum_bayes_risk_picks_the_consensus() -> None:
+    """The candidate closest to all the others (weighted) wins, not the most probable one."""
+    a, b, c = ["A", "B", "C"], ["A", "B"], ["A", "B", "C", "D"]
+    # Uniform weights: [A B C] is one edit from each of the others.
+    assert minimum_bayes_risk([b, a, c], [1 / 3] * 3) == 1
+    # The most probable candidate wins when it carries nearly all the mass.
+    assert minimum_bayes_risk([b, a, c], [0.98, 0.01, 0.01]) == 0
+    assert minimum_bayes_risk([a], [1.0]) == 0
+
+
+def test_log_likelihood_is_what_generate_scored(overfit, shared_data) -> None:
+    """The ensemble's rescoring must see the same probabilities as the beam search: the summed
+    log-probability of a greedy output equals generate's own transition scores."""
+    out, _ = overfit
+    model = TextToGloss.from_pretrained(out / "model")
+    texts = [t for t, _ in corpus_pairs("de", "train", shared_data)[:3]]
+    batch = model.encode_text(texts)
+    with torch.no_grad():
+        gen = model.model.generate(
+            **batch, num_beams=1, do_sample=False, max_new_tokens=40,
+            output_logits=True, return_dict_in_generate=True,
+        )  # fmt: skip
+        labels = gen.sequences[:, 1:].clone()
+        steps = torch.stack(gen.logits, 1).log_softmax(-1)
+        steps = steps.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        labels[labels == PAD] = -100
+        expected = steps.masked_fill(labels == -100, 0).sum(1)
+        assert torch.allclose(_log_likelihood(model.model, batch, labels), expected, atol=1e-4)
+
+
+def test_ensemble_decodes_saves_and_loads(overfit, shared_data, tmp_path) -> None:
+    """Two members (the memorised model and a perturbed copy) decode the memorised sentences
+    by rescoring and by MBR (at a low temperature, where it must agree with the rescoring);
+    the folder keeps both weight files and reloads identically."""
+    out, _ = overfit
+    first = TextToGloss.from_pretrained(out / "model")
+    second = TextToGloss.from_pretrained(out / "model")
+    with torch.no_grad():
+        for p in second.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    train = corpus_pairs("de", "train", shared_data)[:8]
+    texts, gold = [t for t, _ in train], [g for _, g in train]
+    for decoding in DECODINGS:  # a sharp posterior: MBR must then agree with the rescoring
+        ensemble = TextToGloss.ensemble([first, second], decoding=decoding, mbr_temperature=0.05)
+        assert ensemble.config.members == 2 and len(ensemble.members) == 2
+        assert gloss_scores(ensemble.translate_normalized(texts), gold)["bleu4"] > 90, decoding
+    ensemble.save_pretrained(tmp_path / "ens")
+    assert (tmp_path / "ens" / weights_name(1)).is_file()
+    again = TextToGloss.from_pretrained(tmp_path / "ens")
+    for mine, theirs in zip(ensemble.members, again.members, strict=True):
+        for x, y in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True):
+            assert torch.equal(x, y)
+    assert again.translate_normalized(texts) == ensemble.translate_normalized(texts)
+    (tmp_path / "ens" / weights_name(1)).unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        TextToGloss.from_pretrained(tmp_path / "ens")
+
+
+def test_ensemble_refuses_members_with_other_tokenizers(overfit) -> None:
+    out, _ = overfit
+    model = TextToGloss.from_pretrained(out / "model")
+    other = Tokenizer.train(["ganz andere woerter hier"] * 20, 40, "word")
+    stranger = TextToGloss(model.config, other, model.gloss_tok)
+    with pytest.raises(ValueError, match="tokenizers"):
+        TextToGloss.ensemble([model, stranger])
+    with pytest.raises(ValueError, match="decoding"):
+        TextToGloss.ensemble([model], decoding="sample")

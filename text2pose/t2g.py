@@ -9,8 +9,9 @@ are used or downloaded: the model is built from :class:`T2GConfig`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import sacrebleu
 import torch
@@ -18,10 +19,12 @@ from safetensors.torch import load_file, save_file
 from transformers import MarianConfig, MarianMTModel
 
 from pgmm.checkpoint import dataclass_from_dict
+from pgmm.metrics.wer import edit_counts
 from text2pose.normalize import normalize_sentence
 from text2pose.tokenizer import BOS, EOS, PAD, Tokenizer
 
 CONFIG_NAME, WEIGHTS_NAME = "t2g_config.json", "t2g.safetensors"
+DECODINGS = ("beam", "mbr")
 SRC_TOKENIZER, GLOSS_TOKENIZER = "text.spm", "gloss.spm"
 
 
@@ -45,6 +48,17 @@ class T2GConfig:
     # > 0 forbids repeating any n-gram of this size in one output: a decode-time guard against
     # the repetition loops of an undertrained model (measured per language in results.md).
     no_repeat_ngram_size: int = 0
+    # Weight files in the folder: members trained by the same recipe with other seeds
+    # (t2g.safetensors, t2g_1.safetensors, ...). Each member's beam n-best is pooled and every
+    # candidate is scored by all members (mean log-probability per token): an ensemble that
+    # needs no beam search of its own, and whose cost grows with the members, not the beam.
+    members: int = 1
+    # "beam": the candidate the (ensemble's) score ranks first. "mbr": minimum Bayes risk -- the
+    # candidate with the least expected word error against the others, weighted by the
+    # softmax of their scores / mbr_temperature. WER is what the text path is judged by, and
+    # the consensus candidate drops the glosses the models disagree on.
+    decoding: str = "beam"
+    mbr_temperature: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> T2GConfig:
@@ -56,12 +70,21 @@ class TextToGloss(torch.nn.Module):
 
     def __init__(self, config: T2GConfig, text_tok: Tokenizer, gloss_tok: Tokenizer) -> None:
         super().__init__()
+        if config.decoding not in DECODINGS:
+            raise ValueError(f"T2G decoding must be one of {DECODINGS}, got {config.decoding!r}")
+        if config.members < 1:
+            raise ValueError(f"T2G members must be >= 1, got {config.members}")
         self.config, self.text_tok, self.gloss_tok = config, text_tok, gloss_tok
-        c = config
-        self.model = MarianMTModel(
+        # Member 0 is the one training sees; the others only decode.
+        self.model = self._marian()
+        self.others = torch.nn.ModuleList(self._marian() for _ in range(config.members - 1))
+
+    def _marian(self) -> MarianMTModel:
+        c = self.config
+        model = MarianMTModel(
             MarianConfig(
-                vocab_size=len(text_tok),
-                decoder_vocab_size=len(gloss_tok),
+                vocab_size=len(self.text_tok),
+                decoder_vocab_size=len(self.gloss_tok),
                 share_encoder_decoder_embeddings=False,
                 d_model=c.d_model,
                 encoder_layers=c.layers,
@@ -83,7 +106,12 @@ class TextToGloss(torch.nn.Module):
             )
         )
         # Marian's generation defaults bad-word-mask the pad id; keep the config's own.
-        self.model.generation_config.bad_words_ids = None
+        model.generation_config.bad_words_ids = None
+        return model
+
+    @property
+    def members(self) -> list[MarianMTModel]:
+        return [self.model, *self.others]
 
     # ------------------------------------------------------------------ batches
     def encode_text(self, sentences: list[str]) -> dict[str, torch.Tensor]:
@@ -103,33 +131,87 @@ class TextToGloss(torch.nn.Module):
         self, sentences: list[str], num_beams: int | None = None
     ) -> list[list[str]]:
         self.eval()
+        c, beams = self.config, num_beams or self.config.num_beams
         batch = self.encode_text(sentences)
-        out = self.model.generate(
+        if c.members == 1 and c.decoding == "beam":
+            return [
+                self.gloss_tok.decode(r.tolist()).split()
+                for r in self._beam(self.model, batch, beams, 1)
+            ]
+        pools: list[list[tuple[int, ...]]] = [[] for _ in sentences]
+        for member in self.members:
+            nbest = self._beam(member, batch, beams, beams).view(len(sentences), beams, -1)
+            for pool, rows in zip(pools, nbest.tolist(), strict=True):
+                for row in rows:
+                    ids = tuple(i for i in row if i not in (PAD, BOS, EOS))
+                    if ids not in pool:
+                        pool.append(ids)
+        return [self._choose(batch, i, pool) for i, pool in enumerate(pools)]
+
+    def _beam(
+        self, member: MarianMTModel, batch: dict[str, torch.Tensor], beams: int, keep: int
+    ) -> torch.Tensor:
+        """The ``keep`` best of one member's beam search, ``keep`` rows per sentence."""
+        return member.generate(
             **batch,
-            num_beams=num_beams or self.config.num_beams,
+            num_beams=beams,
+            num_return_sequences=keep,
             length_penalty=self.config.length_penalty,
             no_repeat_ngram_size=self.config.no_repeat_ngram_size,
             max_new_tokens=self.config.max_len,
             do_sample=False,
         )
-        return [self.gloss_tok.decode(row.tolist()).split() for row in out]
+
+    def _choose(
+        self, batch: dict[str, torch.Tensor], index: int, pool: list[tuple[int, ...]]
+    ) -> list[str]:
+        """The pooled candidate ranked first (``beam``), or the least risky one (``mbr``)."""
+        glosses = [self.gloss_tok.decode(ids).split() for ids in pool]
+        labels = _pad([[*ids, EOS] for ids in pool], "labels")["labels"]
+        labels = labels.masked_fill(labels == PAD, -100).to(batch["input_ids"].device)
+        source = {k: v[index : index + 1].expand(len(pool), -1) for k, v in batch.items()}
+        lengths = (labels != -100).sum(1).float()
+        log_prob = sum(_log_likelihood(m, source, labels) for m in self.members) / len(self.members)
+        score = log_prob / lengths**self.config.length_penalty
+        if self.config.decoding == "beam" or len(pool) == 1:
+            return glosses[int(score.argmax())]
+        weight = torch.softmax(score / self.config.mbr_temperature, 0).tolist()
+        return glosses[minimum_bayes_risk(glosses, weight)]
 
     def translate(self, sentences: list[str], num_beams: int | None = None) -> list[list[str]]:
         """Raw sentences (any case/punctuation) -> gloss lists; bad text raises TextInputError."""
         norm = [normalize_sentence(s, self.config.language) for s in sentences]
         return self.translate_normalized(norm, num_beams)
 
+    @classmethod
+    def ensemble(cls, models: list[TextToGloss], **decoding: Any) -> TextToGloss:
+        """One T2G decoding with every member of ``models`` (same recipe, other seeds); their
+        tokenizers must be the same (the recipe trains them deterministically from the data),
+        since candidates are pooled as token ids. ``decoding`` overrides config fields."""
+        first = models[0]
+        for other in models[1:]:
+            if (other.text_tok.proto, other.gloss_tok.proto) != (
+                first.text_tok.proto,
+                first.gloss_tok.proto,
+            ):
+                raise ValueError("ensemble members must share their tokenizers")
+        config = replace(first.config, **{**decoding, "members": len(models)})
+        out = cls(config, first.text_tok, first.gloss_tok)
+        for target, member in zip(out.members, models, strict=True):
+            target.load_state_dict(member.model.state_dict())
+        return out.eval()
+
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         _atomic_json(directory / CONFIG_NAME, asdict(self.config))
-        tmp = directory / f".{WEIGHTS_NAME}.tmp"
-        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        # Marian ties lm_head to the decoder embedding; safetensors refuses shared storage.
-        state = {k: v.clone() for k, v in state.items()}
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        tmp.replace(directory / WEIGHTS_NAME)
+        for index, member in enumerate(self.members):
+            tmp = directory / f".{weights_name(index)}.tmp"
+            # Marian ties lm_head to the decoder embedding; safetensors refuses shared storage.
+            state = {k: v.detach().cpu().clone() for k, v in member.state_dict().items()}
+            save_file(state, str(tmp), metadata={"format": "pt"})
+            tmp.replace(directory / weights_name(index))
         self.text_tok.save(directory / SRC_TOKENIZER)
         self.gloss_tok.save(directory / GLOSS_TOKENIZER)
         return directory
@@ -149,18 +231,49 @@ class TextToGloss(torch.nn.Module):
             Tokenizer.load(directory / SRC_TOKENIZER),
             Tokenizer.load(directory / GLOSS_TOKENIZER),
         )
-        try:
-            state = load_file(str(directory / WEIGHTS_NAME))
-        except Exception as e:  # safetensors raises its own types on corrupt bytes
-            raise ValueError(f"{directory / WEIGHTS_NAME}: unreadable weights ({e})") from e
-        missing, unexpected = model.model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.endswith("lm_head.weight")]
-        if missing or unexpected:
-            raise ValueError(
-                f"{directory / WEIGHTS_NAME} does not match its config: missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]}"
-            )
+        for index, member in enumerate(model.members):
+            path = directory / weights_name(index)
+            if not path.is_file():
+                raise FileNotFoundError(f"text-to-gloss model incomplete: {path}")
+            try:
+                state = load_file(str(path))
+            except Exception as e:  # safetensors raises its own types on corrupt bytes
+                raise ValueError(f"{path}: unreadable weights ({e})") from e
+            missing, unexpected = member.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.endswith("lm_head.weight")]
+            if missing or unexpected:
+                raise ValueError(
+                    f"{path} does not match its config: missing {missing[:3]}, "
+                    f"unexpected {unexpected[:3]}"
+                )
         return model.eval()
+
+
+def weights_name(member: int) -> str:
+    """Weight file of ensemble member ``member`` (0: the file a single model has always used)."""
+    return WEIGHTS_NAME if member == 0 else WEIGHTS_NAME.replace(".", f"_{member}.", 1)
+
+
+def minimum_bayes_risk(candidates: list[list[str]], weights: list[float]) -> int:
+    """Index of the candidate with the least expected word error rate when each candidate in
+    turn is taken as the reference with probability ``weights[i]`` (Kumar & Byrne, 2004)."""
+    risk = [
+        sum(
+            w * edit_counts(ref, hyp).errors / max(1, len(ref))
+            for ref, w in zip(candidates, weights, strict=True)
+        )
+        for hyp in candidates
+    ]
+    return risk.index(min(risk))
+
+
+def _log_likelihood(
+    member: MarianMTModel, source: dict[str, torch.Tensor], labels: torch.Tensor
+) -> torch.Tensor:
+    """Summed log-probability of each row of ``labels`` (-100 = padding) under ``member``."""
+    logits = member(**source, labels=labels).logits.float()
+    token = logits.log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (token * (labels != -100)).sum(1)
 
 
 def _pad(ids: list[list[int]], key: str) -> dict[str, torch.Tensor]:
