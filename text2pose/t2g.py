@@ -146,7 +146,7 @@ class TextToGloss(torch.nn.Module):
                     ids = tuple(i for i in row if i not in (PAD, BOS, EOS))
                     if ids not in pool:
                         pool.append(ids)
-        return [self._choose(batch, i, pool) for i, pool in enumerate(pools)]
+        return self._choose(batch, pools)
 
     def _beam(
         self, member: MarianMTModel, batch: dict[str, torch.Tensor], beams: int, keep: int
@@ -163,20 +163,26 @@ class TextToGloss(torch.nn.Module):
         )
 
     def _choose(
-        self, batch: dict[str, torch.Tensor], index: int, pool: list[tuple[int, ...]]
-    ) -> list[str]:
-        """The pooled candidate ranked first (``beam``), or the least risky one (``mbr``)."""
-        glosses = [self.gloss_tok.decode(ids).split() for ids in pool]
-        labels = _pad([[*ids, EOS] for ids in pool], "labels")["labels"]
+        self, batch: dict[str, torch.Tensor], pools: list[list[tuple[int, ...]]]
+    ) -> list[list[str]]:
+        """Per sentence, the pooled candidate ranked first (``beam``) or the least risky one
+        (``mbr``); all candidates of the batch are scored in one pass per member."""
+        owner = torch.tensor([i for i, pool in enumerate(pools) for _ in pool])
+        labels = _pad([[*ids, EOS] for pool in pools for ids in pool], "labels")["labels"]
         labels = labels.masked_fill(labels == PAD, -100).to(batch["input_ids"].device)
-        source = {k: v[index : index + 1].expand(len(pool), -1) for k, v in batch.items()}
-        lengths = (labels != -100).sum(1).float()
+        source = {k: v[owner.to(v.device)] for k, v in batch.items()}
         log_prob = sum(_log_likelihood(m, source, labels) for m in self.members) / len(self.members)
-        score = log_prob / lengths**self.config.length_penalty
-        if self.config.decoding == "beam" or len(pool) == 1:
-            return glosses[int(score.argmax())]
-        weight = torch.softmax(score / self.config.mbr_temperature, 0).tolist()
-        return glosses[minimum_bayes_risk(glosses, weight)]
+        scores = (log_prob / (labels != -100).sum(1) ** self.config.length_penalty).cpu()
+        chosen = []
+        for index, pool in enumerate(pools):
+            glosses = [self.gloss_tok.decode(ids).split() for ids in pool]
+            score = scores[owner == index]
+            if self.config.decoding == "beam":
+                chosen.append(glosses[int(score.argmax())])
+            else:
+                weight = torch.softmax(score / self.config.mbr_temperature, 0).tolist()
+                chosen.append(glosses[minimum_bayes_risk(glosses, weight)])
+        return chosen
 
     def translate(self, sentences: list[str], num_beams: int | None = None) -> list[list[str]]:
         """Raw sentences (any case/punctuation) -> gloss lists; bad text raises TextInputError."""
