@@ -129,13 +129,8 @@ def run_pgmm(args: argparse.Namespace) -> int:
     from pgmm.training.distributed import DatasetSpec  # Ray loads only inside training
 
     model_cfg = PGMMConfig.from_yaml(args.config)
-    options = (
-        ("max_steps", args.max_steps),
-        ("epochs", args.epochs),
-        ("appearance_jitter", args.appearance_jitter),
-        ("lr", args.lr),
-    )
-    overrides = {k: v for k, v in options if v is not None}
+    options = ("max_steps", "epochs", "appearance_jitter", "lr")
+    overrides = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     train_cfg = TrainConfig.from_yaml(args.config, overrides)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
