@@ -81,11 +81,7 @@ class ApiKeys:
         """One line for the start banner."""
         if not self.enabled:
             return "no API key: anyone who can reach this loopback address may add/delete signers"
-        needs = (
-            "signer upload/delete and /v1/sign"
-            if self.sign_requires_key
-            else "signer upload/delete"
-        )
+        needs = "signer upload/delete" + (" and /v1/sign" if self.sign_requires_key else "")
         return f"{len(self.digests)} API key(s) configured, required for {needs}"
 
 

@@ -107,6 +107,7 @@ from text2pose.timeline import GlossTimeline
 
 RENDER_WINDOW = 3  # chunks of one request in flight at once: overlaps rendering with encoding
 RETRY_AFTER_S = 2
+BUSY = "the service is busy or restarting a replica; retry shortly"
 ADMITTED_WAIT_S = 60  # how long a later chunk of an admitted request waits for queue room
 RESUBMIT_AFTER_S = 0.05
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -293,11 +294,7 @@ def _error(request: Request, exc: BaseException) -> JSONResponse:
         return _refused(request, cause.status, str(cause), getattr(cause, "headers", None))
     if isinstance(cause, Unavailable):
         logger.warning("request shed: %s", cause)
-        return JSONResponse(
-            {"error": "the service is busy or restarting a replica; retry shortly"},
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
+        return JSONResponse({"error": BUSY}, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
     logger.error("request failed: %s", exc, exc_info=exc)
     return JSONResponse({"error": f"internal error ({type(cause).__name__})"}, status_code=500)
 
@@ -379,17 +376,15 @@ class _ConfiguredCORS:
             return
         if self.inner is None:
             origins = _ingress().config.cors_origins
-            self.inner = (
-                _JSONCORSMiddleware(
+            self.inner = self.app
+            if origins:
+                self.inner = _JSONCORSMiddleware(
                     self.app,
                     allow_origins=origins,
                     allow_methods=["GET", "POST", "DELETE"],
                     allow_headers=["Authorization", "Content-Type"],
                     expose_headers=["Retry-After"],
                 )
-                if origins
-                else self.app
-            )
         await self.inner(scope, receive, send)
 
 
@@ -760,15 +755,8 @@ class SignAPI:
         media = MEDIA_TYPES["mp4"]
         if stream:
             head = await anext(frames)  # a saturated renderer still answers 503, not a cut stream
-            return StreamingResponse(self._mp4_stream(head, frames, fps), media_type=media)
-        encoder = self.encode.mp4(fps, fragmented=False)
-        try:
-            async for chunk in frames:
-                await asyncio.to_thread(encoder.write, chunk)
-            data = await asyncio.to_thread(encoder.close)
-        except BaseException:
-            encoder.abort()
-            raise
+            return StreamingResponse(self._encoded(frames, fps, head), media_type=media)
+        data = b"".join([part async for part in self._encoded(frames, fps)])
         return Response(data, media_type=media)
 
     @api.post(
@@ -860,12 +848,15 @@ class SignAPI:
             await asyncio.sleep(RESUBMIT_AFTER_S)
             response = _render(handle, renderer, chunk)
 
-    async def _mp4_stream(
-        self, head: np.ndarray, frames: AsyncIterator[np.ndarray], fps: float
+    async def _encoded(
+        self, frames: AsyncIterator[np.ndarray], fps: float, head: np.ndarray | None = None
     ) -> AsyncIterator[bytes]:
-        encoder = self.encode.mp4(fps, fragmented=True)
+        """The mp4's bytes as they become final: fragmented mp4 when the first frames come
+        apart (``head``, a stream), else a regular one, whole at the end."""
+        encoder = self.encode.mp4(fps, fragmented=head is not None)
         try:
-            yield await asyncio.to_thread(encoder.write, head)
+            if head is not None:
+                yield await asyncio.to_thread(encoder.write, head)
             async for chunk in frames:
                 data = await asyncio.to_thread(encoder.write, chunk)
                 if data:

@@ -608,11 +608,10 @@ class Mp4Encoder:
 
     def write(self, frames: np.ndarray) -> bytes:
         """Encode ``(T, H, W, 3)`` uint8 frames; returns the bytes that became final."""
+        h, w = frames.shape[1:3]
         if not self.opened:
-            h, w = frames.shape[1:3]
             self.stream.width, self.stream.height = w + w % 2, h + h % 2
             self.opened = True
-        h, w = frames.shape[1:3]
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         for frame in frames:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
