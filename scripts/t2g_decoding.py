@@ -15,7 +15,7 @@ sentences: a constraint).
     python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g --lang de \
         --g2p models/text2pose/de/g2p --recognizer models/recognizer/de
     python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g outputs/t2g_ens/de_s1/model \
-        --lang de --setting 5,1.0,2,mbr,1.0 --write outputs/t2g_ens/de_2
+        --lang de --setting 5,1.0,2,mbr,1.0 --write outputs/t2g_ens/de_2 --int8
 """
 
 from __future__ import annotations
@@ -90,6 +90,9 @@ def main() -> int:
         "--write", type=Path, metavar="DIR",
         help="save the --t2g folder(s) with the single --setting as one T2G folder DIR and stop",
     )  # fmt: skip
+    parser.add_argument(
+        "--int8", action="store_true", help="with --write: int8 weights (a quarter of float32)"
+    )
     parser.add_argument("--g2p", type=Path, help="G2P folder: adds the text-path columns")
     parser.add_argument("--recognizer", type=Path, help="gloss recognizer for those columns")
     args = parser.parse_args()
@@ -100,8 +103,8 @@ def main() -> int:
         if len(grid) != 1:
             parser.error("--write needs exactly one --setting")
         model = TextToGloss.ensemble(models, **asdict(grid[0]))
-        model.save_pretrained(args.write)
-        print(f"{args.write}: {len(models)} member(s), {grid[0]}")
+        model.save_pretrained(args.write, int8=args.int8)
+        print(f"{args.write}: {len(models)} member(s), {grid[0]}, int8={args.int8}")
         return 0
     model = TextToGloss.ensemble(models)
     pairs = corpus_pairs(args.lang, args.split)

@@ -366,3 +366,19 @@ def test_ensemble_refuses_members_with_other_tokenizers(overfit) -> None:
         TextToGloss.ensemble([model, stranger])
     with pytest.raises(ValueError, match="decoding"):
         TextToGloss.ensemble([model], decoding="sample")
+
+
+def test_int8_weights_are_a_quarter_and_decode_the_same(overfit, shared_data, tmp_path) -> None:
+    out, _ = overfit
+    model = TextToGloss.from_pretrained(out / "model")
+    model.save_pretrained(tmp_path / "f32")
+    model.save_pretrained(tmp_path / "i8", int8=True)
+    sizes = [(tmp_path / d / weights_name(0)).stat().st_size for d in ("f32", "i8")]
+    assert sizes[1] < 0.3 * sizes[0]
+    again = TextToGloss.from_pretrained(tmp_path / "i8")
+    pairs = zip(model.model.state_dict().items(), again.model.state_dict().values(), strict=True)
+    for (name, x), y in pairs:
+        bound = x.abs().amax(-1, keepdim=True) / 254 + 1e-7 if x.dim() >= 2 else 0.0
+        assert ((x - y).abs() <= bound).all(), name  # half a quantisation step per row
+    texts = [t for t, _ in corpus_pairs("de", "train", shared_data)[:8]]
+    assert again.translate_normalized(texts) == model.translate_normalized(texts)

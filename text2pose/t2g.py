@@ -25,6 +25,7 @@ from text2pose.tokenizer import BOS, EOS, PAD, Tokenizer
 
 CONFIG_NAME, WEIGHTS_NAME = "t2g_config.json", "t2g.safetensors"
 DECODINGS = ("beam", "mbr")
+SCALE_SUFFIX = ":int8_scale"
 SRC_TOKENIZER, GLOSS_TOKENIZER = "text.spm", "gloss.spm"
 
 
@@ -208,7 +209,10 @@ class TextToGloss(torch.nn.Module):
         return out.eval()
 
     # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, int8: bool = False) -> Path:
+        """``int8``: store each weight matrix as int8 with one scale per row (a quarter of
+        float32; what lets an ensemble fit the shipped-model budget -- the decoding it gives is
+        measured in docs/text2pose.md). Loading always restores float32 parameters."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         _atomic_json(directory / CONFIG_NAME, asdict(self.config))
@@ -216,6 +220,8 @@ class TextToGloss(torch.nn.Module):
             tmp = directory / f".{weights_name(index)}.tmp"
             # Marian ties lm_head to the decoder embedding; safetensors refuses shared storage.
             state = {k: v.detach().cpu().clone() for k, v in member.state_dict().items()}
+            if int8:
+                state = _quantize(state)
             save_file(state, str(tmp), metadata={"format": "pt"})
             tmp.replace(directory / weights_name(index))
         self.text_tok.save(directory / SRC_TOKENIZER)
@@ -242,7 +248,7 @@ class TextToGloss(torch.nn.Module):
             if not path.is_file():
                 raise FileNotFoundError(f"text-to-gloss model incomplete: {path}")
             try:
-                state = load_file(str(path))
+                state = _dequantize(load_file(str(path)))
             except Exception as e:  # safetensors raises its own types on corrupt bytes
                 raise ValueError(f"{path}: unreadable weights ({e})") from e
             missing, unexpected = member.load_state_dict(state, strict=False)
@@ -271,6 +277,33 @@ def minimum_bayes_risk(candidates: list[list[str]], weights: list[float]) -> int
         for hyp in candidates
     ]
     return risk.index(min(risk))
+
+
+def _quantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Symmetric int8 per row for every matrix; ``KEY{SCALE_SUFFIX}`` holds the row scales."""
+    out = {}
+    for key, value in state.items():
+        if value.dim() < 2 or not value.is_floating_point():
+            out[key] = value
+            continue
+        rows = value.float().flatten(1)
+        scale = rows.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127
+        out[key] = (rows / scale).round().clamp(-127, 127).to(torch.int8).view_as(value)
+        out[key + SCALE_SUFFIX] = scale.squeeze(1)
+    return out
+
+
+def _dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float weights of a state ``_quantize`` wrote (a float state passes unchanged)."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(SCALE_SUFFIX):
+            continue
+        if value.dtype == torch.int8:
+            scale = state[key + SCALE_SUFFIX].float()
+            value = (value.float().flatten(1) * scale.unsqueeze(1)).view_as(value)
+        out[key] = value
+    return out
 
 
 def _log_likelihood(
