@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from pgmm.console import quiet_native_logs
 from pgmm.pose.sequence import PoseSequence
@@ -96,17 +97,14 @@ def _config(path: Path) -> PipelineConfig:
     return pipeline_config(load_serve_config(path)).resolved().localized()
 
 
+def _rendering(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`_render_options` as keyword arguments of :class:`Synthesizer`'s methods."""
+    return dict(signer=args.signer, renderer=args.renderer, fps=args.fps, progress=not args.quiet)
+
+
 def run_synthesize(args: argparse.Namespace) -> int:
-    out = Synthesizer(_config(args.config)).synthesize(
-        args.text,
-        args.lang,
-        args.out,
-        signer=args.signer,
-        renderer=args.renderer,
-        fps=args.fps,
-        progress=not args.quiet,
-    )
-    print(out)
+    synthesizer = Synthesizer(_config(args.config))
+    print(synthesizer.synthesize(args.text, args.lang, args.out, **_rendering(args)))
     return 0
 
 
@@ -115,13 +113,7 @@ def run_animate(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-seconds must be > 0, got {args.max_seconds}")
     with quiet_native_logs():  # MediaPipe's C++ logging would bury the progress bar
         out = Synthesizer(_config(args.config)).animate(
-            args.driving,
-            args.out,
-            signer=args.signer,
-            renderer=args.renderer,
-            fps=args.fps,
-            max_seconds=args.max_seconds,
-            progress=not args.quiet,
+            args.driving, args.out, max_seconds=args.max_seconds, **_rendering(args)
         )
     print(out)
     return 0
