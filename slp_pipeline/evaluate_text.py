@@ -767,11 +767,6 @@ class MediaStrips:
 
 
 # --------------------------------------------------------------------------- reporting
-def _interval(row: RowResult) -> str:
-    lo, hi = row.wer_interval
-    return f"{lo:.3f}–{hi:.3f}"
-
-
 def markdown_table(result: TextEvalResult) -> str:
     header = [
         "poses", "drawn by", "WER ↓", "95 % interval", "WER halves", "BLEU-4 ↑", "N",
@@ -780,10 +775,11 @@ def markdown_table(result: TextEvalResult) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in result.rows:
         drawn = row.renderer or "— (recogniser reads the poses)"
+        interval = "–".join(f"{w:.3f}" for w in row.wer_interval)
         halves = "–" if row.wer_halves is None else " / ".join(f"{w:.3f}" for w in row.wer_halves)
         wer = f"{row.wer:.3f}" + (f" ({row.failed} failed)" if row.failed else "")
         cells = [
-            row.poses, drawn, wer, _interval(row), halves, f"{row.bleu4:.2f}",
+            row.poses, drawn, wer, interval, halves, f"{row.bleu4:.2f}",
             str(row.sentences), str(row.frames), f"{row.seconds_per_sentence:.1f}",
         ]  # fmt: skip
         if row.product:

@@ -285,7 +285,7 @@ class SignerRegistry:
         )
 
     def list(self) -> list[dict[str, Any]]:
-        return [{"name": n, **self._meta(n)} for n in self.names()]
+        return [{"name": n, **self._manifest(n).meta} for n in self.names()]
 
     def _manifest(self, name: str) -> Manifest:
         try:
@@ -294,9 +294,6 @@ class SignerRegistry:
             # The other names are not listed: whoever may list them asks GET /v1/signers.
             raise SignerNotFound(f"unknown signer {name!r}") from None
         return Manifest.from_json(data)
-
-    def _meta(self, name: str) -> dict[str, Any]:
-        return self._manifest(name).meta
 
     def get(self, name: str) -> Signer:
         """The signer as published now. Its files are read only when its digest changed since
