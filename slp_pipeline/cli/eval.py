@@ -206,15 +206,6 @@ def run_eval(args: argparse.Namespace) -> int:
     return run_video_tasks(args)
 
 
-def _evaluator_folder(value: str) -> Path | None:
-    """The evaluator's folder (checked), or ``None`` for ``--evaluator none``."""
-    if value == NO_EVALUATOR:
-        return None
-    from slp_pipeline.evaluate_text import require
-
-    return require(Path(value), "evaluator", "LANG")
-
-
 def run_video_tasks(args: argparse.Namespace) -> int:
     from pgmm.evaluation import evaluate, markdown_table, write_results
     from pgmm.models.pgmm import PGMM
@@ -228,8 +219,10 @@ def run_video_tasks(args: argparse.Namespace) -> int:
     estimator = evaluator = None
     if args.pose_estimator is not None:
         estimator = HRNetLite.from_pretrained(args.pose_estimator).to(device)
-    folder = _evaluator_folder(args.evaluator)
-    if folder is not None:
+    if args.evaluator != NO_EVALUATOR:
+        from slp_pipeline.evaluate_text import require  # names the recipe of a missing folder
+
+        folder = require(Path(args.evaluator), "evaluator", "LANG")
         evaluator = HRNetLite.from_pretrained(folder).to(device)
     recognizer = None
     if args.recognizer is not None:
