@@ -316,7 +316,8 @@ def render_pip(
     info = probe(source)
     box = _pip_box(info.width, info.height, renderer.size, corner, scale, margin)
     log: TimingLog = []
-    video_tmp = _temp_path(out, ".video.mp4")
+    out.parent.mkdir(parents=True, exist_ok=True)  # the new video stream goes beside the output
+    video_tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.video.mp4")
     try:
         with VideoWriter(video_tmp, fps=info.fps) as writer:
             track = sign_track(cues, renderer, info.fps, info.num_frames, log, progress)
@@ -349,12 +350,6 @@ def write_timing_log(path: str | os.PathLike[str], log: TimingLog) -> Path:
     with atomic_target(path) as tmp:
         tmp.write_text(json.dumps(log, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
-
-
-def _temp_path(path: Path, suffix: str) -> Path:
-    # Hidden and in the target's folder, so that the final rename is atomic.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
 
 
 def _pip_box(
