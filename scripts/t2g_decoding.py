@@ -93,6 +93,9 @@ def main() -> int:
     parser.add_argument(
         "--int8", action="store_true", help="with --write: int8 weights (a quarter of float32)"
     )
+    parser.add_argument(
+        "--batch", type=int, default=32, help="sentences per decode call (1: as serving decodes)"
+    )
     parser.add_argument("--g2p", type=Path, help="G2P folder: adds the text-path columns")
     parser.add_argument("--recognizer", type=Path, help="gloss recognizer for those columns")
     args = parser.parse_args()
@@ -128,8 +131,8 @@ def main() -> int:
         model.config = replace(model.config, **asdict(setting))
         tic = time.perf_counter()
         hyps: list[list[str]] = []
-        for i in range(0, len(texts), 32):
-            hyps += model.translate_normalized(texts[i : i + 32])
+        for i in range(0, len(texts), args.batch):
+            hyps += model.translate_normalized(texts[i : i + args.batch])
         seconds = time.perf_counter() - tic
         wer = word_error_rate(gold, hyps)
         ratio = sum(map(len, hyps)) / sum(map(len, gold))
