@@ -352,6 +352,7 @@ def test_ensemble_decodes_saves_and_loads(overfit, shared_data, tmp_path) -> Non
         for x, y in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True):
             assert torch.equal(x, y)
     assert again.translate_normalized(texts) == ensemble.translate_normalized(texts)
+    assert len(TextToGloss.ensemble([again, first]).members) == 3  # an ensemble brings all
     (tmp_path / "ens" / weights_name(1)).unlink()
     with pytest.raises(FileNotFoundError, match="incomplete"):
         TextToGloss.from_pretrained(tmp_path / "ens")

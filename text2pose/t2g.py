@@ -192,9 +192,10 @@ class TextToGloss(torch.nn.Module):
 
     @classmethod
     def ensemble(cls, models: list[TextToGloss], **decoding: Any) -> TextToGloss:
-        """One T2G decoding with every member of ``models`` (same recipe, other seeds); their
-        tokenizers must be the same (the recipe trains them deterministically from the data),
-        since candidates are pooled as token ids. ``decoding`` overrides config fields."""
+        """One T2G decoding with every member of ``models`` (same recipe, other seeds; an
+        ensemble brings all its members). Their tokenizers must be the same (the recipe trains
+        them deterministically from the data), since candidates are pooled as token ids.
+        ``decoding`` overrides config fields."""
         first = models[0]
         for other in models[1:]:
             if (other.text_tok.proto, other.gloss_tok.proto) != (
@@ -202,10 +203,11 @@ class TextToGloss(torch.nn.Module):
                 first.gloss_tok.proto,
             ):
                 raise ValueError("ensemble members must share their tokenizers")
-        config = replace(first.config, **{**decoding, "members": len(models)})
+        members = [member for model in models for member in model.members]
+        config = replace(first.config, **{**decoding, "members": len(members)})
         out = cls(config, first.text_tok, first.gloss_tok)
-        for target, member in zip(out.members, models, strict=True):
-            target.load_state_dict(member.model.state_dict())
+        for target, member in zip(out.members, members, strict=True):
+            target.load_state_dict(member.state_dict())
         return out.eval()
 
     # ------------------------------------------------------------------ checkpoints
