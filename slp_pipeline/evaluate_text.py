@@ -696,11 +696,6 @@ def _score(
 
 
 # --------------------------------------------------------------------------- media
-def _tile(frames: np.ndarray, size: int = EVALUATOR_SIZE) -> np.ndarray:
-    """Frames at one common size, so renderers of different resolutions sit side by side."""
-    return np.stack([square_resized(f, size) for f in frames])
-
-
 def _labelled(strip: np.ndarray, labels: Sequence[str], title: str) -> np.ndarray:
     """A strip of tiles with a header naming each column (and the sentence)."""
     header = Image.new("RGB", (strip.shape[1], 28), (255, 255, 255))
@@ -735,7 +730,9 @@ class MediaStrips:
         parts = self.pending[sentence_id]
         parts[label] = frames
         if len(parts) == len(self.labels):
-            strip = np.concatenate([_tile(parts[k]) for k in self.labels], axis=2)
+            # One common size, so renderers of different resolutions sit side by side.
+            tiles = [[square_resized(f, EVALUATOR_SIZE) for f in parts[k]] for k in self.labels]
+            strip = np.concatenate([np.stack(t) for t in tiles], axis=2)
             self.folder.mkdir(parents=True, exist_ok=True)
             with VideoWriter(self.path(sentence_id), fps=FPS) as writer:
                 writer.write(strip)

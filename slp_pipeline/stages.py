@@ -643,12 +643,9 @@ class Mp4Encoder:
 class EncodeStage:
     """Frames or poses -> the bytes of one of the formats of :data:`MEDIA_TYPES`."""
 
-    def __init__(self, crf: int = 20, preset: str = "veryfast") -> None:
-        self.crf = crf
-        self.preset = preset
-
-    def mp4(self, fps: float, fragmented: bool = False) -> Mp4Encoder:
-        return Mp4Encoder(fps, fragmented, self.crf, self.preset)
+    @staticmethod
+    def mp4(fps: float, fragmented: bool = False) -> Mp4Encoder:
+        return Mp4Encoder(fps, fragmented)
 
     @staticmethod
     def frames_zip(chunks: Iterator[np.ndarray]) -> bytes:

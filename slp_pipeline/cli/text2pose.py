@@ -224,17 +224,22 @@ def run_eval(args: argparse.Namespace) -> int:
     print(markdown(result))
     if args.doc is not None:
         tag = f"text2pose-eval:{result['language']}-{result['split']}"
-        _write_doc(args.doc, tag, _eval_command(args), markdown(result))
+        flags = ("model", "split", "max_sentences", "recognizer", "t2p", "dictionary")
+        _write_doc(args.doc, tag, _command(args, "eval", *flags), markdown(result))
     return 0
 
 
-def _eval_command(args: argparse.Namespace) -> str:
-    """The ``slp text2pose eval`` command line that reproduces ``args`` (for the doc block)."""
-    parts = ["slp text2pose eval", f"--model {args.model}", f"--split {args.split}"]
-    for flag in ("max_sentences", "recognizer", "t2p", "dictionary"):
-        if getattr(args, flag) is not None:
-            parts.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
-    return " ".join([*parts, f"--out {args.out}", f"--doc {args.doc}"])
+def _command(args: argparse.Namespace, name: str, *flags: str) -> str:
+    """The ``slp text2pose NAME`` command line that reproduces ``args`` (for the doc block):
+    ``flags`` in order (repeated ones once per value), then ``--out`` and ``--doc``."""
+    parts = [f"slp text2pose {name}"]
+    for flag in (*flags, "out", "doc"):
+        value, option = getattr(args, flag), f"--{flag.replace('_', '-')}"
+        if value is True:
+            parts.append(option)
+        elif value is not None and value is not False:
+            parts += [f"{option} {v}" for v in (value if isinstance(value, list) else [value])]
+    return " ".join(parts)
 
 
 def _named_folders(values: list[str], flag: str) -> dict[str, str | Path]:
@@ -270,8 +275,9 @@ def run_compare(args: argparse.Namespace) -> int:
     (args.out / "compare.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     if args.doc is not None:
-        _write_doc(args.doc, f"text2pose-compare:{args.lang}-{args.split}",
-                   _compare_command(args), table)  # fmt: skip
+        flags = ("lang", "split", "g2p", "recognizer", "t2g", "dtw", "max_sentences")
+        tag = f"text2pose-compare:{args.lang}-{args.split}"
+        _write_doc(args.doc, tag, _command(args, "compare", *flags), table)
     return 0
 
 
@@ -280,19 +286,6 @@ def _write_doc(doc: Path, tag: str, command: str, table: str) -> None:
     from pgmm.evaluation import write_doc_block
 
     write_doc_block(doc, f"<!-- {tag}:start -->", f"<!-- {tag}:end -->", f"`{command}`\n\n{table}")
-
-
-def _compare_command(args: argparse.Namespace) -> str:
-    """The ``slp text2pose compare`` command line that reproduces ``args`` (for the doc)."""
-    parts = ["slp text2pose compare", f"--lang {args.lang}", f"--split {args.split}"]
-    parts += [f"--g2p {v}" for v in args.g2p] + [f"--recognizer {v}" for v in args.recognizer]
-    if args.t2g is not None:
-        parts.append(f"--t2g {args.t2g}")
-    if args.dtw:
-        parts.append("--dtw")
-    if args.max_sentences is not None:
-        parts.append(f"--max-sentences {args.max_sentences}")
-    return " ".join([*parts, f"--out {args.out}", f"--doc {args.doc}"])
 
 
 def run_glosses(args: argparse.Namespace) -> int:
