@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15, help="per throughput setting")
     args = parser.parse_args()
 
-    serve_config = copy.deepcopy(load_serve_config(SERVE_CONFIG))
+    serve_config = load_serve_config(SERVE_CONFIG)  # a fresh copy
     port = free_port()
     serve_config["http_options"] = {"host": "127.0.0.1", "port": port}
     url = f"http://127.0.0.1:{port}"
@@ -204,7 +204,6 @@ def main() -> None:
     info = machine(config)
     print(f"machine: {info}", flush=True)
 
-    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     rows: dict[str, Any] = {"streaming": [], "throughput": []}
     try:
         with tmp:

@@ -59,6 +59,8 @@ BASELINE = "91f29c6"
 #: Pieces of a step named in the profile, by the module that runs them.
 MODEL_PIECES = ("kp_detector", "bg_motion", "dense_motion", "encoder", "posenet", "generator",
                 "driving_head")  # fmt: skip
+#: Where the profile puts time spent outside every piece.
+OTHER = "other (loss arithmetic, TPS warps, heatmaps)"
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ def _profile(trainer: Any, batch: dict[str, Any]) -> dict[str, dict[str, float]]
         inside = [s for s in scopes if s.time_range.start <= event.time_range.start
                   and event.time_range.end <= s.time_range.end]  # fmt: skip
         if not inside:
-            return "other (loss arithmetic, TPS warps, heatmaps)"
+            return OTHER
         return min(inside, key=lambda s: s.time_range.elapsed_us()).name[len("piece:") :]
 
     forward_owner: dict[int, str] = {}
@@ -213,16 +215,12 @@ def _profile(trainer: Any, batch: dict[str, Any]) -> dict[str, dict[str, float]]
         result[scope.name[len("piece:") :]]["forward_ms"] += scope.cpu_time_total / 1e3
     for event in events:
         if event.name.startswith("autograd::engine::evaluate_function"):
-            piece = forward_owner.get(
-                event.sequence_nr, "other (loss arithmetic, TPS warps, heatmaps)"
-            )
+            piece = forward_owner.get(event.sequence_nr, OTHER)
             result[piece]["backward_ms"] += event.cpu_time_total / 1e3
         elif event.name.startswith("Optimizer.step"):
             result["optimizer (Adam)"]["forward_ms"] += event.cpu_time_total / 1e3
     accounted = sum(v["forward_ms"] + v["backward_ms"] for v in result.values())
-    result["other (loss arithmetic, TPS warps, heatmaps)"]["forward_ms"] += max(
-        0.0, wall * 1e3 - accounted
-    )
+    result[OTHER]["forward_ms"] += max(0.0, wall * 1e3 - accounted)
     return dict(result)
 
 
@@ -417,25 +415,23 @@ def main() -> int:
         "arms": [dataclasses.asdict(r) for r in results],
     }  # fmt: skip
     if args.part == "speed":
-        by = {r.arm.name: r.times for r in results}
+        by, speed = {r.arm.name: r for r in results}, report["speed"]
         old, new = by["old full-small"], by["new full-small"]
-        report["speed"]["speedup_full_small"] = new.samples_per_s(batch) / old.samples_per_s(batch)
+        speedup = new.times.samples_per_s(batch) / old.times.samples_per_s(batch)
+        speed["speedup_full_small"] = speedup
         # Rounds of the same phase of the epoch, one right after the other: the median of their
         # ratios is what a load spike in one round cannot move.
-        rounds = {r.arm.name: r.round_s for r in results}
-        report["speed"]["speedup_full_small_median_round"] = statistics.median(
-            o / n for o, n in zip(rounds["old full-small"], rounds["new full-small"], strict=True)
+        speed["speedup_full_small_median_round"] = statistics.median(
+            o / n for o, n in zip(old.round_s, new.round_s, strict=True)
         )
-        for tree in ("old", "new"):
-            full = statistics.mean(by[f"{tree} full-small"].step_s)
-            report["speed"][f"full_over_tpsmm_{tree}"] = full / statistics.mean(
-                by[f"{tree} tpsmm-small"].step_s
-            )
+        step = {name: statistics.mean(r.times.step_s) for name, r in by.items()}
+        for t in ("old", "new"):
+            speed[f"full_over_tpsmm_{t}"] = step[f"{t} full-small"] / step[f"{t} tpsmm-small"]
         print(speed_table(results, batch))
-        print(f"full-small samples/s new/old: {report['speed']['speedup_full_small']:.2f}x "
-              f"(median of rounds {report['speed']['speedup_full_small_median_round']:.2f}x); "
-              f"step time full/tpsmm: old {report['speed']['full_over_tpsmm_old']:.2f}, "
-              f"new {report['speed']['full_over_tpsmm_new']:.2f}")  # fmt: skip
+        print(f"full-small samples/s new/old: {speed['speedup_full_small']:.2f}x "
+              f"(median of rounds {speed['speedup_full_small_median_round']:.2f}x); "
+              f"step time full/tpsmm: old {speed['full_over_tpsmm_old']:.2f}, "
+              f"new {speed['full_over_tpsmm_new']:.2f}")  # fmt: skip
         if not args.no_profile:
             print(profile_table(results))
     else:

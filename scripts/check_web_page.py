@@ -35,7 +35,6 @@ check, exit 1 on any. Needs Chromium (Debian: ``apt-get install chromium``).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import secrets
@@ -94,10 +93,10 @@ class Checks:
         if not ok:
             self.failures.append(what)
 
-    def step(self, name: str, run: Callable[[], None]) -> None:
-        """Run one item; a timeout or a script error in it fails that item only."""
+    def step(self, name: str, run: Callable[..., None], *args: Any) -> None:
+        """Run one item, ``run(*args)``; a timeout or a script error in it fails that item only."""
         try:
-            run()
+            run(*args)
             print(f"checked: {name}")
         except (AssertionError, RuntimeError, TimeoutError, OSError) as e:
             self.failures.append(f"{name}: {str(e)[:300]}")
@@ -407,20 +406,17 @@ def check(url: str, chromium: str, key: str) -> list[str]:
         folder = Path(tmp)
         (folder / "profile").mkdir()
         with chromium_page(f"{url}/", folder / "profile", chromium) as page:
-            c.step("signer thumbnails, built-ins marked", lambda: signers(page, c))
-            c.step("glosses, highlight, streaming progress, caption",
-                   lambda: sign_glosses_caption(page, c))  # fmt: skip
-            c.step("mp4 and .pose downloads, curl", lambda: downloads_and_curl(page, c, folder))
-            c.step("renderer choice, side by side",
-                   lambda: renderer_choice_and_side_by_side(page, c))  # fmt: skip
-            c.step("cancel", lambda: cancel(page, c))
-            c.step("errors next to their field", lambda: field_errors(page, c))
-            c.step("upload with crop preview, delete",
-                   lambda: upload_and_delete(page, c, folder, key))  # fmt: skip
-            c.step("lang attributes", lambda: lang_attributes(page, c))
-            c.step("phone width", lambda: phone_width(page, c))
-            c.step("keyboard only", lambda: keyboard_only(page, c))
-            c.step("503 Retry-After countdown, retry", lambda: busy_countdown(page, c, url))
+            c.step("signer thumbnails, built-ins marked", signers, page, c)
+            c.step("glosses, highlight, streaming progress, caption", sign_glosses_caption, page, c)
+            c.step("mp4 and .pose downloads, curl", downloads_and_curl, page, c, folder)
+            c.step("renderer choice, side by side", renderer_choice_and_side_by_side, page, c)
+            c.step("cancel", cancel, page, c)
+            c.step("errors next to their field", field_errors, page, c)
+            c.step("upload with crop preview, delete", upload_and_delete, page, c, folder, key)
+            c.step("lang attributes", lang_attributes, page, c)
+            c.step("phone width", phone_width, page, c)
+            c.step("keyboard only", keyboard_only, page, c)
+            c.step("503 Retry-After countdown, retry", busy_countdown, page, c, url)
             c.failures += [f"console/script error: {e}" for e in page.errors]
     return c.failures
 
@@ -432,7 +428,7 @@ def main() -> None:
     if not Path(args.chromium).is_file() and not shutil.which(args.chromium):
         sys.exit(f"no Chromium at {args.chromium!r} (apt-get install chromium)")
 
-    serve_config = copy.deepcopy(load_serve_config(REPO / "configs/serve/cpu.yaml"))
+    serve_config = load_serve_config(REPO / "configs/serve/cpu.yaml")  # a fresh copy
     port = free_port()
     serve_config["http_options"] = {"host": "127.0.0.1", "port": port}
     for deployment in serve_config["applications"][0]["deployments"]:
@@ -442,7 +438,6 @@ def main() -> None:
             deployment["num_replicas"] = 1
     key = secrets.token_urlsafe(24)
     os.environ[ENV_VAR] = key  # read by the graph's builder: writes need it
-    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="slp-web-") as tmp:
         try:
