@@ -157,13 +157,12 @@ def probe(path: PathLike) -> VideoInfo:
     return _probe_file(path, _DEFAULT_FPS)
 
 
-def iter_frames(path: PathLike, size: Size = None, fps: float = 25.0) -> Iterator[np.ndarray]:
+def iter_frames(path: PathLike, size: Size = None) -> Iterator[np.ndarray]:
     """Yield ``(H, W, 3)`` uint8 RGB frames of a video file or image folder, one at a time.
 
     ``size`` is ``None`` (native), ``S`` (resize to SxS) or ``(width, height)``; resizing uses
     Pillow's LANCZOS filter so that downscaled training frames are not aliased.  Video frames
-    are returned at the native rate (never dropped or duplicated); ``fps`` is accepted so the
-    signature matches :func:`read_video`, where it is the rate reported for image folders.
+    are returned at the native rate (never dropped or duplicated).
 
     Argument errors and a missing path are raised immediately; media errors (:class:`VideoError`)
     when iteration reaches them.  Images in a folder must all have the same size unless
@@ -171,7 +170,6 @@ def iter_frames(path: PathLike, size: Size = None, fps: float = 25.0) -> Iterato
     """
     path = _existing(path)
     target = _normalize_size(size)
-    _check_fps(fps)
     if path.is_dir():
         return _iter_images(_list_images(path), target)
     return _iter_video(path, target)
@@ -188,7 +186,8 @@ def read_video(
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
     path = _existing(path)
-    frames_iter = iter_frames(path, size=size, fps=fps)
+    _check_fps(fps)
+    frames_iter = iter_frames(path, size=size)
     rate = fps if path.is_dir() else _probe_file(path, fps).fps
     # closing(): stop the decoder and release the file as soon as max_frames is reached.
     with closing(frames_iter):
@@ -657,8 +656,6 @@ def contact_sheet(frames: np.ndarray, cols: int = 8, num: int | None = None) -> 
         raise ValueError(f"cols must be >= 1, got {cols}")
     # Sample before converting so a long float clip is not converted in full.
     if isinstance(frames, np.ndarray) and frames.ndim == 4 and num is not None:
-        if len(frames) == 0:
-            raise ValueError("contact_sheet needs at least one frame")
         frames = frames[np.linspace(0, len(frames) - 1, min(num, len(frames))).round().astype(int)]
     batch = _as_uint8_batch(frames)
     count, height, width = batch.shape[:3]
