@@ -14,6 +14,8 @@ sentences: a constraint).
 
     python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g --lang de \
         --g2p models/text2pose/de/g2p --recognizer models/recognizer/de
+    python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g --lang de \
+        --g2p models/text2pose/de/g2p --recognizer models/recognizer/de --length DIR
     python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g outputs/t2g_ens/de_s1/model \
         --lang de --setting 5,1.0,2,mbr,1.0 --write outputs/t2g_ens/de_2 --int8
 """
@@ -34,8 +36,9 @@ from pgmm.data.synth.signer import SynthSigner  # noqa: E402
 from pgmm.metrics.recognizer import PoseCTCRecognizer  # noqa: E402
 from pgmm.metrics.wer import word_error_rate  # noqa: E402
 from text2pose.data import build_g2p_data  # noqa: E402
+from text2pose.length import SentenceLength  # noqa: E402
 from text2pose.metrics import back_translation, duration_error  # noqa: E402
-from text2pose.pipeline import load_g2p  # noqa: E402
+from text2pose.pipeline import TextToPose, load_g2p  # noqa: E402
 from text2pose.t2g import DECODINGS, TextToGloss, gloss_scores  # noqa: E402
 from text2pose.train_t2g import corpus_pairs  # noqa: E402
 
@@ -98,6 +101,11 @@ def main() -> int:
     )
     parser.add_argument("--g2p", type=Path, help="G2P folder: adds the text-path columns")
     parser.add_argument("--recognizer", type=Path, help="gloss recognizer for those columns")
+    parser.add_argument(
+        "--length", type=Path,
+        help="sentence length model folder: adds the text-path columns timed by it, as "
+        "TextToPose times a sentence with it",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     grid = args.setting or GRID
@@ -113,18 +121,22 @@ def main() -> int:
     pairs = corpus_pairs(args.lang, args.split)
     texts, gold = [t for t, _ in pairs], [list(g) for _, g in pairs]
     path = None
+    if args.length is not None and args.g2p is None:
+        parser.error("--length needs --g2p and --recognizer")
     if args.g2p is not None:
         if args.recognizer is None:
             parser.error("--g2p needs --recognizer")
         g2p, recognizer = load_g2p(args.g2p), PoseCTCRecognizer.from_pretrained(args.recognizer)
         data = build_g2p_data(SynthSigner(languages=[args.lang]), args.split, args.lang,
                               "outputs/cache/g2p", progress=False)  # fmt: skip
-        path = (g2p, recognizer, [len(p) for p in data.poses[: len(pairs)]])
+        length = None if args.length is None else SentenceLength.from_pretrained(args.length)
+        path = (g2p, recognizer, length, [len(p) for p in data.poses[: len(pairs)]])
     folders = " + ".join(f"`{f}`" for f in args.t2g)
     print(f"**{args.lang} {args.split}** ({len(pairs)} sentences; {folders})\n")
     header = "beams | length penalty | no-repeat n-gram | decoding | gloss WER ↓ | BLEU-4 ↑"
     header += " | length ratio | s"
     header += " | text path: back-transl. WER ↓ | length error (frames) ↓" if path else ""
+    header += " | timed by text: WER ↓ | length error ↓" if path and args.length else ""
     print(f"| {header} |")
     print("|---" * (header.count("|") + 1) + "|")
     for setting in grid:
@@ -139,12 +151,13 @@ def main() -> int:
         bleu = gloss_scores(hyps, gold)["bleu4"]
         cells = [*setting.cells(), f"{wer:.3f}", f"{bleu:.2f}", f"{ratio:.3f}", round(seconds)]
         if path is not None:
-            g2p, recognizer, target_lengths = path
+            g2p, recognizer, length, target_lengths = path
             limit = g2p.config.max_glosses - 2  # as TextToPose hands glosses to the G2P
-            poses = g2p.generate([h[:limit] for h in hyps])
-            wer_path = back_translation(recognizer, poses, gold)["bt_wer"]
-            error = duration_error([len(p) for p in poses], target_lengths)["frames"]
-            cells += [f"{wer_path:.3f}", f"{error:.1f}"]
+            for timing in [None] if length is None else [None, length]:
+                poses = TextToPose(model, g2p, timing).sign(texts, [h[:limit] for h in hyps])
+                wer_path = back_translation(recognizer, poses, gold)["bt_wer"]
+                error = duration_error([len(p) for p in poses], target_lengths)["frames"]
+                cells += [f"{wer_path:.3f}", f"{error:.1f}"]
         print("| " + " | ".join(map(str, cells)) + " |", flush=True)
     return 0
 

@@ -249,3 +249,49 @@ def test_build_command(shared_data: Path, tmp_path: Path, capsys: pytest.Capture
     argv = ["train", "text2pose", "--stage", "dict", "--config", str(config), "--out", str(out)]
     assert main([*argv, "--epochs", "3"]) == 2
     assert "--epochs does not apply" in capsys.readouterr().err
+
+
+def test_frames_sets_the_sentence_length(model: GlossDictionary) -> None:
+    glosses = ["B", "A", "D"]
+    own = len(model.generate([glosses])[0])
+    for target in (0.7 * own, 1.4 * own):
+        out = model.generate([glosses], frames=[target])[0]
+        assert abs(len(out) - target) <= 1.0
+        assert int(model.plan(glosses, frames=target).sum()) == len(out)
+        parts = list(model.generate_stream(glosses, chunk_frames=5, frames=target))
+        np.testing.assert_array_equal(np.concatenate(parts), out.data)
+    with pytest.raises(ValueError, match="frames"):
+        model.plan(glosses, frames=0.0)
+    with pytest.raises(ValueError, match="frame counts"):
+        model.generate([glosses, glosses], frames=[40.0])
+
+
+class _FixedT2G:
+    """Stands in for the T2G: every sentence becomes the same glosses."""
+
+    class config:  # noqa: N801 - the attribute TextToPose reads
+        language = "de"
+
+    def translate_normalized(self, sentences: list[str]) -> list[list[str]]:
+        return [["A", "C", "B"] for _ in sentences]
+
+
+def test_text_path_is_timed_by_the_length_model(model: GlossDictionary, tmp_path: Path) -> None:
+    from text2pose.length import SentenceLength, SentenceLengthConfig
+    from text2pose.pipeline import sentence_frames
+
+    texts = ["regen", "regen und wind", "regen und wind und sonne im norden"]
+    length = SentenceLength.fit(SentenceLengthConfig("de", 1.0, 0.0), texts, [30, 60, 120])
+    plain, timed = TextToPose(_FixedT2G(), model), TextToPose(_FixedT2G(), model, length)  # type: ignore[arg-type]
+    short, long = (timed.generate(t) for t in (texts[0], texts[2]))
+    assert len(short) < len(plain.generate(texts[0])) < len(long)  # same glosses, other texts
+    assert abs(len(long) - sentence_frames(model, length, texts[2], ["A", "C", "B"])) <= 1
+    stream = np.concatenate([c.data for c in timed.generate_stream(texts[2], chunk_frames=7)])
+    np.testing.assert_array_equal(stream, long.data)
+    assert timed.timeline(texts[2]).frames == len(long)
+    (signed,) = timed.sign([texts[2]], [["A", "C", "B"]])
+    np.testing.assert_array_equal(signed.data, long.data)
+    with pytest.raises(ValueError, match="sentence length model reads 'zh'"):
+        TextToPose(
+            _FixedT2G(), model, SentenceLength(SentenceLengthConfig("zh"), [], 0, 1, np.zeros(0))
+        )  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ import pytest
 
 import text2pose.evaluate as ev
 from pgmm.metrics import recognizer as recognizer_module
+from pgmm.pose.sequence import PoseSequence
 from text2pose.baselines import canonical_sequence
 from text2pose.data import G2PData
 from text2pose.metrics import camera_view
@@ -70,6 +71,9 @@ class StubTextToPose:
 
     def fit(self, glosses: list[str]) -> list[str]:
         return glosses
+
+    def sign(self, sentences: list[str], glosses: list[list[str]]) -> list[PoseSequence]:
+        return self.g2p.generate(glosses)  # no length model: the G2P's own timing
 
 
 class ExactReader:

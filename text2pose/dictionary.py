@@ -270,10 +270,13 @@ class GlossDictionary:
         log_t = t.length_intercept + t.length_slope * np.log(self.planned_frames(glosses))
         return float(np.exp(log_t + self.length_bias[rows].sum()))
 
-    def plan(self, glosses: Sequence[str], max_frames: int | None = None) -> np.ndarray:
+    def plan(
+        self, glosses: Sequence[str], max_frames: int | None = None, frames: float | None = None
+    ) -> np.ndarray:
         """Integer frames of every segment: ``[lead hold, entry, core 1, trans 2, core 2, ...,
-        core n, exit, tail hold]`` (``2n + 3`` entries), rescaled by the length model and cut
-        from the end to ``max_frames``. Unknown glosses get the pooled transition + core."""
+        core n, exit, tail hold]`` (``2n + 3`` entries), rescaled to ``frames`` when given (the
+        text path's :class:`text2pose.length.SentenceLength`), else by the length model, and
+        cut from the end to ``max_frames``. Unknown glosses get the pooled transition + core."""
         if not glosses:
             raise ValueError("cannot generate a pose for an empty gloss sequence")
         if len(glosses) > self.config.max_glosses - 2:
@@ -282,19 +285,23 @@ class GlossDictionary:
             )
         limit = self._limit(max_frames)
         raw = self._lengths(glosses)
-        if self.config.length_model:
-            raw *= self.predicted_frames(glosses) / float(raw.sum())
+        if frames is None and self.config.length_model:
+            frames = self.predicted_frames(glosses)
+        if frames is not None:
+            if not frames > 0:
+                raise ValueError(f"frames must be > 0, got {frames}")
+            raw *= frames / float(raw.sum())
         bounds = np.round(np.concatenate([[0.0], np.cumsum(raw)])).astype(np.int64)
-        frames = np.diff(bounds)
-        frames[2:-1:2] = np.maximum(frames[2:-1:2], 1)  # every core shows at least one frame
-        excess = int(frames.sum()) - limit
-        for j in range(len(frames) - 1, -1, -1):  # cut the tail so the total fits
+        counts = np.diff(bounds)
+        counts[2:-1:2] = np.maximum(counts[2:-1:2], 1)  # every core shows at least one frame
+        excess = int(counts.sum()) - limit
+        for j in range(len(counts) - 1, -1, -1):  # cut the tail so the total fits
             if excess <= 0:
                 break
-            cut = min(excess, int(frames[j]))
-            frames[j] -= cut
+            cut = min(excess, int(counts[j]))
+            counts[j] -= cut
             excess -= cut
-        return frames
+        return counts
 
     def _limit(self, max_frames: int | None) -> int:
         limit = self.config.max_frames if max_frames is None else max_frames
@@ -312,10 +319,12 @@ class GlossDictionary:
         u = min_jerk(np.arange(1, count + 1) / (count + 1.0))[:, None, None]
         return a[None] + u.astype(np.float32) * (b - a)[None]
 
-    def _pieces(self, glosses: Sequence[str], limit: int | None) -> Iterator[np.ndarray]:
+    def _pieces(
+        self, glosses: Sequence[str], limit: int | None, length: float | None
+    ) -> Iterator[np.ndarray]:
         """Stored-joint frames ``(n, J, 2)``: the lead + first sign, each following transition
         + sign, then the exit + hold -- one piece per gloss, built only when asked for."""
-        frames = self.plan(glosses, limit)
+        frames = self.plan(glosses, limit, length)
         rest = self.rest[self.joints]
         current = rest
         parts = [np.repeat(rest[None], frames[0], 0)]
@@ -348,25 +357,34 @@ class GlossDictionary:
         gloss_lists: Sequence[Sequence[str]],
         batch_size: int = 16,
         max_frames: int | None = None,
+        frames: Sequence[float | None] | None = None,
     ) -> list[PoseSequence]:
-        """One canonical whole-body :class:`PoseSequence` (25 fps) per gloss sequence.
-        ``batch_size`` is accepted for interface parity with GlossToPose (no batching here)."""
+        """One canonical whole-body :class:`PoseSequence` (25 fps) per gloss sequence, each
+        ``frames[i]`` long when given (see :meth:`plan`). ``batch_size`` is accepted for
+        interface parity with GlossToPose (no batching here)."""
         limit = self._limit(max_frames)
+        lengths = [None] * len(gloss_lists) if frames is None else list(frames)
+        if len(lengths) != len(gloss_lists):
+            raise ValueError(f"{len(lengths)} frame counts for {len(gloss_lists)} sentences")
         out = []
-        for glosses in gloss_lists:
-            data = self._full(np.concatenate(list(self._pieces(glosses, limit))))
+        for glosses, length in zip(gloss_lists, lengths, strict=True):
+            data = self._full(np.concatenate(list(self._pieces(glosses, limit, length))))
             out.append(PoseSequence(data, FPS, "wholebody133", CANVAS, CANVAS))
         return out
 
     def generate_stream(
-        self, glosses: Sequence[str], chunk_frames: int = 8, max_frames: int | None = None
+        self,
+        glosses: Sequence[str],
+        chunk_frames: int = 8,
+        max_frames: int | None = None,
+        frames: float | None = None,
     ) -> Iterator[np.ndarray]:
         """Frames as ``(n <= chunk_frames, 133, 3)`` chunks; the first is yielded as soon as the
         first gloss is built, before any later one. Concatenated they equal ``generate``."""
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         pending = np.zeros((0, L.NUM_WHOLEBODY, 3), np.float32)
-        for piece in self._pieces(glosses, self._limit(max_frames)):
+        for piece in self._pieces(glosses, self._limit(max_frames), frames):
             pending = np.concatenate([pending, self._full(piece)])
             while len(pending) >= chunk_frames:
                 yield pending[:chunk_frames]

@@ -37,15 +37,21 @@ from text2pose.train_t2g import corpus_pairs
 
 class _Fixed:
     """A pose generator that ignores its input glosses and uses ``glosses`` instead, so the
-    metric code scores T2G2P (predicted glosses) against the gold-gloss targets."""
+    metric code scores T2G2P (predicted glosses) against the gold-gloss targets. With
+    ``texts``, ``generator`` is the :class:`TextToPose` whose G2P signs them, timed from the
+    texts too, as serving does (:meth:`TextToPose.sign`)."""
 
-    def __init__(self, generator: Any, glosses: list[list[str]]) -> None:
-        self.generator, self.glosses, self.cursor = generator, glosses, 0
+    def __init__(
+        self, generator: Any, glosses: list[list[str]], texts: list[str] | None = None
+    ) -> None:
+        self.generator, self.glosses, self.texts, self.cursor = generator, glosses, texts, 0
 
     def generate(self, gloss_lists: Sequence[Sequence[str]]) -> list[PoseSequence]:
-        part = self.glosses[self.cursor : self.cursor + len(gloss_lists)]
-        self.cursor += len(gloss_lists)
-        return self.generator.generate(part)
+        part = slice(self.cursor, self.cursor + len(gloss_lists))
+        self.cursor = part.stop
+        if self.texts is not None:
+            return self.generator.sign(self.texts[part], self.glosses[part])
+        return self.generator.generate(self.glosses[part])
 
 
 def evaluate_text2pose(
@@ -95,7 +101,7 @@ def evaluate_text2pose(
     for name, system in systems.items():
         rows[name] = evaluate_g2p(system, gold, targets, recognizer=recognizer)
     rows["T2G2P (text -> pose)"] = evaluate_g2p(
-        _Fixed(model.g2p, posed), gold, targets, recognizer=recognizer
+        _Fixed(model, posed, [t for t, _ in pairs]), gold, targets, recognizer=recognizer
     )
     rows["lexicon (T2G glosses)"] = evaluate_g2p(
         _Fixed(lexicon, posed), gold, targets, recognizer=recognizer
