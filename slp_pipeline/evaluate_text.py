@@ -97,7 +97,6 @@ __all__ = [
     "TextEvalSettings",
     "markdown",
     "load_chain",
-    "load_pipeline",
     "markdown_table",
     "plan_rows",
     "run_text_eval",
@@ -327,12 +326,6 @@ def folder_digest(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def load_pipeline(config: str | Path) -> PipelineConfig:
-    """The serve config's pipeline settings, paths taken from the working directory (the
-    repository root, like ``slp serve``)."""
-    return pipeline_config(load_serve_config(config)).resolved(".")
-
-
 def _renderer_specs(names: Sequence[str], pipeline: PipelineConfig) -> dict[str, str]:
     """Table label -> serve-config renderer spec (``skeleton`` or a PGMM folder) or SYNTH.
 
@@ -368,13 +361,16 @@ def load_lexicon(signer: SynthSigner, language: str) -> PoseGenerator:
 
 def load_chain(
     settings: TextEvalSettings,
-    pipeline: PipelineConfig,
+    pipeline: PipelineConfig | None = None,
     signer: SynthSigner | None = None,
     lexicon: PoseGenerator | None = None,
 ) -> Chain:
-    """Check every model folder first (all missing ones named in one line), then load."""
+    """Check every model folder first (all missing ones named in one line), then load.
+    ``pipeline``: default ``settings.config``'s, paths taken from the working directory (the
+    repository root, like ``slp serve``)."""
     from pgmm.metrics.recognizer import PoseCTCRecognizer
 
+    pipeline = pipeline or pipeline_config(load_serve_config(settings.config)).resolved()
     lang = settings.language
     if lang not in pipeline.text2pose:
         raise ValueError(f"the serve config has no text2pose model for {lang!r}")

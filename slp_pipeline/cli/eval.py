@@ -295,7 +295,7 @@ def run_text(args: argparse.Namespace) -> int:
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)  # restored: main() also runs inside other processes
     try:
-        chain = et.load_chain(settings, et.load_pipeline(settings.config))
+        chain = et.load_chain(settings)
         result = et.run_text_eval(settings, chain, command=settings.command(args.docs))
     finally:
         torch.set_num_threads(previous)
