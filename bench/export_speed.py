@@ -61,18 +61,10 @@ def main() -> int:
                 source, source_maps, driving = example_inputs(model, batch)
                 state = model.encode_source(source, source_maps)
                 ort_state = ort.encode_source(source.numpy(), source_maps.numpy())
-                ort_driving = driving.numpy()
-                diff = np.abs(
-                    ort.animate(ort_state, ort_driving) - model.animate(state, driving).numpy()
-                ).max()
-                seconds = interleaved(
-                    [
-                        partial(model.animate, state, driving),
-                        partial(ort.animate, ort_state, ort_driving),
-                    ],
-                    args.warmup,
-                    args.iters,
-                )
+                torch_call = partial(model.animate, state, driving)
+                ort_call = partial(ort.animate, ort_state, driving.numpy())
+                diff = np.abs(ort_call() - torch_call().numpy()).max()
+                seconds = interleaved([torch_call, ort_call], args.warmup, args.iters)
                 row = {
                     "variant": f"{variant}-small",
                     "size": cfg.image_size,
