@@ -489,12 +489,8 @@ class Renderers:
         """``(T, S, S, 3)`` uint8: the serving stages chunk by chunk, or SynthSigner's render."""
         assert poses.pose is not None and poses.canonical is not None and poses.depth is not None
         if self.chain.renderers[label] == SYNTH:
-            return np.stack(
-                [
-                    render_frame(xy, z, self.look, EVALUATOR_SIZE)
-                    for xy, z in zip(poses.pose.xy, poses.depth, strict=True)
-                ]
-            )
+            pairs = zip(poses.pose.xy, poses.depth, strict=True)
+            return np.stack([render_frame(xy, z, self.look, EVALUATOR_SIZE) for xy, z in pairs])
         stage, state = self._stage(label)
         chunks = in_chunks(poses.canonical, self.chain.synthesizer.config.chunk_frames)
         return np.concatenate(
@@ -602,9 +598,8 @@ def run_text_eval(
     start = time.perf_counter()
     out = settings.out
     if sentences is None:
-        sentences = chain.signer.sentences(settings.split, settings.language)[
-            : settings.max_sentences
-        ]
+        sentences = chain.signer.sentences(settings.split, settings.language)
+        sentences = sentences[: settings.max_sentences]
     if not sentences:
         raise ValueError(f"no {settings.language}/{settings.split} sentences")
     _check_run(out, settings, chain)
