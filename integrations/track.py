@@ -90,11 +90,7 @@ class TrackWarning(UserWarning):
     """A timing compromise: a trimmed clip, a dropped cue, captions longer than the video."""
 
 
-# --------------------------------------------------------------------------------------------
-# Timing
-# --------------------------------------------------------------------------------------------
-
-
+# --------------------------------------------------------------------------- timing
 def sign_track(
     cues: Sequence[Cue],
     renderer: SignRenderer,
@@ -258,11 +254,7 @@ def _check_frames(frames: Any, height: int, width: int, method: str) -> np.ndarr
     return frames
 
 
-# --------------------------------------------------------------------------------------------
-# Outputs
-# --------------------------------------------------------------------------------------------
-
-
+# --------------------------------------------------------------------------- outputs
 def render_sign_track(
     cues: Sequence[Cue],
     renderer: SignRenderer,

@@ -136,11 +136,7 @@ class VideoInfo:
     codec: str
 
 
-# --------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------
-
-
+# --------------------------------------------------------------------------- reading
 def probe(path: PathLike) -> VideoInfo:
     """Read the size, frame rate, frame count and codec without decoding the whole video.
 
@@ -357,11 +353,7 @@ def _iter_video(path: Path, target: tuple[int, int] | None) -> Iterator[np.ndarr
             raise VideoError(f"{path}: video stream contains no decodable frames")
 
 
-# --------------------------------------------------------------------------------------------
-# Frame validation
-# --------------------------------------------------------------------------------------------
-
-
+# --------------------------------------------------------------------------- frame validation
 def _as_uint8_batch(frames: np.ndarray) -> np.ndarray:
     """Validate ``(H, W, 3)`` / ``(N, H, W, 3)`` frames and return them as ``(N, H, W, 3)`` uint8.
 
@@ -400,11 +392,7 @@ def _iter_batches(frames: np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndar
         yield _as_uint8_batch(item)
 
 
-# --------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------
-
-
+# --------------------------------------------------------------------------- writing
 def _temp_path(path: Path) -> Path:
     # Same directory as the target so the final os.replace is an atomic rename, never a copy.
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
