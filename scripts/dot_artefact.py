@@ -203,14 +203,11 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     base = load(SHIPPED)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)  # numbers, booleans and strings as in a config
+    # --set key=value: numbers, booleans and strings as in a config
+    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     mcfg = PGMMConfig.from_dict({**base.config.to_dict(), **overrides})
-    yaml_path = ROOT / "configs" / "pgmm" / "full-small.yaml"
     tcfg = TrainConfig.from_yaml(
-        yaml_path,
+        ROOT / "configs" / "pgmm" / "full-small.yaml",
         {"epochs": 1, "max_steps": args.steps, "pairs_per_video": args.steps * 4 // args.videos,
          "log_every": 10, "sample_every": args.steps, "checkpoint_every": args.steps},
     )  # fmt: skip
