@@ -86,18 +86,8 @@ _DEFAULT_FPS = 25.0
 # Frames converted per step when a whole (T, H, W, 3) array is written: bounds the temporary
 # copy made for float input instead of doubling the memory of a long clip.
 _WRITE_CHUNK = 32
-_X264_PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-)
+_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                 "slower", "veryslow", "placebo")  # fmt: skip
 # AVCOL_SPC_BT709 from libavutil/pixfmt.h; PyAV exposes the codec's colorspace only as an int.
 _AVCOL_SPC_BT709 = 1
 # Downscale in integer steps first when shrinking by >= 3x: as sharp as plain LANCZOS but
