@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from slp_pipeline.config import load_serve_config
+from slp_pipeline.config import DEFAULT_CONFIG, load_serve_config
 
 SENTENCES = {
     "de": "Morgen regnet es im Norden, im Süden scheint die Sonne.",
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="start the Ray Serve graph and sign a German and a Chinese sentence"
     )
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    demo.add_argument("--config", type=Path, default=Path("configs/serve/cpu.yaml"))
+    demo.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     demo.add_argument("--signer", default="default")
     demo.add_argument("--de", default=SENTENCES["de"], help="the German sentence")
     demo.add_argument("--zh", default=SENTENCES["zh"], help="the Chinese sentence")
