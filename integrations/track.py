@@ -213,16 +213,13 @@ def _retime(
 def _collect(renderer: SignRenderer, cue: Cue, limit: int) -> tuple[np.ndarray, bool]:
     """The cue's clip (at most ``limit`` frames) and whether the renderer had more."""
     height, width = renderer.size
-    chunks: list[np.ndarray] = []
-    count = 0
+    chunks, count = [np.zeros((0, height, width, 3), np.uint8)], 0
     with closing(iter(renderer.render(cue.text, cue.language))) as stream:
         for chunk in stream:
             chunks.append(_check_frames(chunk, height, width, "render"))
             count += len(chunk)
             if count >= limit:
                 return np.concatenate(chunks)[:limit], True
-    if not chunks:
-        return np.zeros((0, height, width, 3), np.uint8), False
     return np.concatenate(chunks), False
 
 
