@@ -277,6 +277,7 @@ class _FixedT2G:
 
 
 def test_text_path_is_timed_by_the_length_model(model: GlossDictionary, tmp_path: Path) -> None:
+    from text2pose.compare import _generate
     from text2pose.length import SentenceLength, SentenceLengthConfig
     from text2pose.pipeline import sentence_frames
 
@@ -291,6 +292,8 @@ def test_text_path_is_timed_by_the_length_model(model: GlossDictionary, tmp_path
     assert timed.timeline(texts[2]).frames == len(long)
     (signed,) = timed.sign([texts[2]], [["A", "C", "B"]])
     np.testing.assert_array_equal(signed.data, long.data)
+    (compared,) = _generate(model, [["A", "C", "B"]], [texts[2]], length)  # compare's T2G rows
+    np.testing.assert_array_equal(compared.data, long.data)
     with pytest.raises(ValueError, match="sentence length model reads 'zh'"):
         TextToPose(
             _FixedT2G(), model, SentenceLength(SentenceLengthConfig("zh"), [], 0, 1, np.zeros(0))

@@ -28,8 +28,10 @@ from pgmm.pose.sequence import PoseSequence
 from text2pose.backtranslation import BackTranslationRecord
 from text2pose.baselines import LexiconBaseline, canonical_sequence
 from text2pose.data import G2PData, build_g2p_data
+from text2pose.dictionary import GlossDictionary
+from text2pose.length import SentenceLength
 from text2pose.metrics import back_translation, dtw_mje
-from text2pose.pipeline import load_g2p
+from text2pose.pipeline import load_g2p, sentence_frames
 from text2pose.t2g import TextToGloss
 from text2pose.train_t2g import corpus_pairs
 
@@ -62,6 +64,7 @@ class Comparison:
     sentences: int
     recognizers: dict[str, str]  # column name -> recognizer folder
     rows: list[ComparisonRow] = field(default_factory=list)
+    length: str = ""  # sentence length model folder timing the dictionaries' T2G rows
 
     def row(self, system: str, glosses: str) -> ComparisonRow:
         return next(r for r in self.rows if (r.system, r.glosses) == (system, glosses))
@@ -79,7 +82,12 @@ class Comparison:
         lines = [
             f"**{self.language} {self.split}** ({self.sentences} sentences; recognizers: "
             + ", ".join(f"{n} = `{p}`" for n, p in self.recognizers.items())
-            + ")",
+            + ")"
+            + (
+                f"; dictionaries' T2G rows timed from the text by `{self.length}`"
+                if self.length
+                else ""
+            ),
             "",
             "| " + " | ".join(header) + " |",
             "|" + "---|" * len(header),
@@ -106,14 +114,25 @@ def _same_folder(a: str, b: str) -> bool:
     return bool(a) and Path(a).resolve() == Path(b).resolve()
 
 
-def _generate(system: Any, gloss_lists: Sequence[Sequence[str]]) -> list[PoseSequence]:
+def _generate(
+    system: Any,
+    gloss_lists: Sequence[Sequence[str]],
+    texts: Sequence[str],
+    length: SentenceLength | None,
+) -> list[PoseSequence]:
     """Poses of every gloss sequence, 16 at a time (what every G2P and baseline accepts),
-    each cut to the system's gloss limit as :meth:`TextToPose.fit` does in serving."""
+    each cut to the system's gloss limit as :meth:`TextToPose.fit` does in serving; a
+    dictionary is timed by ``length`` from the sentences' ``texts`` when it is given, as
+    :meth:`TextToPose.sign` times the text path."""
     config = getattr(system, "config", None)
     limit = config.max_glosses - 2 if config is not None else None
+    cut = [list(g)[:limit] for g in gloss_lists]
+    if length is not None and isinstance(system, GlossDictionary):
+        frames = [sentence_frames(system, length, t, g) for t, g in zip(texts, cut, strict=True)]
+        return system.generate(cut, frames=frames)
     out: list[PoseSequence] = []
-    for start in range(0, len(gloss_lists), 16):
-        out += system.generate([list(g)[:limit] for g in gloss_lists[start : start + 16]])
+    for start in range(0, len(cut), 16):
+        out += system.generate(cut[start : start + 16])
     return out
 
 
@@ -149,10 +168,13 @@ def compare_g2p(
     max_sentences: int | None = None,
     dtw: bool = False,
     cache_dir: str | Path = "outputs/cache/g2p",
+    length_dir: str | Path | None = None,
 ) -> Comparison:
     """Score ``systems`` (name -> G2P folder: network or dictionary) and the lexicon baseline
     on ``split`` from gold glosses and, with ``t2g_dir``, from that T2G's glosses; every pose
-    set is read by every recognizer (name -> folder), the ground-truth poses too."""
+    set is read by every recognizer (name -> folder), the ground-truth poses too.
+    ``length_dir``: a sentence length model that times the dictionaries' T2G rows from the
+    text, as the shipped text path does."""
     from pgmm.data.synth.signer import SynthSigner
 
     if not systems or not recognizers:
@@ -174,6 +196,10 @@ def compare_g2p(
         data = data.subset(range(min(len(data), max_sentences)))
     gold = [list(g) for g in data.glosses]
     sources = {"gold": gold}
+    texts: list[str] = []
+    if length_dir is not None and t2g_dir is None:
+        raise ValueError("a sentence length model times the T2G rows: give a T2G as well")
+    length = None if length_dir is None else SentenceLength.from_pretrained(length_dir)
     if t2g_dir is not None:
         t2g = TextToGloss.from_pretrained(t2g_dir)
         pairs = corpus_pairs(language, split)[: len(data)]
@@ -184,11 +210,13 @@ def compare_g2p(
                           for g in t2g.translate_normalized(texts[i : i + 32])]  # fmt: skip
     lexicon = LexiconBaseline(signer, build_g2p_data(signer, "train", language, cache_dir))
     generators: dict[str, Any] = {**models, LEXICON: lexicon}
-    result = Comparison(language, split, len(data), {n: str(p) for n, p in recognizers.items()})
+    result = Comparison(language, split, len(data), {n: str(p) for n, p in recognizers.items()},
+                        length=str(length_dir or ""))  # fmt: skip
     for glosses, gloss_lists in sources.items():
         for name, generator in generators.items():
             record = trained.get(name)
-            poses = _generate(generator, gloss_lists)
+            timing = length if glosses == "T2G" else None
+            poses = _generate(generator, gloss_lists, texts, timing)
             result.rows.append(_score(name, glosses, record.recognizer if record else "", poses,
                                       gold, readers, data if dtw else None))  # fmt: skip
     truth = [canonical_sequence(t, data.labelled) for t in data.poses]
