@@ -331,18 +331,16 @@ def speed_table(results: list[ArmResult], batch: int) -> str:
 
 
 def profile_table(results: list[ArmResult]) -> str:
-    pieces: list[str] = []
-    for r in results:
-        pieces += [p for p in r.profile if p not in pieces]
+    pieces = dict.fromkeys(p for r in results for p in r.profile)  # first seen first
     head = " | ".join(f"{r.arm.name} fwd / bwd ms" for r in results)
     lines = [f"| piece | {head} |", "|---" * (len(results) + 1) + "|"]
     for piece in sorted(
         pieces, key=lambda p: -sum(sum(r.profile.get(p, {}).values()) for r in results)
     ):
-        cells = []
-        for r in results:
-            v = r.profile.get(piece)
-            cells.append("–" if v is None else f"{v['forward_ms']:.0f} / {v['backward_ms']:.0f}")
+        times = [r.profile.get(piece) for r in results]
+        cells = [
+            "–" if t is None else f"{t['forward_ms']:.0f} / {t['backward_ms']:.0f}" for t in times
+        ]
         lines.append(f"| {piece} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
