@@ -230,8 +230,6 @@ def run_video_tasks(args: argparse.Namespace) -> int:
 
         if evaluator is None:
             raise ValueError("--recognizer reads the evaluator's keypoints: give --evaluator")
-        if not args.recognizer.is_dir():
-            raise FileNotFoundError(f"recognizer folder not found: {args.recognizer}")
         recognizer = PoseCTCRecognizer.from_pretrained(args.recognizer, device)
     lpips, i3d = _metric_weights(args, device)
 
