@@ -71,7 +71,7 @@ TEXT = "am tag regnet es im norden"
 LONG_TEXT = " ".join(f"w{i}" for i in range(120))  # 1440 frames: long enough to cancel
 # The Renderer's limits while the script runs, so that a few clients saturate it: two chunk
 # calls at once (side by side still fits), one queued, one replica.
-RENDERER_LIMITS = {"max_ongoing_requests": 2, "max_queued_requests": 1}
+RENDERER_LIMITS = {"max_ongoing_requests": 2, "max_queued_requests": 1, "num_replicas": 1}
 FLOOD_CLIENTS = 6
 # Short enough that the renders under way when the clients stop end within the page's retries
 # (sign-api.js: MAX_TRIES answers, Retry-After apart).
@@ -433,9 +433,8 @@ def main() -> None:
     serve_config["http_options"] = {"host": "127.0.0.1", "port": port}
     for deployment in serve_config["applications"][0]["deployments"]:
         if deployment["name"] == "Renderer":
-            deployment.update(RENDERER_LIMITS)
             deployment.pop("autoscaling_config", None)
-            deployment["num_replicas"] = 1
+            deployment.update(RENDERER_LIMITS)
     key = secrets.token_urlsafe(24)
     os.environ[ENV_VAR] = key  # read by the graph's builder: writes need it
     start = time.monotonic()

@@ -521,10 +521,8 @@ class Renderer:
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
     async def render_batch(self, jobs: list[_Job]) -> list[np.ndarray]:
-        return await asyncio.to_thread(self._render_jobs, jobs)
-
-    def _render_jobs(self, jobs: list[_Job]) -> list[np.ndarray]:
-        return in_groups(
+        return await asyncio.to_thread(
+            in_groups,
             [j.renderer for j in jobs],
             lambda idx: self.renderers[jobs[idx[0]].renderer].render(
                 [jobs[i].state for i in idx], [jobs[i].pose for i in idx]
