@@ -9,7 +9,7 @@ and, for reference, with the gold glosses. The length error is read from the dic
 
     python scripts/length_model.py --lang de --t2g models/text2pose/de/t2g \\
         --g2p models/text2pose/de/g2p
-    python scripts/length_model.py --lang de --ridge 10 --weight 0.3 --write DIR
+    python scripts/length_model.py --lang de --ridge 30 --weight 0.2 [--keep-signs] --write DIR
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pgmm.data.corpus import load_corpus  # noqa: E402
 from text2pose.dictionary import GlossDictionary  # noqa: E402
 from text2pose.length import SentenceLength, SentenceLengthConfig  # noqa: E402
 from text2pose.normalize import normalize_sentence  # noqa: E402
+from text2pose.pipeline import sentence_target  # noqa: E402
 from text2pose.t2g import TextToGloss  # noqa: E402
 
 RIDGES = [1.0, 3.0, 10.0, 30.0, 100.0]
@@ -52,7 +53,7 @@ def length_error(
     planned = []
     for text, g in zip(texts, glosses, strict=True):
         g = g[:limit]
-        planned.append(g2p.plan(g, frames=model.frames(text, g2p.predicted_frames(g))).sum())
+        planned.append(g2p.plan(g, target=sentence_target(g2p, model, text, g)).sum())
     return float(np.abs(np.array(planned) - target).mean())
 
 
@@ -64,6 +65,10 @@ def main() -> int:
     parser.add_argument("--ridge", type=float, nargs="+", default=RIDGES)
     parser.add_argument("--weight", type=float, nargs="+", default=WEIGHTS, help="values of w")
     parser.add_argument(
+        "--keep-signs", action="store_true",
+        help="with --write: reach the length by pausing between signs, not slowing them",
+    )  # fmt: skip
+    parser.add_argument(
         "--write", type=Path, metavar="DIR",
         help="fit one --ridge/--weight on the training split, save it to DIR and stop",
     )  # fmt: skip
@@ -73,7 +78,7 @@ def main() -> int:
     if args.write is not None:
         if len(args.ridge) != 1 or len(args.weight) != 1:
             parser.error("--write needs exactly one --ridge and one --weight")
-        config = SentenceLengthConfig(args.lang, args.ridge[0], args.weight[0])
+        config = SentenceLengthConfig(args.lang, args.ridge[0], args.weight[0], args.keep_signs)
         SentenceLength.fit(config, texts, list(frames)).save_pretrained(args.write)
         print(f"{args.write}: {config}")
         return 0

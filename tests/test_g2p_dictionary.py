@@ -23,6 +23,7 @@ from text2pose.dictionary import (
     HANDS,
     DictionaryConfig,
     GlossDictionary,
+    SentenceTarget,
     build_dictionary,
     medoid,
     min_jerk,
@@ -251,19 +252,29 @@ def test_build_command(shared_data: Path, tmp_path: Path, capsys: pytest.Capture
     assert "--epochs does not apply" in capsys.readouterr().err
 
 
-def test_frames_sets_the_sentence_length(model: GlossDictionary) -> None:
+def test_a_target_sets_the_sentence_length(model: GlossDictionary) -> None:
     glosses = ["B", "A", "D"]
     own = len(model.generate([glosses])[0])
     for target in (0.7 * own, 1.4 * own):
-        out = model.generate([glosses], frames=[target])[0]
-        assert abs(len(out) - target) <= 1.0
-        assert int(model.plan(glosses, frames=target).sum()) == len(out)
-        parts = list(model.generate_stream(glosses, chunk_frames=5, frames=target))
-        np.testing.assert_array_equal(np.concatenate(parts), out.data)
-    with pytest.raises(ValueError, match="frames"):
-        model.plan(glosses, frames=0.0)
-    with pytest.raises(ValueError, match="frame counts"):
-        model.generate([glosses, glosses], frames=[40.0])
+        for keep_signs in (False, True):
+            aim = SentenceTarget(target, keep_signs)
+            out = model.generate([glosses], targets=[aim])[0]
+            assert abs(len(out) - target) <= 1.0
+            assert int(model.plan(glosses, target=aim).sum()) == len(out)
+            parts = list(model.generate_stream(glosses, chunk_frames=5, target=aim))
+            np.testing.assert_array_equal(np.concatenate(parts), out.data)
+    # keep_signs: the cores keep their own length, the holds and movements take the rest ...
+    plan = model.plan(glosses)
+    slow = model.plan(glosses, target=SentenceTarget(1.4 * plan.sum(), True))
+    assert np.abs(slow[2:-1:2] - plan[2:-1:2]).max() <= 1
+    assert slow[0] > plan[0] and slow[3] > plan[3]
+    # ... down to half their length; a shorter target than that compresses every segment.
+    tight = model.plan(glosses, target=SentenceTarget(0.3 * plan.sum(), True))
+    assert (tight[2:-1:2] < plan[2:-1:2]).all()
+    with pytest.raises(ValueError, match="> 0 frames"):
+        SentenceTarget(0.0)
+    with pytest.raises(ValueError, match="targets for"):
+        model.generate([glosses, glosses], targets=[SentenceTarget(40.0)])
 
 
 class _FixedT2G:
@@ -279,14 +290,15 @@ class _FixedT2G:
 def test_text_path_is_timed_by_the_length_model(model: GlossDictionary, tmp_path: Path) -> None:
     from text2pose.compare import _generate
     from text2pose.length import SentenceLength, SentenceLengthConfig
-    from text2pose.pipeline import sentence_frames
+    from text2pose.pipeline import sentence_target
 
     texts = ["regen", "regen und wind", "regen und wind und sonne im norden"]
     length = SentenceLength.fit(SentenceLengthConfig("de", 1.0, 0.0), texts, [30, 60, 120])
     plain, timed = TextToPose(_FixedT2G(), model), TextToPose(_FixedT2G(), model, length)  # type: ignore[arg-type]
     short, long = (timed.generate(t) for t in (texts[0], texts[2]))
     assert len(short) < len(plain.generate(texts[0])) < len(long)  # same glosses, other texts
-    assert abs(len(long) - sentence_frames(model, length, texts[2], ["A", "C", "B"])) <= 1
+    target = sentence_target(model, length, texts[2], ["A", "C", "B"])
+    assert target is not None and abs(len(long) - target.frames) <= 1
     stream = np.concatenate([c.data for c in timed.generate_stream(texts[2], chunk_frames=7)])
     np.testing.assert_array_equal(stream, long.data)
     assert timed.timeline(texts[2]).frames == len(long)

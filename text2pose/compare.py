@@ -31,7 +31,7 @@ from text2pose.data import G2PData, build_g2p_data
 from text2pose.dictionary import GlossDictionary
 from text2pose.length import SentenceLength
 from text2pose.metrics import back_translation, dtw_mje
-from text2pose.pipeline import load_g2p, sentence_frames
+from text2pose.pipeline import load_g2p, sentence_target
 from text2pose.t2g import TextToGloss
 from text2pose.train_t2g import corpus_pairs
 
@@ -128,8 +128,8 @@ def _generate(
     limit = config.max_glosses - 2 if config is not None else None
     cut = [list(g)[:limit] for g in gloss_lists]
     if length is not None and isinstance(system, GlossDictionary):
-        frames = [sentence_frames(system, length, t, g) for t, g in zip(texts, cut, strict=True)]
-        return system.generate(cut, frames=frames)
+        targets = [sentence_target(system, length, t, g) for t, g in zip(texts, cut, strict=True)]
+        return system.generate(cut, targets=targets)
     out: list[PoseSequence] = []
     for start in range(0, len(cut), 16):
         out += system.generate(cut[start : start + 16])

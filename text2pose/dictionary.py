@@ -69,6 +69,26 @@ from text2pose.data import G2PData, GlossVocab
 
 VOCAB_NAME = "vocab.json"
 HANDS = np.arange(L.LEFT_HAND.start, L.RIGHT_HAND.stop)
+MIN_MOVE_SCALE = 0.5  # keep_signs: holds and movements shrink to half at most, then all shrink
+
+
+@dataclass(frozen=True)
+class SentenceTarget:
+    """The length the text path asks one sentence to be signed in
+    (:func:`text2pose.pipeline.sentence_target`) and how to reach it. ``keep_signs``: the signs
+    keep the speed the dictionary's own length model gives them and only the holds and
+    movements between them take up the difference (down to ``MIN_MOVE_SCALE`` of their length,
+    the rest from every segment) -- a slower sentence then pauses longer between signs
+    instead of slowing each sign down; otherwise every segment is rescaled alike."""
+
+    frames: float
+    keep_signs: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.frames > 0:
+            raise ValueError(f"a sentence target must be > 0 frames, got {self.frames}")
+
+
 HEAD = np.r_[0:5, L.FACE.start : L.FACE.stop]  # nose, eyes, ears + the 68 face points
 FIRST, MID, LAST, ONLY = "first", "mid", "last", "only"
 
@@ -271,12 +291,15 @@ class GlossDictionary:
         return float(np.exp(log_t + self.length_bias[rows].sum()))
 
     def plan(
-        self, glosses: Sequence[str], max_frames: int | None = None, frames: float | None = None
+        self,
+        glosses: Sequence[str],
+        max_frames: int | None = None,
+        target: SentenceTarget | None = None,
     ) -> np.ndarray:
         """Integer frames of every segment: ``[lead hold, entry, core 1, trans 2, core 2, ...,
-        core n, exit, tail hold]`` (``2n + 3`` entries), rescaled to ``frames`` when given (the
-        text path's :class:`text2pose.length.SentenceLength`), else by the length model, and
-        cut from the end to ``max_frames``. Unknown glosses get the pooled transition + core."""
+        core n, exit, tail hold]`` (``2n + 3`` entries), rescaled to ``target`` when given (the
+        text path's, see :class:`SentenceTarget`), else by the length model, and cut from the
+        end to ``max_frames``. Unknown glosses get the pooled transition + core."""
         if not glosses:
             raise ValueError("cannot generate a pose for an empty gloss sequence")
         if len(glosses) > self.config.max_glosses - 2:
@@ -285,12 +308,15 @@ class GlossDictionary:
             )
         limit = self._limit(max_frames)
         raw = self._lengths(glosses)
-        if frames is None and self.config.length_model:
-            frames = self.predicted_frames(glosses)
-        if frames is not None:
-            if not frames > 0:
-                raise ValueError(f"frames must be > 0, got {frames}")
-            raw *= frames / float(raw.sum())
+        own = self.predicted_frames(glosses) if self.config.length_model else float(raw.sum())
+        frames = own if target is None else target.frames
+        if target is not None and target.keep_signs:
+            raw *= own / float(raw.sum())  # the signs at the speed the glosses give
+            moves = np.ones(len(raw), bool)
+            moves[2:-1:2] = False  # all but the cores
+            room = float(raw[moves].sum())
+            raw[moves] *= max((room + frames - float(raw.sum())) / room, MIN_MOVE_SCALE)
+        raw *= frames / float(raw.sum())  # keep_signs: a no-op unless the moves hit their floor
         bounds = np.round(np.concatenate([[0.0], np.cumsum(raw)])).astype(np.int64)
         counts = np.diff(bounds)
         counts[2:-1:2] = np.maximum(counts[2:-1:2], 1)  # every core shows at least one frame
@@ -320,11 +346,11 @@ class GlossDictionary:
         return a[None] + u.astype(np.float32) * (b - a)[None]
 
     def _pieces(
-        self, glosses: Sequence[str], limit: int | None, length: float | None
+        self, glosses: Sequence[str], limit: int | None, target: SentenceTarget | None
     ) -> Iterator[np.ndarray]:
         """Stored-joint frames ``(n, J, 2)``: the lead + first sign, each following transition
         + sign, then the exit + hold -- one piece per gloss, built only when asked for."""
-        frames = self.plan(glosses, limit, length)
+        frames = self.plan(glosses, limit, target)
         rest = self.rest[self.joints]
         current = rest
         parts = [np.repeat(rest[None], frames[0], 0)]
@@ -357,18 +383,18 @@ class GlossDictionary:
         gloss_lists: Sequence[Sequence[str]],
         batch_size: int = 16,
         max_frames: int | None = None,
-        frames: Sequence[float | None] | None = None,
+        targets: Sequence[SentenceTarget | None] | None = None,
     ) -> list[PoseSequence]:
         """One canonical whole-body :class:`PoseSequence` (25 fps) per gloss sequence, each
-        ``frames[i]`` long when given (see :meth:`plan`). ``batch_size`` is accepted for
+        timed to ``targets[i]`` when given (see :meth:`plan`). ``batch_size`` is accepted for
         interface parity with GlossToPose (no batching here)."""
         limit = self._limit(max_frames)
-        lengths = [None] * len(gloss_lists) if frames is None else list(frames)
-        if len(lengths) != len(gloss_lists):
-            raise ValueError(f"{len(lengths)} frame counts for {len(gloss_lists)} sentences")
+        timed = [None] * len(gloss_lists) if targets is None else list(targets)
+        if len(timed) != len(gloss_lists):
+            raise ValueError(f"{len(timed)} targets for {len(gloss_lists)} sentences")
         out = []
-        for glosses, length in zip(gloss_lists, lengths, strict=True):
-            data = self._full(np.concatenate(list(self._pieces(glosses, limit, length))))
+        for glosses, target in zip(gloss_lists, timed, strict=True):
+            data = self._full(np.concatenate(list(self._pieces(glosses, limit, target))))
             out.append(PoseSequence(data, FPS, "wholebody133", CANVAS, CANVAS))
         return out
 
@@ -377,14 +403,14 @@ class GlossDictionary:
         glosses: Sequence[str],
         chunk_frames: int = 8,
         max_frames: int | None = None,
-        frames: float | None = None,
+        target: SentenceTarget | None = None,
     ) -> Iterator[np.ndarray]:
         """Frames as ``(n <= chunk_frames, 133, 3)`` chunks; the first is yielded as soon as the
         first gloss is built, before any later one. Concatenated they equal ``generate``."""
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         pending = np.zeros((0, L.NUM_WHOLEBODY, 3), np.float32)
-        for piece in self._pieces(glosses, self._limit(max_frames), frames):
+        for piece in self._pieces(glosses, self._limit(max_frames), target):
             pending = np.concatenate([pending, self._full(piece)])
             while len(pending) >= chunk_frames:
                 yield pending[:chunk_frames]

@@ -19,7 +19,9 @@ sentences and some words (numbers, place names) take longer to sign. This model 
 
 The model changes only how long the sentence's signs and transitions last, never which signs
 are made: :class:`text2pose.pipeline.TextToPose` hands the joined length to the dictionary as
-its target (``frames``), which rescales its plan exactly as its own length model does.
+its target (:class:`text2pose.dictionary.SentenceTarget`): either every segment is rescaled,
+as its own length model does, or (``keep_signs``) the signs keep the speed the glosses give
+them and the holds and movements between them take up the difference.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class SentenceLengthConfig:
     language: str
     ridge: float = 10.0  # L2 penalty on the per-token terms
     gloss_weight: float = 0.3  # w: the gloss estimate's share of log T
+    keep_signs: bool = False  # reach the length by pausing between signs, not slowing them
 
     def __post_init__(self) -> None:
         if self.language not in ("de", "zh"):

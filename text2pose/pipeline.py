@@ -29,7 +29,7 @@ import torch
 from pgmm.checkpoint import CONFIG_NAME
 from pgmm.pose.sequence import PoseSequence
 from text2pose import canonical
-from text2pose.dictionary import GlossDictionary
+from text2pose.dictionary import GlossDictionary, SentenceTarget
 from text2pose.g2p import GlossToPose
 from text2pose.length import SentenceLength
 from text2pose.normalize import TextInputError, split_sentences
@@ -55,15 +55,16 @@ def load_g2p(directory: str | Path) -> G2PModel:
     return GlossToPose.from_pretrained(directory)
 
 
-def sentence_frames(
+def sentence_target(
     g2p: G2PModel, length: SentenceLength | None, sentence: str, glosses: Sequence[str]
-) -> float | None:
-    """How many frames one sentence is signed in: the dictionary's estimate from ``glosses``
-    joined with ``length``'s from the (normalised) ``sentence``; None leaves the G2P's own
-    timing (no length model, or a network G2P, which times each gloss itself)."""
+) -> SentenceTarget | None:
+    """How long one sentence is signed: the dictionary's estimate from ``glosses`` joined with
+    ``length``'s from the (normalised) ``sentence``; None leaves the G2P's own timing (no
+    length model, or a network G2P, which times each gloss itself)."""
     if length is None or not isinstance(g2p, GlossDictionary):
         return None
-    return length.frames(sentence, g2p.predicted_frames(glosses))
+    frames = length.frames(sentence, g2p.predicted_frames(glosses))
+    return SentenceTarget(frames, length.config.keep_signs)
 
 
 class TextToPose:
@@ -126,9 +127,9 @@ class TextToPose:
         for glosses decoded elsewhere (evaluation decodes the T2G in batches)."""
         if not isinstance(self.g2p, GlossDictionary):
             return self.g2p.generate(glosses)
-        frames = [sentence_frames(self.g2p, self.length, s, g)
-                  for s, g in zip(sentences, glosses, strict=True)]  # fmt: skip
-        return self.g2p.generate(glosses, frames=frames)
+        targets = [sentence_target(self.g2p, self.length, s, g)
+                   for s, g in zip(sentences, glosses, strict=True)]  # fmt: skip
+        return self.g2p.generate(glosses, targets=targets)
 
     def fit(self, glosses: list[str]) -> list[str]:
         """Cut a gloss sequence to what G2P accepts. Only a degenerate T2G output (a repetition
@@ -165,8 +166,8 @@ class TextToPose:
         :meth:`generate_stream` will make them (same default frame limit); None for AR."""
         if isinstance(self.g2p, GlossDictionary):
             # plan(): [lead hold, entry, core 1, trans 2, core 2, ..., core n, exit, tail hold]
-            frames = sentence_frames(self.g2p, self.length, sentence, glosses)
-            segments = self.g2p.plan(glosses, frames=frames)
+            target = sentence_target(self.g2p, self.length, sentence, glosses)
+            segments = self.g2p.plan(glosses, target=target)
             edges = np.concatenate([[0], np.cumsum(segments)])
             cores = np.arange(2, 2 * len(glosses) + 1, 2)
             return edges[cores], edges[cores + 1], int(edges[-1])
@@ -202,8 +203,8 @@ class TextToPose:
             index = 0  # frame index within this sentence: blending must not depend on chunking
             last = previous
             if isinstance(self.g2p, GlossDictionary):
-                length = sentence_frames(self.g2p, self.length, sentence, glosses)
-                stream = self.g2p.generate_stream(glosses, chunk_frames, frames=length)
+                target = sentence_target(self.g2p, self.length, sentence, glosses)
+                stream = self.g2p.generate_stream(glosses, chunk_frames, target=target)
             else:
                 stream = self.g2p.generate_stream(glosses, chunk_frames)
             for frames in stream:
