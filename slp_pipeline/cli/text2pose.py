@@ -177,6 +177,12 @@ def register_tools(sub: argparse._SubParsersAction) -> None:
         "against a recognizer with another one (its scores by the first are marked †)",
     )
     cmp.add_argument("--t2g", type=Path, help="T2G folder: adds the text -> T2G -> pose rows")
+    cmp.add_argument(
+        "--length",
+        type=Path,
+        help="sentence length model folder (a text2pose model's length/): times the "
+        "dictionaries' T2G rows from the text too, as that text path does",
+    )
     cmp.add_argument("--dtw", action="store_true", help="also DTW-MJE against the targets (slow)")
     cmp.add_argument("--max-sentences", type=int)
     cmp.add_argument("--out", type=Path, required=True, help="folder for compare.json / .md")
@@ -268,6 +274,7 @@ def run_compare(args: argparse.Namespace) -> int:
         t2g_dir=args.t2g,
         max_sentences=args.max_sentences,
         dtw=args.dtw,
+        length_dir=args.length,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compare.json").write_text(result.to_json(), encoding="utf-8")
@@ -275,7 +282,7 @@ def run_compare(args: argparse.Namespace) -> int:
     (args.out / "compare.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     if args.doc is not None:
-        flags = ("lang", "split", "g2p", "recognizer", "t2g", "dtw", "max_sentences")
+        flags = ("lang", "split", "g2p", "recognizer", "t2g", "length", "dtw", "max_sentences")
         tag = f"text2pose-compare:{args.lang}-{args.split}"
         _write_doc(args.doc, tag, _command(args, "compare", *flags), table)
     return 0
