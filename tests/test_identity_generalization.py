@@ -93,3 +93,17 @@ def test_cross_identity_videos_end_in_another_bodys_motion_in_the_same_look(
 def test_cross_identity_needs_synthsigner() -> None:
     with pytest.raises(ValueError, match="SynthSigner"):
         build_dataset("/nonexistent", "train", 64, 2, cross_identity=True)
+
+
+def test_cross_identity_fraction_crosses_that_share_of_the_videos(shared_data: Path) -> None:
+    signer = SynthSigner(data_dir=shared_data)
+    half = RenderedSynthSigner("train", 64, max_videos=200, signer=signer, cross_identity=0.5)
+    share = float(np.mean(half.crossed))
+    assert 0.38 < share < 0.62  # a hash of the sentence id: stable, roughly the fraction
+    for i in (half.crossed.index(True), half.crossed.index(False)):
+        plain = half.sentences[i].num_frames
+        assert half.num_frames(i) == (2 if half.crossed[i] else 1) * plain
+    again = RenderedSynthSigner("train", 64, max_videos=200, signer=signer, cross_identity=0.5)
+    assert again.crossed == half.crossed and again.cache_key() == half.cache_key()
+    with pytest.raises(ValueError, match="fraction"):
+        RenderedSynthSigner("train", 64, max_videos=2, signer=signer, cross_identity=1.5)

@@ -90,13 +90,14 @@ def build_dataset(
     size: int,
     max_videos: int | None,
     balanced: bool = False,
-    cross_identity: bool = False,
+    cross_identity: float = 0.0,
 ) -> SignVideoDataset:
     """``synth`` renders SynthSigner on the fly; ``NAME:DIR`` or ``DIR`` reads a dataset.
 
     ``max_videos`` keeps the first N videos, or with ``balanced`` N spread over the signers
-    (:func:`~pgmm.data.loaders.spread_over_signers`). ``cross_identity``: SynthSigner videos
-    that end in another identity's motion (:class:`~pgmm.data.synth.dataset.RenderedSynthSigner`).
+    (:func:`~pgmm.data.loaders.spread_over_signers`). ``cross_identity``: the fraction of
+    SynthSigner videos that end in another identity's motion
+    (:class:`~pgmm.data.synth.dataset.RenderedSynthSigner`).
 
     Shared by ``slp train`` and the distributed workers, which rebuild the dataset from this
     description rather than receive it pickled (a rendered corpus or an open video index does
@@ -131,7 +132,7 @@ class DatasetSpec:
     split: str = "train"
     max_videos: int | None = None
     balanced: bool = False
-    cross_identity: bool = False
+    cross_identity: float = 0.0
 
     def build(self, size: int) -> SignVideoDataset:
         return build_dataset(

@@ -53,10 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     pg.add_argument(
         "--cross-identity",
-        action="store_true",
-        help="SynthSigner only: each training video ends with another corpus identity's "
-        "motion drawn in its own appearance, so half the pairs re-pose one body onto another's "
-        "proportions (cross-person animation)",
+        nargs="?",
+        type=float,
+        const=1.0,
+        default=0.0,
+        metavar="FRACTION",
+        help="SynthSigner only: this fraction of the training videos (all if no value is given) "
+        "ends with another corpus identity's motion drawn in its own appearance; half of such a "
+        "video's pairs re-pose one body onto another's proportions (cross-person animation)",
     )
     pg.add_argument(
         "--appearance-jitter",
