@@ -22,6 +22,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from pgmm.evaluation import evaluate, markdown_table, network_digest, write_doc_
 from pgmm.models.config import VARIANTS, PGMMConfig, default_loss_weights
 from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import HRNetLite
+from pgmm.training.common import TrainingStopped
 from pgmm.training.config import TrainConfig
 from pgmm.training.trainer import PGMMTrainer
 
@@ -293,4 +295,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TrainingStopped as e:  # Ctrl-C / SIGTERM: the variant's checkpoint is written
+        sys.exit(f"ablation: {e}")
