@@ -70,6 +70,8 @@ from text2pose.data import G2PData, GlossVocab
 VOCAB_NAME = "vocab.json"
 HANDS = np.arange(L.LEFT_HAND.start, L.RIGHT_HAND.stop)
 MIN_MOVE_SCALE = 0.5  # keep_signs: holds and movements shrink to half at most, then all shrink
+HEAD = np.r_[0:5, L.FACE.start : L.FACE.stop]  # nose, eyes, ears + the 68 face points
+FIRST, MID, LAST, ONLY = "first", "mid", "last", "only"
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,6 @@ class SentenceTarget:
     def __post_init__(self) -> None:
         if not self.frames > 0:
             raise ValueError(f"a sentence target must be > 0 frames, got {self.frames}")
-
-
-HEAD = np.r_[0:5, L.FACE.start : L.FACE.stop]  # nose, eyes, ears + the 68 face points
-FIRST, MID, LAST, ONLY = "first", "mid", "last", "only"
 
 
 @dataclass
