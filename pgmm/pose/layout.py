@@ -27,68 +27,24 @@ from itertools import pairwise
 import numpy as np
 
 # --------------------------------------------------------------------------- COCO-WholeBody-133
-BODY_NAMES = [
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-]
-FEET_NAMES = [
-    "left_big_toe",
-    "left_small_toe",
-    "left_heel",
-    "right_big_toe",
-    "right_small_toe",
-    "right_heel",
-]
+# COCO order: the nose, then left/right pairs from the eyes down to the ankles.
+_SIDES = ("left", "right")
+_BODY_PAIRS = ("eye", "ear", "shoulder", "elbow", "wrist", "hip", "knee", "ankle")
+BODY_NAMES = ["nose"] + [f"{side}_{part}" for part in _BODY_PAIRS for side in _SIDES]
+FEET_NAMES = [f"{side}_{part}" for side in _SIDES for part in ("big_toe", "small_toe", "heel")]
 # The hand's own wrist point is "hand_root" (mmpose's name), not "wrist": prefixed with
 # "left_"/"right_" it would otherwise collide with the body's "left_wrist"/"right_wrist".
-HAND_NAMES = [
-    "hand_root",
-    "thumb_cmc",
-    "thumb_mcp",
-    "thumb_ip",
-    "thumb_tip",
-    "index_mcp",
-    "index_pip",
-    "index_dip",
-    "index_tip",
-    "middle_mcp",
-    "middle_pip",
-    "middle_dip",
-    "middle_tip",
-    "ring_mcp",
-    "ring_pip",
-    "ring_dip",
-    "ring_tip",
-    "pinky_mcp",
-    "pinky_pip",
-    "pinky_dip",
-    "pinky_tip",
+HAND_NAMES = ["hand_root", "thumb_cmc", "thumb_mcp", "thumb_ip", "thumb_tip"] + [
+    f"{finger}_{joint}"
+    for finger in ("index", "middle", "ring", "pinky")
+    for joint in ("mcp", "pip", "dip", "tip")
 ]
 # 68-point face (iBUG / dlib order): jaw 0-16, right brow 17-21, left brow 22-26,
 # nose 27-35, right eye 36-41, left eye 42-47, outer lip 48-59, inner lip 60-67.
 FACE_NAMES = [f"face_{i}" for i in range(68)]
 
 WHOLEBODY133 = (
-    BODY_NAMES
-    + FEET_NAMES
-    + FACE_NAMES
-    + [f"left_{n}" for n in HAND_NAMES]
-    + [f"right_{n}" for n in HAND_NAMES]
+    BODY_NAMES + FEET_NAMES + FACE_NAMES + [f"{side}_{n}" for side in _SIDES for n in HAND_NAMES]
 )
 NUM_WHOLEBODY = len(WHOLEBODY133)  # 133
 
@@ -102,29 +58,13 @@ FACE_OFFSET, LEFT_HAND_OFFSET, RIGHT_HAND_OFFSET = 23, 91, 112
 WB = {name: i for i, name in enumerate(WHOLEBODY133)}
 
 # Limbs of the full skeleton (pairs of WHOLEBODY133 indices) for drawing.
-_BODY_LIMBS = [
-    (5, 6),
-    (5, 7),
-    (7, 9),
-    (6, 8),
-    (8, 10),
-    (5, 11),
-    (6, 12),
-    (11, 12),
-    (11, 13),
-    (13, 15),
-    (12, 14),
-    (14, 16),
-    (0, 1),
-    (0, 2),
-    (1, 3),
-    (2, 4),
-]
-_HAND_LIMBS = [(0, 1), (1, 2), (2, 3), (3, 4)] + [
-    (a, b)
-    for base in (5, 9, 13, 17)
-    for a, b in ((0, base), (base, base + 1), (base + 1, base + 2), (base + 2, base + 3))
-]
+_BODY_LIMBS = (
+    [(5, 6), (5, 7), (7, 9), (6, 8), (8, 10)]  # shoulders, arms
+    + [(5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16)]  # torso, legs
+    + [(0, 1), (0, 2), (1, 3), (2, 4)]  # eyes, ears
+)
+_HAND_CHAINS = [(0, *range(base, base + 4)) for base in (1, 5, 9, 13, 17)]  # root to each tip
+_HAND_LIMBS = [(a, b) for chain in _HAND_CHAINS for a, b in pairwise(chain)]
 _FACE_CHAINS = [
     range(0, 17),
     range(17, 22),
@@ -148,65 +88,24 @@ WHOLEBODY_LIMBS: list[tuple[int, int]] = (
 )
 
 # --------------------------------------------------------------------------- PGMM-36
-_HAND14 = [
-    "hand_root",
-    "thumb_mcp",
-    "thumb_ip",
-    "thumb_tip",
-    "index_mcp",
-    "index_pip",
-    "index_tip",
-    "middle_mcp",
-    "middle_pip",
-    "middle_tip",
-    "ring_mcp",
-    "ring_tip",
-    "pinky_mcp",
-    "pinky_tip",
-]
+_HAND14 = (
+    ["hand_root", "thumb_mcp", "thumb_ip", "thumb_tip"]
+    + ["index_mcp", "index_pip", "index_tip", "middle_mcp", "middle_pip", "middle_tip"]
+    + ["ring_mcp", "ring_tip", "pinky_mcp", "pinky_tip"]
+)
 PGMM36 = (
-    [
-        "nose",
-        "left_shoulder",
-        "right_shoulder",
-        "left_elbow",
-        "right_elbow",
-        "face_8",
-        "face_62",
-        "face_66",
-    ]
-    + [f"left_{n}" for n in _HAND14]
-    + [f"right_{n}" for n in _HAND14]
+    ["nose", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow"]
+    + ["face_8", "face_62", "face_66"]  # chin, inner upper lip, inner lower lip
+    + [f"{side}_{n}" for side in _SIDES for n in _HAND14]
 )
 NUM_PGMM = len(PGMM36)  # 36
 #: PGMM36 index -> WHOLEBODY133 index.
 PGMM36_FROM_WHOLEBODY = np.array([WB[n] for n in PGMM36], dtype=np.int64)
-PGMM36_LIMBS = [
-    (1, 2),
-    (1, 3),
-    (2, 4),
-    (0, 5),
-    (6, 7),
-    (3, 8),
-    (4, 22),
-] + [
-    (off + a, off + b)
-    for off in (8, 22)
-    for a, b in [
-        (0, 1),
-        (1, 2),
-        (2, 3),
-        (0, 4),
-        (4, 5),
-        (5, 6),
-        (0, 7),
-        (7, 8),
-        (8, 9),
-        (0, 10),
-        (10, 11),
-        (0, 12),
-        (12, 13),
-    ]
+# Chains within each hand's 14 points: root to the tips of thumb, index, middle, ring, pinky.
+_HAND14_CHAINS = [(0, 1, 2, 3), (0, 4, 5, 6), (0, 7, 8, 9), (0, 10, 11), (0, 12, 13)]
+_HAND14_LIMBS = [(a, b) for chain in _HAND14_CHAINS for a, b in pairwise(chain)]
+PGMM36_LIMBS = [(1, 2), (1, 3), (2, 4), (0, 5), (6, 7), (3, 8), (4, 22)] + [
+    (off + a, off + b) for off in (8, 22) for a, b in _HAND14_LIMBS
 ]
 
 # --------------------------------------------------------------------------- MediaPipe Holistic
@@ -217,76 +116,12 @@ MEDIAPIPE_POSE_FOR_BODY = np.array(
 MEDIAPIPE_POSE_FOR_FEET = np.array([31, -1, 29, 32, -1, 30], dtype=np.int64)
 #: MediaPipe FaceMesh (468) vertex closest to each of the 68 iBUG face points.
 MEDIAPIPE_FACE_FOR_FACE68 = np.array(
-    [
-        162,
-        234,
-        93,
-        58,
-        172,
-        136,
-        149,
-        148,
-        152,
-        377,
-        378,
-        365,
-        397,
-        288,
-        323,
-        454,
-        389,
-        71,
-        63,
-        105,
-        66,
-        107,
-        336,
-        296,
-        334,
-        293,
-        301,
-        168,
-        197,
-        5,
-        4,
-        75,
-        97,
-        2,
-        326,
-        305,
-        33,
-        160,
-        158,
-        133,
-        153,
-        144,
-        362,
-        385,
-        387,
-        263,
-        373,
-        380,
-        61,
-        39,
-        37,
-        0,
-        267,
-        269,
-        291,
-        405,
-        314,
-        17,
-        84,
-        181,
-        78,
-        82,
-        13,
-        312,
-        308,
-        317,
-        14,
-        87,
-    ],
+    [162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389]  # jaw
+    + [71, 63, 105, 66, 107, 336, 296, 334, 293, 301]  # right brow, left brow
+    + [168, 197, 5, 4, 75, 97, 2, 326, 305]  # nose
+    + [33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380]  # right eye, left eye
+    + [61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181]  # outer lip
+    + [78, 82, 13, 312, 308, 317, 14, 87],  # inner lip
     dtype=np.int64,
 )
 #: Index into the concatenation [pose 33, face 468, left hand 21, right hand 21] (543 points)

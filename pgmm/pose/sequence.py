@@ -16,63 +16,25 @@ import numpy as np
 
 from pgmm.pose import layout as L
 
-_MEDIAPIPE_POSE_NAMES = [
-    "NOSE",
-    "LEFT_EYE_INNER",
-    "LEFT_EYE",
-    "LEFT_EYE_OUTER",
-    "RIGHT_EYE_INNER",
-    "RIGHT_EYE",
-    "RIGHT_EYE_OUTER",
-    "LEFT_EAR",
-    "RIGHT_EAR",
-    "MOUTH_LEFT",
-    "MOUTH_RIGHT",
-    "LEFT_SHOULDER",
-    "RIGHT_SHOULDER",
-    "LEFT_ELBOW",
-    "RIGHT_ELBOW",
-    "LEFT_WRIST",
-    "RIGHT_WRIST",
-    "LEFT_PINKY",
-    "RIGHT_PINKY",
-    "LEFT_INDEX",
-    "RIGHT_INDEX",
-    "LEFT_THUMB",
-    "RIGHT_THUMB",
-    "LEFT_HIP",
-    "RIGHT_HIP",
-    "LEFT_KNEE",
-    "RIGHT_KNEE",
-    "LEFT_ANKLE",
-    "RIGHT_ANKLE",
-    "LEFT_HEEL",
-    "RIGHT_HEEL",
-    "LEFT_FOOT_INDEX",
-    "RIGHT_FOOT_INDEX",
-]
-_MEDIAPIPE_HAND_NAMES = [
-    "WRIST",
-    "THUMB_CMC",
-    "THUMB_MCP",
-    "THUMB_IP",
-    "THUMB_TIP",
-    "INDEX_FINGER_MCP",
-    "INDEX_FINGER_PIP",
-    "INDEX_FINGER_DIP",
-    "INDEX_FINGER_TIP",
-    "MIDDLE_FINGER_MCP",
-    "MIDDLE_FINGER_PIP",
-    "MIDDLE_FINGER_DIP",
-    "MIDDLE_FINGER_TIP",
-    "RING_FINGER_MCP",
-    "RING_FINGER_PIP",
-    "RING_FINGER_DIP",
-    "RING_FINGER_TIP",
-    "PINKY_MCP",
-    "PINKY_PIP",
-    "PINKY_DIP",
-    "PINKY_TIP",
+
+def _left_right(*parts: str) -> list[str]:
+    """``LEFT_<part>``, ``RIGHT_<part>`` for each part in turn, as MediaPipe Pose orders them."""
+    return [f"{side}_{part}" for part in parts for side in ("LEFT", "RIGHT")]
+
+
+# MediaPipe's point names (its PoseLandmark and HandLandmark order), as .pose files store them.
+_MEDIAPIPE_POSE_NAMES = (
+    ["NOSE"]
+    + [f"{side}_EYE{part}" for side in ("LEFT", "RIGHT") for part in ("_INNER", "", "_OUTER")]
+    + _left_right("EAR")
+    + ["MOUTH_LEFT", "MOUTH_RIGHT"]
+    + _left_right("SHOULDER", "ELBOW", "WRIST", "PINKY", "INDEX", "THUMB")
+    + _left_right("HIP", "KNEE", "ANKLE", "HEEL", "FOOT_INDEX")
+)
+_MEDIAPIPE_HAND_NAMES = ["WRIST", "THUMB_CMC", "THUMB_MCP", "THUMB_IP", "THUMB_TIP"] + [
+    f"{finger}_{joint}"
+    for finger in ("INDEX_FINGER", "MIDDLE_FINGER", "RING_FINGER", "PINKY")
+    for joint in ("MCP", "PIP", "DIP", "TIP")
 ]
 # Where a MediaPipe Holistic .pose keeps each part: (component, point name per point of the
 # part, or "" where MediaPipe has no such point, part).
