@@ -66,6 +66,7 @@ from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import PoseEstimator
 from pgmm.pose.heatmaps import pose_heatmaps
 from pgmm.pose.sequence import PoseSequence
+from pgmm.report import md_table
 from pgmm.video import VideoWriter, atomic_target
 
 __all__ = [
@@ -731,13 +732,13 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     merged into one table (docs/results.md).
     """
     header = ["Model", "Variant", "Task", "Drive", *METRIC_COLUMNS.values()]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    table = []
     for row in rows:
         metrics = row.get("metrics", {})
         cells = [_cell(row.get(k, "")) for k in ("model", "variant", "task", "drive")]
         cells += [_cell(metrics.get(k, not_available("not evaluated"))) for k in METRIC_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        table.append(cells)
+    return md_table(header, table) + "\n"
 
 
 def markdown_report(rows: Sequence[Mapping[str, Any]]) -> str:

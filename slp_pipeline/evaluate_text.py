@@ -66,6 +66,7 @@ from pgmm.metrics.recognizer import video_keypoints
 from pgmm.metrics.wer import edit_counts, word_error_rate
 from pgmm.models.pose_estimator import HRNetLite, PoseEstimator
 from pgmm.pose.sequence import PoseSequence
+from pgmm.report import md_table
 from pgmm.video import VideoWriter, read_video
 from slp_pipeline.config import DEFAULT_CONFIG, PipelineConfig, load_serve_config, pipeline_config
 from slp_pipeline.signers import BUILTIN_SIGNERS, InputError, Signer
@@ -760,7 +761,7 @@ def markdown_table(result: TextEvalResult) -> str:
         "poses", "drawn by", "WER ↓", "95 % interval", "WER halves", "BLEU-4 ↑", "N",
         "frames", "s / sentence",
     ]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    table = []
     for row in result.rows:
         drawn = row.renderer or "— (recogniser reads the poses)"
         interval = "–".join(f"{w:.3f}" for w in row.wer_interval)
@@ -772,8 +773,8 @@ def markdown_table(result: TextEvalResult) -> str:
         ]  # fmt: skip
         if row.product:
             cells[:3] = [f"**{c}**" for c in cells[:3]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        table.append(cells)
+    return md_table(header, table) + "\n"
 
 
 def markdown(result: TextEvalResult) -> str:

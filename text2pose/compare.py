@@ -25,6 +25,7 @@ import numpy as np
 
 from pgmm.metrics.recognizer import PoseCTCRecognizer
 from pgmm.pose.sequence import PoseSequence
+from pgmm.report import md_table
 from text2pose.backtranslation import BackTranslationRecord
 from text2pose.baselines import LexiconBaseline, canonical_sequence
 from text2pose.data import G2PData, build_g2p_data
@@ -79,19 +80,7 @@ class Comparison:
         header = ["system", "glosses", "trained against", "DTW-MJE ↓", "hands ↓"]
         for name in names:
             header += [f"WER ({name}) ↓", f"BLEU-4 ({name}) ↑"]
-        lines = [
-            f"**{self.language} {self.split}** ({self.sentences} sentences; recognizers: "
-            + ", ".join(f"{n} = `{p}`" for n, p in self.recognizers.items())
-            + ")"
-            + (
-                f"; dictionaries' T2G rows timed from the text by `{self.length}`"
-                if self.length
-                else ""
-            ),
-            "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
-        ]
+        table = []
         for row in self.rows:
             against = f"`{row.trained_against}`" if row.trained_against else "–"
             cells = [row.system, row.glosses or "–", against]
@@ -100,10 +89,15 @@ class Comparison:
                 mark = " †" if _same_folder(row.trained_against, self.recognizers[name]) else ""
                 score = row.read_back[name]
                 cells += [f"{score.wer:.3f}{mark}", f"{score.bleu4:.2f}{mark}"]
-            lines.append("| " + " | ".join(cells) + " |")
+            table.append(cells)
+        text = f"**{self.language} {self.split}** ({self.sentences} sentences; recognizers: "
+        text += ", ".join(f"{n} = `{p}`" for n, p in self.recognizers.items()) + ")"
+        if self.length:
+            text += f"; dictionaries' T2G rows timed from the text by `{self.length}`"
+        text += "\n\n" + md_table(header, table)
         if any(r.trained_against for r in self.rows):
-            lines += ["", "† read by the recognizer the system was trained against"]
-        return "\n".join(lines)
+            text += "\n\n† read by the recognizer the system was trained against"
+        return text
 
 
 def _number(value: float | None, digits: int) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from pgmm.data.synth.signer import SynthSigner
 from pgmm.pose.sequence import PoseSequence
+from pgmm.report import md_table
 from text2pose.baselines import LexiconBaseline, MeanPoseBaseline, canonical_sequence
 from text2pose.data import build_g2p_data, text_tokens
 from text2pose.dictionary import GlossDictionary
@@ -33,6 +34,11 @@ from text2pose.metrics import back_translation, evaluate_g2p
 from text2pose.pipeline import TextToPose
 from text2pose.t2g import gloss_scores
 from text2pose.train_t2g import corpus_pairs
+
+POSE_COLUMNS = [
+    "pose system", "DTW-MJE ↓", "hands DTW-MJE ↓", "length error (frames) ↓", "frames/s",
+    "back-transl. WER ↓", "back-transl. BLEU-4 ↑",
+]  # fmt: skip
 
 
 class _Fixed:
@@ -135,30 +141,22 @@ def evaluate_text2pose(
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     t2g = rows["T2G"]
-    lines = [
-        f"**{result['language']} {result['split']}** ({result['sentences']} sentences)",
-        "",
-        "| T2G | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | chrF |",
-        "|---|---|---|---|---|---|",
-        f"| ours | {t2g['bleu1']} | {t2g['bleu2']} | {t2g['bleu3']} | {t2g['bleu4']} "
-        f"| {t2g['chrf']} |",
-        "",
-        "| pose system | DTW-MJE ↓ | hands DTW-MJE ↓ | length error (frames) ↓ | frames/s "
-        "| back-transl. WER ↓ | back-transl. BLEU-4 ↑ |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    scores = ["ours", *(t2g[k] for k in ("bleu1", "bleu2", "bleu3", "bleu4", "chrf"))]
+    poses = []
     for name, row in rows.items():
         if name == "T2G":
             continue
-        bt = f"| {row['bt_wer']:.3f} | {row['bt_bleu4']:.2f} |" if "bt_wer" in row else "| – | – |"
-        if "dtw_mje" not in row:  # ground truth: back-translation only
-            lines.append(f"| {name} | – | – | – | – {bt}")
-            continue
-        lines.append(
-            f"| {name} | {row['dtw_mje']:.4f} | {row['dtw_mje_hands']:.4f} "
-            f"| {row['duration_error_frames']:.1f} | {row['frames_per_second']:.0f} {bt}"
-        )
-    return "\n".join(lines)
+        bt = [f"{row['bt_wer']:.3f}", f"{row['bt_bleu4']:.2f}"] if "bt_wer" in row else ["–"] * 2
+        g2p = ["–"] * 4  # ground truth: back-translation only
+        if "dtw_mje" in row:
+            g2p = [
+                f"{row['dtw_mje']:.4f}", f"{row['dtw_mje_hands']:.4f}",
+                f"{row['duration_error_frames']:.1f}", f"{row['frames_per_second']:.0f}",
+            ]  # fmt: skip
+        poses.append([name, *g2p, *bt])
+    title = f"**{result['language']} {result['split']}** ({result['sentences']} sentences)"
+    t2g_table = md_table(["T2G", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "chrF"], [scores])
+    return "\n\n".join([title, t2g_table, md_table(POSE_COLUMNS, poses)])
 
 
 def write(result: dict[str, Any], out: str | Path) -> None:
