@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from pgmm.export import example_inputs
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 
@@ -57,22 +58,12 @@ def build(variant: str, config_set: str, size: int, device: str) -> PGMM:
     return PGMM(cfg).to(device).eval()
 
 
-def inputs(model: PGMM, batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(source image, driving heatmaps)``; the source pose is the first driving frame."""
-    size = model.config.image_size
-    maps = size // model.config.heatmap_stride
-    gen = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, size, size, generator=gen)
-    heat = torch.rand(batch, model.config.num_keypoints, maps, maps, generator=gen)
-    return image.to(device), heat.to(device)
-
-
 def make_step(
     model: PGMM, batch: int, device: str, dtype: str, compiled: bool, graphs: bool
 ) -> Callable[[], None]:
     """One serving step: ``batch`` frames from a cached source state."""
-    image, heat = inputs(model, batch, device)
-    state = model.encode_source(image, heat[:1])
+    source, source_maps, heat = (t.to(device) for t in example_inputs(model, batch))
+    state = model.encode_source(source, source_maps)
     animate = torch.compile(model.animate) if compiled else model.animate
     amp = DTYPES[dtype]
 

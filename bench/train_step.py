@@ -54,6 +54,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, ROOT, write_report  # noqa: E402
 
+from pgmm.report import md_table  # noqa: E402
+
 #: The last commit before the training-step work of issue 16: the "old" arms.
 BASELINE = "91f29c6"
 #: Pieces of a step named in the profile, by the module that runs them.
@@ -318,48 +320,39 @@ def run_arms(arms: list[Arm], trees: dict[str, Path], videos: int, rounds: int, 
 
 
 def speed_table(results: list[ArmResult], batch: int) -> str:
-    lines = ["| arm | data s/step | step s/step | samples/s | speed-up vs old |",
-             "|---|---|---|---|---|"]  # fmt: skip
     old = {r.arm.variant: r.times.samples_per_s(batch) for r in results if r.arm.tree == "old"}
+    rows = []
     for r in results:
-        t = r.times
-        speedup = t.samples_per_s(batch) / old[r.arm.variant] if r.arm.variant in old else None
-        lines.append(f"| {r.arm.name} | {statistics.mean(t.data_s):.3f} | "
-                     f"{statistics.mean(t.step_s):.2f} | {t.samples_per_s(batch):.2f} | "
-                     f"{'' if speedup is None else f'{speedup:.2f}x'} |")  # fmt: skip
-    return "\n".join(lines)
+        t, speed = r.times, r.times.samples_per_s(batch)
+        speedup = f"{speed / old[r.arm.variant]:.2f}x" if r.arm.variant in old else ""
+        data_s, step_s = statistics.mean(t.data_s), statistics.mean(t.step_s)
+        rows.append([r.arm.name, f"{data_s:.3f}", f"{step_s:.2f}", f"{speed:.2f}", speedup])
+    return md_table(["arm", "data s/step", "step s/step", "samples/s", "speed-up vs old"], rows)
 
 
 def profile_table(results: list[ArmResult]) -> str:
+    def cell(t: dict[str, float] | None) -> str:
+        return "–" if t is None else f"{t['forward_ms']:.0f} / {t['backward_ms']:.0f}"
+
     pieces = dict.fromkeys(p for r in results for p in r.profile)  # first seen first
-    head = " | ".join(f"{r.arm.name} fwd / bwd ms" for r in results)
-    lines = [f"| piece | {head} |", "|---" * (len(results) + 1) + "|"]
-    for piece in sorted(
-        pieces, key=lambda p: -sum(sum(r.profile.get(p, {}).values()) for r in results)
-    ):
-        times = [r.profile.get(piece) for r in results]
-        cells = [
-            "–" if t is None else f"{t['forward_ms']:.0f} / {t['backward_ms']:.0f}" for t in times
-        ]
-        lines.append(f"| {piece} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    order = sorted(pieces, key=lambda p: -sum(sum(r.profile.get(p, {}).values()) for r in results))
+    rows = [[piece, *(cell(r.profile.get(piece)) for r in results)] for piece in order]
+    return md_table(["piece", *(f"{r.arm.name} fwd / bwd ms" for r in results)], rows)
 
 
 def loss_table(results: list[ArmResult]) -> str:
     """Per-step total loss vs the first arm: mean |difference| and the last steps' mean."""
     reference = [step["total"] for step in results[0].times.losses]
     last = max(1, len(reference) // 2)
-    lines = [
-        "| arm | mean total loss, last half | mean abs. diff. vs old per step | max | identical |",
-        "|---|---|---|---|---|",
-    ]
+    rows = []
     for r in results:
         totals = [step["total"] for step in r.times.losses]
         diffs = [abs(a - b) for a, b in zip(totals, reference, strict=True)]
-        lines.append(f"| {r.arm.name} | {statistics.mean(totals[-last:]):.4f} | "
-                     f"{statistics.mean(diffs):.4f} | {max(diffs):.4f} | "
-                     f"{'yes' if totals == reference else 'no'} |")  # fmt: skip
-    return "\n".join(lines)
+        late, diff = statistics.mean(totals[-last:]), statistics.mean(diffs)
+        same = "yes" if totals == reference else "no"
+        rows.append([r.arm.name, f"{late:.4f}", f"{diff:.4f}", f"{max(diffs):.4f}", same])
+    header = ["arm", "mean total loss, last half", "mean abs. diff. vs old per step", "max"]
+    return md_table([*header, "identical"], rows)
 
 
 def main() -> int:

@@ -15,6 +15,8 @@ import json
 import shutil
 from pathlib import Path
 
+from pgmm.report import md_table
+
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = (
     ("l1", "L1 ↓", "{:.4f}"),
@@ -51,16 +53,13 @@ def main() -> None:
     parser.add_argument("names", nargs="+")
     parser.add_argument("--runs", type=Path, default=ROOT / "outputs" / "adapt")
     args = parser.parse_args()
-    head = "| signer | model | " + " | ".join(c[1] for c in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
-    notes = []
+    rows, notes = [], []
     for name in args.names:
         run = args.runs / name
         report = json.loads((run / "report.json").read_text())
         for when, label in (("before", "SynthSigner PGMM (photo only)"), ("after", "adapted")):
             row = report[when]
-            cells = [_cell(row.get(key), fmt) for key, _, fmt in COLUMNS]
-            lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+            rows.append([name, label, *(_cell(row.get(key), fmt) for key, _, fmt in COLUMNS)])
         frames = report["frames"]
         pe = {k: f"{v:.2f}" for k, v in report.get("pe_pck", {}).items()}
         notes.append(
@@ -74,7 +73,8 @@ def main() -> None:
         images = ROOT / "docs" / "images"
         images.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run / "contact_sheet.png", images / f"adapt_{name}.png")
-    print("\n".join(lines + [""] + notes))
+    header = ["signer", "model", *(c[1] for c in COLUMNS)]
+    print("\n".join([md_table(header, rows), "", *notes]))
 
 
 if __name__ == "__main__":

@@ -51,20 +51,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 from PIL import Image
-from ray import serve
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from cdp import Browser, chromium_page  # noqa: E402
 from standins import SynthTextToPose, tiny_pipeline  # noqa: E402
-from tiny_serve import free_port  # noqa: E402
+from tiny_serve import free_port, running_graph  # noqa: E402
 
 from slp_pipeline.auth import ENV_VAR  # noqa: E402
 from slp_pipeline.config import load_serve_config  # noqa: E402
-from slp_pipeline.serve_app import run_from_config  # noqa: E402
 from slp_pipeline.signers import BUILTIN_SIGNERS, synth_rest_signer  # noqa: E402
 
 TEXT = "am tag regnet es im norden"
@@ -429,8 +426,7 @@ def main() -> None:
         sys.exit(f"no Chromium at {args.chromium!r} (apt-get install chromium)")
 
     serve_config = load_serve_config(REPO / "configs/serve/cpu.yaml")  # a fresh copy
-    port = free_port()
-    serve_config["http_options"] = {"host": "127.0.0.1", "port": port}
+    serve_config["http_options"] = {"host": "127.0.0.1", "port": free_port()}
     for deployment in serve_config["applications"][0]["deployments"]:
         if deployment["name"] == "Renderer":
             deployment.pop("autoscaling_config", None)
@@ -438,13 +434,11 @@ def main() -> None:
     key = secrets.token_urlsafe(24)
     os.environ[ENV_VAR] = key  # read by the graph's builder: writes need it
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="slp-web-") as tmp:
-        try:
-            run_from_config(serve_config, tiny_pipeline(Path(tmp), serve_config))
-            failures = check(f"http://127.0.0.1:{port}", args.chromium, key)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
+    with (
+        tempfile.TemporaryDirectory(prefix="slp-web-") as tmp,
+        running_graph(serve_config, tiny_pipeline(Path(tmp), serve_config)) as url,
+    ):
+        failures = check(url, args.chromium, key)
     for failure in failures:
         print(f"FAIL: {failure}")
     seconds = time.monotonic() - start

@@ -45,6 +45,7 @@ from pgmm.models.hourglass import UpBlock2d
 from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import HRNetLite
 from pgmm.pose.heatmaps import pose_heatmaps
+from pgmm.report import md_table
 from pgmm.training.config import TrainConfig
 from pgmm.training.trainer import PGMMTrainer
 
@@ -79,15 +80,16 @@ def _period2_share(frames: torch.Tensor) -> float:
     return float((nyquist / power.sum((-2, -1)).clamp_min(1e-12)).mean())
 
 
+def load_clip(data: RenderedSynthSigner, i: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(frames (T, 3, S, S) in [0, 1], ground-truth poses (T, 133, 3))`` of video ``i``."""
+    video = torch.from_numpy(np.array(data.load_frames(i)[:frames])).permute(0, 3, 1, 2)
+    return video.float() / 255, torch.from_numpy(data.load_poses(i).data[:frames].copy())
+
+
 def dev_clips(videos: int, frames: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(frames (T, 3, S, S), ground-truth poses (T, 133, 3))`` of the first dev videos."""
+    """:func:`load_clip` of each of the first dev videos."""
     data = RenderedSynthSigner("dev", 128, max_videos=videos)
-    clips = []
-    for i in range(len(data)):
-        video = torch.from_numpy(np.asarray(data.load_frames(i)[:frames])).permute(0, 3, 1, 2)
-        poses = torch.from_numpy(data.load_poses(i).data[:frames])
-        clips.append((video.float() / 255, poses))
-    return clips
+    return [load_clip(data, i, frames) for i in range(len(data))]
 
 
 def binomial_blur(x: torch.Tensor) -> torch.Tensor:
@@ -162,11 +164,18 @@ def cmd_measure(args: argparse.Namespace) -> None:
     if args.knockout:
         models += knockouts()
     rows = [high_frequency(name, model, clips) for name, model in models]
-    print("| model | Laplacian power gen/real | 2-px-period share gen/real | L1 | SSIM |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r.model} | {r.laplacian_ratio:.2f} | {r.period2_ratio:.1f} | "
-              f"{r.l1:.4f} | {r.ssim:.3f} |")  # fmt: skip
+    header = ["model", "Laplacian power gen/real", "2-px-period share gen/real", "L1", "SSIM"]
+    cells = [
+        (
+            r.model,
+            f"{r.laplacian_ratio:.2f}",
+            f"{r.period2_ratio:.1f}",
+            f"{r.l1:.4f}",
+            f"{r.ssim:.3f}",
+        )
+        for r in rows
+    ]
+    print(md_table(header, cells))
     if args.knockout:  # where the pattern comes from: P_d's features, finest first
         shipped = load(SHIPPED)
         frames, poses = clips[0]
@@ -188,17 +197,17 @@ def cmd_probe(args: argparse.Namespace) -> None:
     real = torch.cat([clip[0] for clip in clips])
     # The filter on the real frames too: how much it softens their edges.
     pred_smooth, real_smooth = binomial_blur(pred), binomial_blur(real)
-    print("| perceptual network | L(generated) | L(generated, 2-px period removed) | "
-          "L(real, same filter) |\n|---|---|---|---|")  # fmt: skip
+    rows = []
     for width in (0.25, 1.0):
         vgg = Vgg19Features(width=width)
         with torch.no_grad():
             values = [
                 perceptual_loss(x, real, vgg).item() for x in (pred, pred_smooth, real_smooth)
             ]
-        print(f"| random VGG19 x{width} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
-    print(f"| (L1) | {l1(pred, real):.4f} | {l1(pred_smooth, real):.4f} | "
-          f"{l1(real_smooth, real):.4f} |")  # fmt: skip
+        rows.append([f"random VGG19 x{width}", *(f"{v:.3f}" for v in values)])
+    rows.append(["(L1)", *(f"{l1(x, real):.4f}" for x in (pred, pred_smooth, real_smooth))])
+    header = ["perceptual network", "L(generated)", "L(generated, 2-px period removed)"]
+    print(md_table([*header, "L(real, same filter)"], rows))
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:

@@ -20,6 +20,7 @@ from pgmm.pose.agreement import PARTS, part_distances
 from pgmm.pose.dwpose import load_dwpose_folder
 from pgmm.pose.mediapipe_labels import label_video
 from pgmm.pose.sequence import PoseSequence
+from pgmm.report import md_table
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT.parent / "shared" / "data" / "video"
@@ -47,13 +48,12 @@ def main() -> None:
             labels = ours.data
         n = min(len(labels), len(ref))
         rows.append((name, n, part_distances(labels[:n], ref[:n], aspect)))
-    header = "| clip | frames | " + " | ".join(PARTS) + " |"
-    lines = [header, "|" + "---|" * (len(PARTS) + 2)]
-    for name, n, parts in rows:
-        cells = [f"{p['mean']:.3f} / {p['median']:.3f}" for p in parts.values()]
-        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    cells = [
+        [name, n, *(f"{p['mean']:.3f} / {p['median']:.3f}" for p in parts.values())]
+        for name, n, parts in rows
+    ]
     print("mean / median distance in shoulder widths\n")
-    print("\n".join(lines))
+    print(md_table(["clip", "frames", *PARTS], cells))
     out = ROOT / "outputs" / "label_agreement.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({name: parts for name, _, parts in rows}, indent=2))

@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 # scripts/ is on sys.path when run as a script
-from dot_artefact import binomial_blur, render
+from dot_artefact import binomial_blur, load_clip, render
 
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.metrics.tcd import TCD_THRESHOLD, neighbour_difference
 from pgmm.models.pgmm import PGMM
+from pgmm.report import md_table
 
 ROOT = Path(__file__).resolve().parents[1]
 LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 1, 3, 1, 1)
@@ -51,18 +52,6 @@ def _alternate(video: torch.Tensor, amplitude: float) -> torch.Tensor:
     return (video + amplitude * sign).clamp(0, 1)
 
 
-def _render(data: RenderedSynthSigner, checkpoint: Path, frames: int) -> torch.Tensor:
-    """The shipped renderer driven by the sentence's ground-truth poses (``PGMM.animate``)."""
-    model = PGMM.from_pretrained(checkpoint).eval()
-    points = torch.from_numpy(data.load_poses(0).data[:frames].copy())
-    return render(model, (_target(data, frames), points)).float().clamp(0, 1)
-
-
-def _target(data: RenderedSynthSigner, frames: int) -> torch.Tensor:
-    video = torch.from_numpy(data.load_frames(0)[:frames].copy())
-    return video.permute(0, 3, 1, 2).float() / 255
-
-
 def fraction(pred: torch.Tensor, target: torch.Tensor, scale: float, reduction: Reduction) -> float:
     """TCD (Eq. 13) under one reading: D on ``scale``, channels combined by ``reduction``."""
     d = reduction(neighbour_difference(pred, target)) * scale
@@ -76,9 +65,11 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "models/pgmm/full-small")
     args = parser.parse_args()
     data = RenderedSynthSigner("test", args.size, languages=("de",), max_videos=1)
-    target = _target(data, args.frames)
+    target, points = load_clip(data, 0, args.frames)
     smooth = binomial_blur(torch.roll(target, shifts=1, dims=-1))
-    rendered = _render(data, args.checkpoint, args.frames)
+    # The shipped renderer driven by the sentence's ground-truth poses (``PGMM.animate``).
+    model = PGMM.from_pretrained(args.checkpoint).eval()
+    rendered = render(model, (target, points)).float().clamp(0, 1)
     videos = {
         "target itself (perfect reconstruction)": target,
         "smooth: shifted 1 px + 3x3 blur": smooth,
@@ -96,8 +87,7 @@ def main() -> None:
     print(f"share of pixels where the target jumps > 0.25 from its neighbours' mean: "
           f"{float((own > 0.25).double().mean()):.4f}")  # fmt: skip
     heads = [f"{s}, {r}" for s, r in columns] + ["L1 (levels)", "median D (levels)"]
-    print("| video | " + " | ".join(heads) + " |")
-    print("|---|" + "---|" * len(heads))
+    rows = []
     for name, video in videos.items():
         cells = [f"{fraction(video, target, SCALES[s], REDUCTIONS[r]):.3f}" for s, r in columns]
         d = neighbour_difference(video, target).mean(dim=2)
@@ -105,7 +95,8 @@ def main() -> None:
             f"{float((video - target).abs().mean()) * 255:.1f}",
             f"{float(d.median()) * 255:.1f}",
         ]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append([name, *cells])
+    print(md_table(["video", *heads], rows))
 
 
 if __name__ == "__main__":
