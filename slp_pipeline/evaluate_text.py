@@ -49,7 +49,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ from pgmm.data.synth.render import render_frame
 from pgmm.data.synth.signer import SynthSigner, to_pose_sequence
 from pgmm.evaluation import atomic_write_text, write_doc_block
 from pgmm.metrics.recognizer import video_keypoints
-from pgmm.metrics.wer import edit_counts, word_error_rate
+from pgmm.metrics.wer import GlossRecognizer, edit_counts, word_error_rate
 from pgmm.models.pose_estimator import HRNetLite, PoseEstimator
 from pgmm.pose.sequence import PoseSequence
 from pgmm.report import md_table
@@ -82,7 +82,7 @@ from slp_pipeline.stages import (
 )
 from slp_pipeline.synthesize import Synthesizer, in_chunks
 from text2pose.canonical import FPS, to_canonical
-from text2pose.metrics import camera_view
+from text2pose.metrics import PoseGenerator, camera_view
 from text2pose.normalize import TextInputError
 
 __all__ = [
@@ -275,16 +275,6 @@ class TextEvalResult:
 
 
 # --------------------------------------------------------------------------- loading
-class PoseRecognizer(Protocol):
-    """Glosses from one ``(T, 36, 3)`` PGMM36 keypoint sequence (a PoseCTCRecognizer)."""
-
-    def recognize(self, sample: torch.Tensor | np.ndarray) -> list[str]: ...
-
-
-class PoseGenerator(Protocol):
-    def generate(self, gloss_lists: Sequence[Sequence[str]]) -> list[PoseSequence]: ...
-
-
 @dataclass
 class Chain:
     """The loaded models of one run. ``fingerprint`` identifies them (content digests), so a
@@ -293,7 +283,7 @@ class Chain:
     synthesizer: Synthesizer
     renderers: dict[str, str]  # label -> Synthesizer renderer name, or SYNTH
     evaluator: PoseEstimator
-    recognizer: PoseRecognizer
+    recognizer: GlossRecognizer  # reads (T, 36, 3) PGMM36 keypoints: a PoseCTCRecognizer
     signer: SynthSigner
     lexicon: PoseGenerator
     fingerprint: dict[str, dict[str, str]]

@@ -30,7 +30,7 @@ from text2pose.baselines import LexiconBaseline, MeanPoseBaseline, canonical_seq
 from text2pose.data import build_g2p_data, text_tokens
 from text2pose.dictionary import GlossDictionary
 from text2pose.g2p import GlossToPose
-from text2pose.metrics import back_translation, evaluate_g2p
+from text2pose.metrics import PoseGenerator, back_translation, evaluate_g2p
 from text2pose.pipeline import TextToPose
 from text2pose.t2g import gloss_scores
 from text2pose.train_t2g import corpus_pairs
@@ -83,14 +83,15 @@ def evaluate_text2pose(
     language = model.language
     signer = SynthSigner(languages=[language])
     pairs = corpus_pairs(language, split)[:max_sentences]
+    texts = [t for t, _ in pairs]
     data = build_g2p_data(signer, split, language, cache_dir)
     data = data.subset(range(len(pairs)))
     train = build_g2p_data(signer, "train", language, cache_dir)
 
     tic = time.perf_counter()
     predicted: list[list[str]] = []
-    for i in range(0, len(pairs), 32):
-        predicted += model.t2g.translate_normalized([t for t, _ in pairs[i : i + 32]])
+    for i in range(0, len(texts), 32):
+        predicted += model.t2g.translate_normalized(texts[i : i + 32])
     posed = [model.fit(g) for g in predicted]  # what TextToPose hands to G2P
     t2g_seconds = time.perf_counter() - tic
     gold = [list(g) for g in data.glosses]
@@ -98,20 +99,14 @@ def evaluate_text2pose(
     rows: dict[str, Any] = {
         "T2G": {**gloss_scores(predicted, gold), "sentences_per_second": len(pairs) / t2g_seconds}
     }
-    lexicon, mean = LexiconBaseline(signer, train), MeanPoseBaseline(train)
-    systems = {
+    lexicon = LexiconBaseline(signer, train)
+    systems: dict[str, PoseGenerator] = {
         "G2P (gold glosses)": model.g2p,
         "lexicon (gold glosses)": lexicon,
-        "mean pose": mean,
+        "mean pose": MeanPoseBaseline(train),
+        "T2G2P (text -> pose)": _Fixed(model, posed, texts),
+        "lexicon (T2G glosses)": _Fixed(lexicon, posed),
     }
-    for name, system in systems.items():
-        rows[name] = evaluate_g2p(system, gold, targets, recognizer=recognizer)
-    rows["T2G2P (text -> pose)"] = evaluate_g2p(
-        _Fixed(model, posed, [t for t, _ in pairs]), gold, targets, recognizer=recognizer
-    )
-    rows["lexicon (T2G glosses)"] = evaluate_g2p(
-        _Fixed(lexicon, posed), gold, targets, recognizer=recognizer
-    )
     if dictionary_dir is not None:  # dictionary signs, fed the gold and the T2G glosses
         dictionary = GlossDictionary.from_pretrained(dictionary_dir)
         if dictionary.config.language != language:
@@ -119,19 +114,14 @@ def evaluate_text2pose(
                 f"the dictionary signs {dictionary.config.language!r} but the model "
                 f"signs {language!r}"
             )
-        rows["dictionary (gold glosses)"] = evaluate_g2p(
-            dictionary, gold, targets, recognizer=recognizer
-        )
-        rows["dictionary (T2G glosses)"] = evaluate_g2p(
-            _Fixed(dictionary, [g[: dictionary.config.max_glosses - 2] for g in predicted]),
-            gold, targets, recognizer=recognizer,
-        )  # fmt: skip
+        systems["dictionary (gold glosses)"] = dictionary
+        cut = [g[: dictionary.config.max_glosses - 2] for g in predicted]
+        systems["dictionary (T2G glosses)"] = _Fixed(dictionary, cut)
     if t2p_dir is not None:  # direct text -> pose, fed the same test texts
-        t2p = GlossToPose.from_pretrained(t2p_dir)
-        tokens = [list(text_tokens(t, language)) for t, _ in pairs]
-        rows["T2P direct (text -> pose)"] = evaluate_g2p(
-            _Fixed(t2p, tokens), gold, targets, recognizer=recognizer
-        )
+        tokens = [list(text_tokens(t, language)) for t in texts]
+        systems["T2P direct (text -> pose)"] = _Fixed(GlossToPose.from_pretrained(t2p_dir), tokens)
+    for name, system in systems.items():
+        rows[name] = evaluate_g2p(system, gold, targets, recognizer=recognizer)
     if recognizer is not None:
         truth = [canonical_sequence(t, data.labelled) for t in targets]
         rows["ground-truth poses"] = back_translation(recognizer, truth, gold)
