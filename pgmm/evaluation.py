@@ -203,20 +203,15 @@ class MetricAccumulator:
         evaluator_given: bool = True,
         unavailable: Mapping[str, str] | None = None,
     ) -> None:
-        self.lpips: LPIPS | None = None if isinstance(lpips, MetricWeightsMissing) else lpips
-        self.i3d: I3D | None = None if isinstance(i3d, MetricWeightsMissing) else i3d
-        self.recognizer = recognizer
-        self.reasons: dict[str, str] = {}
-        if lpips is None:
-            lpips = MetricWeightsMissing("<none given>", "LPIPS weights")
-        if isinstance(lpips, MetricWeightsMissing):
-            self.reasons["lpips"] = report(lpips)
-        if i3d is None:
-            i3d = MetricWeightsMissing("<none given>", "I3D weights")
         if isinstance(i3d, I3D) and i3d.weights_path is None:
             i3d = MetricWeightsMissing("<none loaded: call I3D.load_weights(path)>", "I3D weights")
-        if isinstance(i3d, MetricWeightsMissing):
-            self.reasons["fvd"], self.i3d = report(i3d), None
+        self.reasons: dict[str, str] = {}
+        for key, metric, what in (("lpips", lpips, "LPIPS weights"), ("fvd", i3d, "I3D weights")):
+            if metric is None or isinstance(metric, MetricWeightsMissing):
+                self.reasons[key] = report(metric or MetricWeightsMissing("<none given>", what))
+        self.lpips = lpips if isinstance(lpips, LPIPS) else None
+        self.i3d = i3d if isinstance(i3d, I3D) else None
+        self.recognizer = recognizer
         if recognizer is None:
             self.reasons["wer"] = not_available("no gloss recognizer given")
         if not evaluator_given:
@@ -321,26 +316,19 @@ class MetricAccumulator:
 
     def _keypoints(self) -> dict[str, float | str]:
         keys = ("ke_hands", "ke_body", "pck_hands")
-        out: dict[str, float | str] = {k: self.reasons[k] for k in keys if k in self.reasons}
-        if len(out) == len(keys):
-            return out
-        if not self._pred_points:
-            return {k: out.get(k, not_available("no frames scored")) for k in keys}
-        pred, truth = np.concatenate(self._pred_points), np.concatenate(self._gt_points)
-        visible = truth[..., 2] > 0
-        errors = keypoint_error(pred, truth, visible)
-        correct = pck(pred, truth, visible, threshold=PCK_THRESHOLD)
-        values = {
-            "ke_hands": errors["hands"],
-            "ke_body": errors["whole_body"],
-            "pck_hands": correct["hands"],
-        }
-        for key in keys:
-            if key not in out:
-                v = values[key]
-                # NaN = no visible point of that group: not a score, and not valid JSON.
-                out[key] = not_available("no visible keypoints") if math.isnan(v) else v
-        return out
+        values: dict[str, float | str] = dict.fromkeys(keys, not_available("no frames scored"))
+        if self._pred_points:
+            pred, truth = np.concatenate(self._pred_points), np.concatenate(self._gt_points)
+            visible = truth[..., 2] > 0
+            errors = keypoint_error(pred, truth, visible)
+            correct = pck(pred, truth, visible, threshold=PCK_THRESHOLD)
+            scores = (errors["hands"], errors["whole_body"], correct["hands"])
+            # NaN = no visible point of that group: not a score, and not valid JSON.
+            values = {
+                k: not_available("no visible keypoints") if math.isnan(v) else v
+                for k, v in zip(keys, scores, strict=True)
+            }
+        return {k: self.reasons.get(k, values[k]) for k in keys}
 
     def result(self) -> dict[str, float | str]:
         """Every column of :data:`METRIC_COLUMNS`, in order: a float or ``"n/a (reason)"``."""
