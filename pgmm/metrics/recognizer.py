@@ -97,13 +97,8 @@ class RecognizerConfig:
             raise ValueError("RecognizerConfig.vocab contains duplicate glosses")
         if BLANK in self.vocab:
             raise ValueError(f"{BLANK!r} is reserved for the CTC blank and cannot be a gloss")
-        sizes = {
-            "hidden": self.hidden,
-            "rnn_hidden": self.rnn_hidden,
-            "rnn_layers": self.rnn_layers,
-            "kernel_size": self.kernel_size,
-        }
-        bad = sorted(k for k, v in sizes.items() if int(v) < 1)
+        sizes = ("hidden", "rnn_hidden", "rnn_layers", "kernel_size")
+        bad = sorted(k for k in sizes if int(getattr(self, k)) < 1)
         if bad:
             raise ValueError(f"RecognizerConfig values must be positive: {bad}")
         if self.kernel_size % 2 == 0:
@@ -231,6 +226,9 @@ def ctc_beam_search(
         entry = table.setdefault(prefix, [neg_inf, neg_inf])
         entry[slot] = float(np.logaddexp(entry[slot], value))
 
+    def total(item: tuple[tuple[int, ...], Sequence[float]]) -> float:
+        return float(np.logaddexp(item[1][0], item[1][1]))  # log P(prefix), any last token
+
     # prefix -> (log P(prefix, ends in blank), log P(prefix, ends in its last id))
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg_inf)}
     k = min(lp.shape[1], beam_width + 1)
@@ -250,12 +248,9 @@ def ctc_beam_search(
                     add(nxt, prefix, 1, p_last + p)
                 else:
                     add(nxt, prefix + (c,), 1, p_total + p)
-        ranked = sorted(nxt.items(), key=lambda item: -np.logaddexp(item[1][0], item[1][1]))[
-            :beam_width
-        ]
+        ranked = sorted(nxt.items(), key=total, reverse=True)[:beam_width]  # stable for ties
         beams = {prefix: (pb, pl) for prefix, (pb, pl) in ranked}
-    best = max(beams.items(), key=lambda item: np.logaddexp(item[1][0], item[1][1]))[0]
-    return list(best)
+    return list(max(beams.items(), key=total)[0])
 
 
 # --------------------------------------------------------------------------- model
@@ -400,7 +395,8 @@ class PoseCTCRecognizer(nn.Module):
             raise ValueError("keypoints contain NaN or infinity")
 
     def _as_keypoints(self, sample: Any) -> torch.Tensor:
-        """One sample -> float32 ``(T, 36, 3)`` on the model's device.
+        """One sample -> float32 ``(T, 36, 3)`` on the model's device, at least
+        ``TEMPORAL_STRIDE`` frames long (see :meth:`log_probs`).
 
         Accepts a :class:`PoseSequence` (whole-body sequences are reduced to PGMM36, and x is
         put on the scale of y by the frame's aspect ratio so shoulder-width scaling stays
@@ -425,6 +421,9 @@ class PoseCTCRecognizer(nn.Module):
         self._check_keypoints(keypoints, batched=False)
         if keypoints.shape[0] == 0:
             raise ValueError("cannot recognise an empty sequence (0 frames)")
+        missing = TEMPORAL_STRIDE - len(keypoints)
+        if missing > 0:
+            keypoints = torch.cat([keypoints, keypoints[-1:].expand(missing, -1, -1)])
         return keypoints
 
     @torch.no_grad()
@@ -436,12 +435,6 @@ class PoseCTCRecognizer(nn.Module):
         abort a corpus-wide WER run.
         """
         keypoints = [self._as_keypoints(s) for s in samples]
-        keypoints = [
-            torch.cat([k, k[-1:].expand(TEMPORAL_STRIDE - len(k), -1, -1)])
-            if len(k) < TEMPORAL_STRIDE
-            else k
-            for k in keypoints
-        ]
         if not keypoints:
             return []
         was_training = self.training
