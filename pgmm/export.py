@@ -22,6 +22,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -163,29 +164,25 @@ def _export_graphs(model: PGMM, out: Path, source_out: Path, batch: int | None, 
     source, source_maps, driving = example_inputs(model, batch or 2)
     names = feature_names(model)
     state = model.encode_source(source, source_maps)
-    torch.onnx.export(
+    # One self-contained file per graph (weights inside), written by the dynamo exporter.
+    export = partial(
+        torch.onnx.export, opset_version=opset, dynamo=True, external_data=False, verbose=False
+    )
+    export(
         SourceGraph(model).eval(),
         (source,),
         str(source_out),
         input_names=["source"],
         output_names=[KEYPOINTS, *names],
-        opset_version=opset,
-        dynamo=True,
-        external_data=False,
-        verbose=False,
     )
     frames_axis = None if batch else {0: torch.export.Dim("frames", min=1)}
-    torch.onnx.export(
+    export(
         AnimateGraph(model).eval(),
         (source, state.kp_source, source_maps, driving, state.features),
         str(out),
         input_names=["source", KEYPOINTS, "source_heatmaps", "driving_heatmaps", *names],
         output_names=["frames"],
         dynamic_shapes=(None, None, None, frames_axis, [None] * len(names)),
-        opset_version=opset,
-        dynamo=True,
-        external_data=False,
-        verbose=False,
     )
     if not batch:
         _name_frame_axis(out)
@@ -217,11 +214,11 @@ class OnnxRenderer:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        self.animate_session = ort.InferenceSession(str(path), options, providers=providers)
-        self.source_session = ort.InferenceSession(
-            str(source_graph_path(path)), options, providers=providers
+        session = partial(
+            ort.InferenceSession, sess_options=options, providers=["CPUExecutionProvider"]
         )
+        self.animate_session = session(str(path))
+        self.source_session = session(str(source_graph_path(path)))
 
     def encode_source(
         self, source: np.ndarray, source_heatmaps: np.ndarray
