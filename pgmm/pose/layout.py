@@ -61,20 +61,13 @@ WB = {name: i for i, name in enumerate(WHOLEBODY133)}
 _BODY_LIMBS = (
     [(5, 6), (5, 7), (7, 9), (6, 8), (8, 10)]  # shoulders, arms
     + [(5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16)]  # torso, legs
-    + [(0, 1), (0, 2), (1, 3), (2, 4)]  # eyes, ears
+    + [(0, 1), (0, 2), (1, 3), (2, 4)]  # nose, eyes, ears
 )
 _HAND_CHAINS = [(0, *range(base, base + 4)) for base in (1, 5, 9, 13, 17)]  # root to each tip
 _HAND_LIMBS = [(a, b) for chain in _HAND_CHAINS for a, b in pairwise(chain)]
-_FACE_CHAINS = [
-    range(0, 17),
-    range(17, 22),
-    range(22, 27),
-    range(27, 31),
-    range(31, 36),
-    [36, 37, 38, 39, 40, 41, 36],
-    [42, 43, 44, 45, 46, 47, 42],
-    list(range(48, 60)) + [48],
-    list(range(60, 68)) + [60],
+# Open chains (jaw, brows, nose bridge, nostrils), then closed loops (eyes, outer and inner lip).
+_FACE_CHAINS = [range(0, 17), range(17, 22), range(22, 27), range(27, 31), range(31, 36)] + [
+    [*range(a, b), a] for a, b in ((36, 42), (42, 48), (48, 60), (60, 68))
 ]
 _FACE_LIMBS = [(a, b) for chain in _FACE_CHAINS for a, b in pairwise(chain)]
 
