@@ -142,9 +142,7 @@ class StandInTextToPose:
         for start in range(0, self.frames, chunk_frames):
             stop = min(start + chunk_frames, self.frames)
             index = [i % len(sentence) for i in range(start, stop)]
-            yield PoseSequence(
-                sentence.data[index], sentence.fps, sentence.layout, sentence.width, sentence.height
-            )
+            yield dataclasses.replace(sentence, data=sentence.data[index])
 
 
 def make_synthesizer(
