@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pgmm.metrics.recognizer import PoseCTCRecognizer
 from pgmm.pose.sequence import PoseSequence
 from pgmm.report import md_table
@@ -31,7 +29,7 @@ from text2pose.baselines import LexiconBaseline, canonical_sequence
 from text2pose.data import G2PData, build_g2p_data
 from text2pose.dictionary import GlossDictionary
 from text2pose.length import SentenceLength
-from text2pose.metrics import back_translation, dtw_mje
+from text2pose.metrics import back_translation, mean_dtw_mje
 from text2pose.pipeline import load_g2p, sentence_target
 from text2pose.t2g import TextToGloss
 from text2pose.train_t2g import corpus_pairs
@@ -143,14 +141,8 @@ def _score(
     for name, recognizer in recognizers.items():
         scores = back_translation(recognizer, poses, gold)
         read[name] = ReadBack(scores["bt_wer"], scores["bt_bleu4"])
-    row = ComparisonRow(system, glosses, trained_against, read)
-    if data is not None:
-        targets = [np.asarray(t, np.float32) for t in data.poses]
-        row.dtw_mje = float(np.mean([dtw_mje(p, t) for p, t in zip(poses, targets, strict=True)]))
-        row.dtw_mje_hands = float(
-            np.mean([dtw_mje(p, t, "hands") for p, t in zip(poses, targets, strict=True)])
-        )
-    return row
+    dtw = mean_dtw_mje(poses, data.poses) if data is not None else {}
+    return ComparisonRow(system, glosses, trained_against, read, **dtw)
 
 
 def compare_g2p(

@@ -89,6 +89,16 @@ def dtw_mje(
     return total / length
 
 
+def mean_dtw_mje(preds: Sequence[PoseSequence], targets: Sequence[np.ndarray]) -> dict[str, float]:
+    """The ``dtw_mje`` and ``dtw_mje_hands`` columns: :func:`dtw_mje` of all joints and of the
+    hands, each a mean over sentences (targets read as float32, the precision they are kept in)."""
+    pairs = [(p, np.asarray(t, np.float32)) for p, t in zip(preds, targets, strict=True)]
+    return {
+        "dtw_mje": float(np.mean([dtw_mje(p, t) for p, t in pairs])),
+        "dtw_mje_hands": float(np.mean([dtw_mje(p, t, "hands") for p, t in pairs])),
+    }
+
+
 def duration_error(pred_frames: Sequence[int], target_frames: Sequence[int]) -> dict[str, float]:
     """Mean absolute length error in frames and relative to the target length."""
     pred = np.asarray(pred_frames, np.float64)
@@ -164,17 +174,13 @@ def evaluate_g2p(
     for start in range(0, len(glosses), batch_size):
         preds += model.generate(list(glosses[start : start + batch_size]))
     seconds = time.perf_counter() - tic
-    targets = [np.asarray(t, np.float32) for t in targets]
     frames = sum(len(p) for p in preds)
     lengths = duration_error([len(p) for p in preds], [len(t) for t in targets])
     scores = back_translation(recognizer, preds, glosses) if recognizer is not None else {}
     return {
         **scores,
         "sentences": len(glosses),
-        "dtw_mje": float(np.mean([dtw_mje(p, t) for p, t in zip(preds, targets, strict=True)])),
-        "dtw_mje_hands": float(
-            np.mean([dtw_mje(p, t, "hands") for p, t in zip(preds, targets, strict=True)])
-        ),
+        **mean_dtw_mje(preds, targets),
         "duration_error_frames": lengths["frames"],
         "duration_error_relative": lengths["relative"],
         "frames_per_second": frames / max(seconds, 1e-9),
