@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 CONFIG_NAME = "config.json"
@@ -65,31 +65,49 @@ def save_folder(
 
     ``metadata``: extra safetensors header entries (strings), beside ``format``.
     """
+    directory = write_config(directory, type(module).__name__, config)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    atomic_write(directory / WEIGHTS_NAME, save(state, {"format": "pt", **(metadata or {})}))
+    return directory
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to a temporary sibling, then rename it over ``path``: a
+    crash or Ctrl-C never leaves a half-written file where a loader would read it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    tmp.replace(path)
+
+
+def write_config(directory: str | Path, model_type: str, config: dict[str, Any]) -> Path:
+    """Create ``directory`` and write its ``config.json``: ``model_type`` + ``config``, which
+    :func:`read_config` checks and returns. Models whose weights are not one ``nn.Module``
+    (numpy arrays, several files) write their own weights beside it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    meta = {"model_type": type(module).__name__, **config}
-    tmp = directory / f".{CONFIG_NAME}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(directory / CONFIG_NAME)
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    tmp = directory / f".{WEIGHTS_NAME}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})})
-    tmp.replace(directory / WEIGHTS_NAME)
+    meta = {"model_type": model_type, **config}
+    atomic_write(directory / CONFIG_NAME, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return directory
 
 
 def read_config(
-    directory: str | Path, model_type: str, what: str, untyped_ok: bool = False
+    directory: str | Path,
+    model_type: str,
+    what: str,
+    untyped_ok: bool = False,
+    files: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The config of a folder written by :func:`save_folder` for ``model_type`` (checked).
 
     ``untyped_ok``: also accept a config without ``model_type`` (PGMM checkpoints from before
     they were written here); a config that names another type is refused all the same.
+    ``files``: more files the folder must hold (a vocabulary), checked with the weights.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{what} directory not found: {directory}")
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
+    for name in (CONFIG_NAME, WEIGHTS_NAME, *files):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory}: missing {name}")
     try:
@@ -150,6 +168,18 @@ def yaml_section(
     if not isinstance(found, dict):
         raise ValueError(f"{path}: the {section} section must be a mapping of config keys")
     return found
+
+
+def recipe_from_yaml(
+    cls: type[T], model_cls: type[Any], path: str | Path, overrides: dict[str, Any] | None = None
+) -> T:
+    """A training recipe ``cls`` whose ``model`` field is a ``model_cls``: that from the file's
+    ``model:`` section, every other field from its ``train:`` section, then ``overrides`` (the
+    command line's). Unknown keys in either section are an error naming the file."""
+    model = yaml_section(path, "model", "training")
+    train = {**yaml_section(path, "train", "training"), **(overrides or {})}
+    model_config = dataclass_from_dict(model_cls, model, f"{path} model")
+    return dataclass_from_dict(cls, {**train, "model": model_config}, f"{path} train")
 
 
 def dataclass_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:

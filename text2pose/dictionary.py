@@ -58,10 +58,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
-from pgmm.checkpoint import CONFIG_NAME, WEIGHTS_NAME, dataclass_from_dict, read_config
+from pgmm.checkpoint import (
+    WEIGHTS_NAME,
+    atomic_write,
+    dataclass_from_dict,
+    read_config,
+    recipe_from_yaml,
+    write_config,
+)
 from pgmm.pose import layout as L
 from pgmm.pose.sequence import PoseSequence
 from text2pose.canonical import CANVAS, FPS
@@ -420,16 +426,10 @@ class GlossDictionary:
     def save_pretrained(self, directory: str | Path) -> Path:
         """``config.json`` (settings + learnt timing), ``model.safetensors`` (the arrays, no
         pickle) and ``vocab.json``, each written atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"model_type": type(self).__name__, **self.config.to_dict(),
-                "timing": self.timing.to_dict()}  # fmt: skip
-        tmp = directory / f".{CONFIG_NAME}.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(directory / CONFIG_NAME)
-        tmp = directory / f".{WEIGHTS_NAME}.tmp"
-        save_file({k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, str(tmp))
-        tmp.replace(directory / WEIGHTS_NAME)
+        config = {**self.config.to_dict(), "timing": self.timing.to_dict()}
+        directory = write_config(directory, type(self).__name__, config)
+        arrays = {k: np.ascontiguousarray(v) for k, v in self.arrays.items()}
+        atomic_write(directory / WEIGHTS_NAME, save(arrays))
         self.vocab.save(directory / VOCAB_NAME)
         return directory
 
@@ -438,9 +438,7 @@ class GlossDictionary:
         """Load a folder written by :meth:`save_pretrained`; a missing or corrupt file is a
         ``FileNotFoundError``/``ValueError`` naming the folder."""
         directory = Path(directory)
-        meta = read_config(directory, cls.__name__, "gloss dictionary")
-        if not (directory / VOCAB_NAME).is_file():
-            raise FileNotFoundError(f"{directory}: missing {VOCAB_NAME}")
+        meta = read_config(directory, cls.__name__, "gloss dictionary", files=(VOCAB_NAME,))
         timing = DictionaryTiming.from_dict(meta.pop("timing", None) or {})
         try:
             arrays = load_file(str(directory / WEIGHTS_NAME))
@@ -667,10 +665,7 @@ class DictionaryBuildConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DictionaryBuildConfig:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        model = DictionaryConfig.from_dict(data.get("model") or {})
-        return dataclass_from_dict(cls, {**(data.get("train") or {}), "model": model},
-                                   f"{path} train")  # fmt: skip
+        return recipe_from_yaml(cls, DictionaryConfig, path)
 
 
 @dataclass

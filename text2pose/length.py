@@ -30,12 +30,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
-from pgmm.checkpoint import CONFIG_NAME, WEIGHTS_NAME, dataclass_from_dict, read_config
+from pgmm.checkpoint import (
+    WEIGHTS_NAME,
+    atomic_write,
+    dataclass_from_dict,
+    read_config,
+    write_config,
+)
 from text2pose.data import text_tokens
 
 VOCAB_NAME = "tokens.json"
@@ -122,15 +127,10 @@ class SentenceLength:
     def save_pretrained(self, directory: str | Path) -> Path:
         """``config.json`` (settings, intercept, slope), ``model.safetensors`` (the token
         terms, no pickle) and ``tokens.json``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta: dict[str, Any] = {"model_type": type(self).__name__, **asdict(self.config),
-                                "intercept": self.intercept, "slope": self.slope}  # fmt: skip
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        save_file({"terms": np.ascontiguousarray(self.terms)}, str(directory / WEIGHTS_NAME))
-        (directory / VOCAB_NAME).write_text(
-            json.dumps(list(self.tokens), ensure_ascii=False), encoding="utf-8"
-        )
+        config = {**asdict(self.config), "intercept": self.intercept, "slope": self.slope}
+        directory = write_config(directory, type(self).__name__, config)
+        atomic_write(directory / WEIGHTS_NAME, save({"terms": np.ascontiguousarray(self.terms)}))
+        atomic_write(directory / VOCAB_NAME, json.dumps(list(self.tokens), ensure_ascii=False))
         return directory
 
     @classmethod

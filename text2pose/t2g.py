@@ -15,10 +15,10 @@ from typing import Any
 
 import sacrebleu
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from transformers import MarianConfig, MarianMTModel
 
-from pgmm.checkpoint import dataclass_from_dict
+from pgmm.checkpoint import atomic_write, dataclass_from_dict
 from pgmm.metrics.wer import edit_counts
 from text2pose.normalize import normalize_sentence
 from text2pose.tokenizer import BOS, EOS, PAD, Tokenizer
@@ -197,12 +197,8 @@ class TextToGloss(torch.nn.Module):
         them deterministically from the data), since candidates are pooled as token ids.
         ``decoding`` overrides config fields."""
         first = models[0]
-        for other in models[1:]:
-            if (other.text_tok.proto, other.gloss_tok.proto) != (
-                first.text_tok.proto,
-                first.gloss_tok.proto,
-            ):
-                raise ValueError("ensemble members must share their tokenizers")
+        if len({(m.text_tok.proto, m.gloss_tok.proto) for m in models}) > 1:
+            raise ValueError("ensemble members must share their tokenizers")
         members = [member for model in models for member in model.members]
         config = replace(first.config, **{**decoding, "members": len(members)})
         out = cls(config, first.text_tok, first.gloss_tok)
@@ -217,15 +213,14 @@ class TextToGloss(torch.nn.Module):
         measured in docs/text2pose.md). Loading always restores float32 parameters."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_json(directory / CONFIG_NAME, asdict(self.config))
+        config = json.dumps(asdict(self.config), indent=2, ensure_ascii=False)
+        atomic_write(directory / CONFIG_NAME, config)
         for index, member in enumerate(self.members):
-            tmp = directory / f".{weights_name(index)}.tmp"
             # Marian ties lm_head to the decoder embedding; safetensors refuses shared storage.
             state = {k: v.detach().cpu().clone() for k, v in member.state_dict().items()}
             if int8:
                 state = _quantize(state)
-            save_file(state, str(tmp), metadata={"format": "pt"})
-            tmp.replace(directory / weights_name(index))
+            atomic_write(directory / weights_name(index), save(state, {"format": "pt"}))
         self.text_tok.save(directory / SRC_TOKENIZER)
         self.gloss_tok.save(directory / GLOSS_TOKENIZER)
         return directory
@@ -325,12 +320,6 @@ def _pad(ids: list[list[int]], key: str) -> dict[str, torch.Tensor]:
     if key == "labels":
         return {"labels": out}
     return {"input_ids": out, "attention_mask": (out != PAD).long()}
-
-
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    tmp.replace(path)
 
 
 def gloss_scores(hypotheses: list[list[str]], references: list[list[str]]) -> dict[str, float]:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from pgmm.checkpoint import atomic_write
+
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
 
@@ -23,12 +25,8 @@ class Tokenizer:
     def __init__(self, model_proto: bytes) -> None:
         self.proto = model_proto
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
-        if (self.sp.pad_id(), self.sp.bos_id(), self.sp.eos_id(), self.sp.unk_id()) != (
-            PAD,
-            BOS,
-            EOS,
-            UNK,
-        ):
+        specials = (self.sp.pad_id(), self.sp.bos_id(), self.sp.eos_id(), self.sp.unk_id())
+        if specials != (PAD, BOS, EOS, UNK):
             raise ValueError("tokenizer was not trained with pad/bos/eos/unk = 0/1/2/3")
 
     @classmethod
@@ -74,10 +72,7 @@ class Tokenizer:
             raise ValueError(f"{path}: not a SentencePiece model ({e})") from e
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(self.proto)
-        tmp.replace(path)
+        atomic_write(path, self.proto)
 
     def __len__(self) -> int:
         return self.sp.get_piece_size()

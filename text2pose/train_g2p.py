@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
-from pgmm.checkpoint import dataclass_from_dict, target_device
+from pgmm.checkpoint import recipe_from_yaml, target_device
 from pgmm.data.synth.signer import SynthSigner
 from text2pose.data import as_text_data, build_g2p_data
 from text2pose.g2p import G2PConfig, GlossToPose, train_g2p
@@ -59,10 +58,7 @@ class G2PTrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> G2PTrainConfig:
         """``model:`` and ``train:`` sections of a configs/text2pose/g2p-*.yaml file."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        model = G2PConfig.from_dict(data.get("model") or {})
-        train = {**(data.get("train") or {}), **(overrides or {})}
-        return dataclass_from_dict(cls, {**train, "model": model}, f"{path} train")
+        return recipe_from_yaml(cls, G2PConfig, path, overrides)
 
 
 def run_g2p(

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from pgmm.checkpoint import dataclass_from_dict, target_device
+from pgmm.checkpoint import atomic_write, recipe_from_yaml, target_device
 from pgmm.data.corpus import load_corpus
 from pgmm.training.common import ResumableLoop
 from text2pose.normalize import normalize_sentence
@@ -62,10 +62,7 @@ class T2GTrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> T2GTrainConfig:
         """``model:`` and ``train:`` sections of a configs/text2pose/t2g-*.yaml file."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        model = dataclass_from_dict(T2GConfig, data.get("model") or {}, f"{path} model")
-        train = {**(data.get("train") or {}), **(overrides or {})}
-        return dataclass_from_dict(cls, {**train, "model": model}, f"{path} train")
+        return recipe_from_yaml(cls, T2GConfig, path, overrides)
 
 
 def corpus_pairs(language: str, split: str, data_dir: str | Path | None = None):
@@ -244,9 +241,7 @@ def train_t2g(
             loop.log(row)
             loop.write(json.dumps(row))
             weights = {k: v.detach().cpu().clone() for k, v in model.model.state_dict().items()}
-            tmp = out / "epochs" / f".e{epoch + 1}.tmp"
-            save_file(weights, str(tmp))
-            tmp.replace(out / "epochs" / f"e{epoch + 1}.safetensors")
+            atomic_write(out / "epochs" / f"e{epoch + 1}.safetensors", safetensors_bytes(weights))
             _prune(out / "epochs", history, cfg.average_best)
             (out / "history.json").write_text(json.dumps(history, indent=1))
             pos = T2GPosition(epoch=epoch + 1, step=pos.step)
