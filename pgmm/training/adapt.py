@@ -101,14 +101,7 @@ class ClipSplit:
 
     def to_dict(self) -> dict[str, list[int]]:
         """``{"train": [start, stop], ...}``: half-open frame index ranges, for the report."""
-        return {
-            name: [part.start, part.stop]
-            for name, part in (
-                ("train", self.train),
-                ("validation", self.validation),
-                ("test", self.test),
-            )
-        }
+        return {name: [part.start, part.stop] for name, part in dataclasses.asdict(self).items()}
 
 
 def split_clip(num_frames: int, holdout: float) -> ClipSplit:

@@ -10,7 +10,7 @@ restarted run depends on, so that all of them behave the same when stopped:
   signal abandons the step at once (the checkpoint of the last finished step is then written).
 * **Checkpoints** every ``checkpoint_every`` steps *or* ``checkpoint_minutes`` minutes,
   whichever comes first, so a SIGKILL or a power loss costs at most one interval.
-* **Atomic swap** (:func:`write_checkpoint`): a checkpoint is written next to the old one and
+* **Atomic swap** (:func:`save_step_checkpoint`): a checkpoint is written next to the old one and
   swapped in; a kill at any moment leaves a complete checkpoint (:func:`find_checkpoint`).
 * The resume message, the CSV log (flushed per row: a killed run keeps every row it logged),
   the progress bar and the final checkpoint.
@@ -275,7 +275,7 @@ def cosine_schedule(
 def find_checkpoint(ckpt: str | Path) -> Path | None:
     """The complete checkpoint at ``ckpt``, else the one a swap left beside it, else ``None``.
 
-    :func:`write_checkpoint` moves the old checkpoint to ``.old`` before the new one takes its
+    :func:`save_step_checkpoint` moves the old checkpoint to ``.old`` before the new one takes its
     place; a kill between the two renames leaves only ``.old``, which is then the latest.
     """
     ckpt = Path(ckpt)
@@ -285,26 +285,6 @@ def find_checkpoint(ckpt: str | Path) -> Path | None:
     return None
 
 
-def write_checkpoint(ckpt: str | Path, fill: Callable[[Path], None]) -> None:
-    """``fill`` an empty temporary folder, then swap it in for ``ckpt``: never half a checkpoint.
-
-    A kill while ``fill`` runs leaves the previous checkpoint untouched; a kill during the swap
-    leaves it as ``.old`` (:func:`find_checkpoint`). ``state.json`` must be written last by
-    ``fill``: it marks the folder complete.
-    """
-    ckpt = Path(ckpt)
-    root = ckpt.parent
-    tmp, old = root / ".tmp", root / ".old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    fill(tmp)
-    if ckpt.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        ckpt.replace(old)
-    tmp.replace(ckpt)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 class SavesPretrained(Protocol):
     """A model that writes its own folder (config + weights), as every model here does."""
 
@@ -312,16 +292,44 @@ class SavesPretrained(Protocol):
 
 
 def save_step_checkpoint(
-    ckpt: Path, model: SavesPretrained, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ckpt: Path,
+    model: SavesPretrained,
+    optimizer: torch.optim.Optimizer,
+    state: Mapping[str, Any],
+    indent: int | None = None,
 ) -> None:
-    """``ckpt`` = model folder + ``optimizer.pt`` + ``state.json``, swapped in complete."""
+    """``ckpt`` = model folder + ``optimizer.pt`` + ``state.json`` (``indent``), never half of one.
 
-    def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state))
+    All is written into an empty temporary folder, ``state.json`` last (it marks the folder
+    complete), which is then swapped in: a kill while writing leaves the previous checkpoint
+    untouched; a kill during the swap leaves it as ``.old`` (:func:`find_checkpoint`).
+    """
+    tmp, old = ckpt.parent / ".tmp", ckpt.parent / ".old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=indent, default=list))
+    if ckpt.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        ckpt.replace(old)
+    tmp.replace(ckpt)
+    shutil.rmtree(old, ignore_errors=True)
 
-    write_checkpoint(ckpt, fill)
+
+def resume_step_state(
+    found: Path | None,
+    optimizer: torch.optim.Optimizer,
+    map_location: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """The ``state.json`` of checkpoint ``found`` (``{"step": 0}`` without one), after restoring
+    ``optimizer`` from its ``optimizer.pt`` (checkpoints of older versions may have none)."""
+    if found is None:
+        return {"step": 0}
+    if (found / "optimizer.pt").exists():
+        saved = torch.load(found / "optimizer.pt", map_location=map_location, weights_only=True)
+        optimizer.load_state_dict(saved)
+    return json.loads((found / "state.json").read_text())
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, state: Mapping[str, Any] | None) -> None:

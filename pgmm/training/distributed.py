@@ -43,7 +43,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,12 +51,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from pgmm.data.loaders import SignVideoDataset, load_dataset, spread_over_signers
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMMOutput
-from pgmm.models.pose_estimator import PoseEstimator
 from pgmm.training.common import StopSignals, TrainingStopped, find_checkpoint
 from pgmm.training.config import TrainConfig
 from pgmm.training.trainer import PGMMTrainer, TrainState
@@ -171,13 +169,10 @@ def check_resume_world_size(run_dir: str | Path, world_size: int) -> None:
     world size may continue. A run without ``distributed.json`` was trained by one process.
     """
     run_dir = Path(run_dir)
-    root = run_dir / "checkpoints"
-    for ckpt in (root / "last", root / ".old"):
-        if (ckpt / "state.json").exists():
-            state = json.loads((ckpt / "state.json").read_text())
-            break
-    else:
+    ckpt = find_checkpoint(run_dir / "checkpoints" / "last")
+    if ckpt is None:
         return
+    state = json.loads((ckpt / "state.json").read_text())
     world_file = run_dir / WORLD_FILE
     trained = json.loads(world_file.read_text())["world_size"] if world_file.exists() else 1
     if trained != world_size and state.get("step_in_epoch", 0):
@@ -253,29 +248,20 @@ class DistributedPGMMTrainer(PGMMTrainer):
         train_config: TrainConfig,
         dataset: SignVideoDataset,
         run_dir: str | Path,
-        device: str | torch.device = "cpu",
-        estimator: PoseEstimator | None = None,
-        vgg_weights: str | Path | None = None,
-        progress: bool = True,
+        **options: Any,
     ) -> None:
+        """``options``: those of :class:`PGMMTrainer` (``progress`` shows on rank 0 only)."""
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError("DistributedPGMMTrainer needs an initialized process group")
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.shared_run_dir = Path(run_dir)
         # Ranks other than 0 never touch RUN: the trainer's own writes go to a private folder.
         self._scratch = None if self.rank == 0 else Path(tempfile.mkdtemp(prefix="pgmm-rank-"))
+        options["progress"] = options.get("progress", True) and self.rank == 0
         super().__init__(
-            model_config,
-            train_config,
-            dataset,
-            self._scratch or self.shared_run_dir,
-            device,
-            estimator,
-            vgg_weights,
-            progress=progress and self.rank == 0,
+            model_config, train_config, dataset, self._scratch or self.shared_run_dir, **options
         )
-        batches = math.ceil(len(self.pairs) / train_config.batch_size)
-        self.steps_per_epoch = math.ceil(batches / self.world_size)
+        self.steps_per_epoch = math.ceil(self.steps_per_epoch / self.world_size)  # global steps
         cuda = self.device.type == "cuda"
         self.ddp = DistributedDataParallel(
             _ModelLoss(self.model, self.loss),
@@ -285,11 +271,9 @@ class DistributedPGMMTrainer(PGMMTrainer):
         )
 
     # ------------------------------------------------------------------ data
-    def _batches(self, epoch: int, skip: int) -> DataLoader:
-        """This rank's share of the single-process epoch, after ``skip`` global steps."""
-        return self._loader(
-            shard_batches(self._epoch_batches(epoch), self.rank, self.world_size)[skip:]
-        )
+    def _share(self, batches: list[list[int]]) -> list[list[int]]:
+        """This rank's share of the single-process epoch."""
+        return shard_batches(batches, self.rank, self.world_size)
 
     # ------------------------------------------------------------------ step
     def _loss_terms(
@@ -385,9 +369,9 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
         config["train_config"],
         config["dataset"].build(mcfg.image_size),
         config["run_dir"],
-        device,
-        estimator,
-        config["vgg_weights"],
+        device=device,
+        estimator=estimator,
+        vgg_weights=config["vgg_weights"],
         progress=config["progress"],
     )
     try:
@@ -523,10 +507,4 @@ def train_distributed(
     m = result.metrics
     if m is None:
         raise RuntimeError(f"Ray Train finished without reporting an outcome (run {run_dir})")
-    return DistributedTrainState(
-        epoch=m["epoch"],
-        step_in_epoch=m["step_in_epoch"],
-        global_step=m["global_step"],
-        world_size=m["world_size"],
-        param_digests=list(m["param_digests"]),
-    )
+    return DistributedTrainState(**{f.name: m[f.name] for f in fields(DistributedTrainState)})

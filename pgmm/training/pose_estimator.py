@@ -11,7 +11,6 @@ corpus never shows.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from pgmm.training.common import (
     ResumableLoop,
     cosine_schedule,
     find_checkpoint,
+    resume_step_state,
     save_step_checkpoint,
 )
 
@@ -123,14 +123,9 @@ def train_pose_estimator(
     ckpt = run_dir / "checkpoints" / "last"
     torch.manual_seed(seed)
     found = find_checkpoint(ckpt)
-    if found is not None:
-        model = HRNetLite.from_pretrained(found).to(device)
-        state = json.loads((found / "state.json").read_text())
-    else:
-        model, state = HRNetLite(config).to(device), {"step": 0}
+    model = (HRNetLite(config) if found is None else HRNetLite.from_pretrained(found)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    if found is not None and (found / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
+    state = resume_step_state(found, optimizer)
 
     # Cosine decay to 5 % of lr over the whole run: steadier keypoints at the end.
     schedule = cosine_schedule(optimizer, steps, state["step"])

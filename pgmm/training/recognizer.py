@@ -8,7 +8,6 @@ that makes exact poses look like ``P_e`` read from a generated video, and the re
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from pgmm.training.common import (
     ResumableLoop,
     cosine_schedule,
     find_checkpoint,
+    resume_step_state,
     save_step_checkpoint,
 )
 
@@ -151,50 +151,12 @@ def train_recognizer(
     cosine decay to 5 % of ``lr``; gradients clipped to norm 1 (GRUs under CTC are prone to
     occasional spikes).
 
-    ``num_threads`` sets torch's intra-op threads for the run (restored afterwards): this model's
+    ``num_threads`` sets torch's intra-op threads for the steps (restored afterwards): this model's
     ops are small, and on a shared 2-core machine one thread is often several times faster than
     two threads competing with another process.
     """
-    with _torch_threads(num_threads):
-        return _train(
-            signer, language, run_dir, steps, batch_size, lr, max_sentences, noise, config,
-            split, checkpoint_every, checkpoint_minutes, seed, device, progress,
-        )  # fmt: skip
-
-
-@contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Set torch's intra-op thread count inside the block (``None``: leave it alone)."""
-    if num_threads is None:
-        yield
-        return
-    if num_threads < 1:
+    if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _train(
-    signer: SynthSigner,
-    language: str,
-    run_dir: str | Path,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    max_sentences: int | None,
-    noise: float,
-    config: RecognizerConfig | dict[str, Any] | None,
-    split: str,
-    checkpoint_every: int,
-    checkpoint_minutes: float,
-    seed: int,
-    device: str,
-    progress: bool,
-) -> PoseCTCRecognizer:
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     if lr <= 0 or noise < 0:
@@ -215,17 +177,15 @@ def _train(
     ckpt = run_dir / "checkpoints" / "last"
     torch.manual_seed(seed)
     found = find_checkpoint(ckpt)
-    if found is not None:
+    if found is None:
+        model = PoseCTCRecognizer(config).to(device)
+    else:
         model = PoseCTCRecognizer.from_pretrained(found, device)
-        state = json.loads((found / "state.json").read_text())
         if model.config.language != language:
             raise ValueError(f"{found} holds a {model.config.language!r} model, not {language!r}")
-    else:
-        model, state = PoseCTCRecognizer(config).to(device), {"step": 0}
     targets = [model.encode_glosses(s.glosses) for s in sentences]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    if found is not None and (found / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
+    state = resume_step_state(found, optimizer)
     schedule = cosine_schedule(optimizer, steps, state["step"], warmup=max(1, steps // 50))
 
     def save() -> None:
@@ -243,7 +203,7 @@ def _train(
         every=checkpoint_every, minutes=checkpoint_minutes, resumed=found is not None,
         progress=progress, log=run_dir / "log.csv", log_header=False,
     )  # fmt: skip
-    with loop:
+    with _torch_threads(num_threads), loop:
         while state["step"] < steps:
             rng = np.random.default_rng([seed, state["step"]])
             picks = rng.integers(len(poses), size=batch_size)
@@ -265,3 +225,17 @@ def _train(
             loop.end_step(state["step"], loss=f"{running:.3f}")
     model.save_pretrained(run_dir / "model")
     return model.eval()
+
+
+@contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Set torch's intra-op thread count inside the block (``None``: leave it alone)."""
+    if num_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

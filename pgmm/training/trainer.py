@@ -18,8 +18,6 @@ steps or ``checkpoint_minutes`` minutes (:class:`~pgmm.training.common.Resumable
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,10 +43,12 @@ from pgmm.pose.heatmaps import pose_heatmaps
 from pgmm.precision import cpu_computes_bf16
 from pgmm.training.appearance import jitter_appearance
 from pgmm.training.common import (
+    CsvLog,
     ResumableLoop,
     find_checkpoint,
     load_scaler_state,
-    write_checkpoint,
+    resume_step_state,
+    save_step_checkpoint,
 )
 from pgmm.training.config import TrainConfig
 from pgmm.video import contact_sheet
@@ -210,13 +210,7 @@ class PGMMTrainer:
             "scaler": self.scaler.state_dict(),
             "train_config": self.cfg.to_dict(),
         }
-
-        def fill(tmp: Path) -> None:
-            self.model.save_pretrained(tmp)
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            (tmp / "state.json").write_text(json.dumps(state, indent=2, default=list))
-
-        write_checkpoint(self.checkpoint_dir, fill)
+        save_step_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state, indent=2)
 
     def try_resume(self) -> bool:
         """Load ``checkpoints/last`` (or the previous one if a swap was interrupted)."""
@@ -229,10 +223,7 @@ class PGMMTrainer:
         if loaded.config.to_dict() != self.mcfg.to_dict():
             raise ValueError(f"{ckpt} was trained with a different model config; use a new run dir")
         self.model.load_state_dict(loaded.state_dict())
-        self.optimizer.load_state_dict(
-            torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True)
-        )
-        state = json.loads((ckpt / "state.json").read_text())
+        state = resume_step_state(ckpt, self.optimizer, self.device)
         self.scheduler.last_epoch = state["scheduler_last_epoch"]
         self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         load_scaler_state(self.scaler, state["scaler"])
@@ -253,13 +244,11 @@ class PGMMTrainer:
         else:
             state.bad_checks += 1
             state.stopped_early = state.bad_checks >= self.patience
-        path = self.run_dir / "validation.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["step", "score", "best"])
-            writer.writerow([state.global_step, f"{score:.6f}", f"{state.best_score:.6f}"])
+        log = CsvLog(self.run_dir / "validation.csv")
+        log.write(
+            {"step": state.global_step, "score": f"{score:.6f}", "best": f"{state.best_score:.6f}"}
+        )
+        log.close()
 
     # ------------------------------------------------------------------ logging
     def _log(self, terms: dict[str, torch.Tensor], seconds: float) -> None:
@@ -318,7 +307,7 @@ class PGMMTrainer:
         # Every random draw of a step (TPS dropout, equivariance warps) is seeded by the step,
         # so a resumed run continues exactly as the uninterrupted one would have.
         torch.manual_seed(cfg.seed * 1_000_003 + self.state.global_step)
-        # With pinned host memory (see _loader), these copies overlap the previous step's work.
+        # With pinned host memory (see _batches), these copies overlap the previous step's work.
         src = batch["source"].to(self.device, non_blocking=True)
         drv = batch["driving"].to(self.device, non_blocking=True)
         src, drv = jitter_appearance((src, drv), cfg.appearance_jitter)
@@ -357,31 +346,30 @@ class PGMMTrainer:
         self.scaler.update()
         return {k: v.detach() for k, v in terms.items()}, out.prediction.detach()
 
-    def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The seeded order of ``epoch``, cut into batches of pair indices."""
+    def _batches(self, epoch: int, skip: int) -> DataLoader:
+        """This process's share of the seeded batches of ``epoch``, after ``skip`` steps;
+        page-locked on CUDA, so host-to-device copies can overlap."""
         self.pairs.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
         order = list(self.sampler)
         size = self.cfg.batch_size
-        return [order[i : i + size] for i in range(0, len(order), size)]
-
-    def _loader(self, batches: list[list[int]]) -> DataLoader:
-        """Batches in this order; page-locked on CUDA, so host-to-device copies can overlap."""
+        batches = self._share([order[i : i + size] for i in range(0, len(order), size)])
         return DataLoader(
             self.pairs,
-            batch_sampler=batches,
+            batch_sampler=batches[skip:],
             num_workers=self.cfg.num_workers,
             pin_memory=self.device.type == "cuda",
         )
+
+    def _share(self, batches: list[list[int]]) -> list[list[int]]:
+        """The batches of an epoch this process trains (a data-parallel rank takes a share)."""
+        return batches
 
     def _loss_terms(
         self, batch: dict[str, torch.Tensor], out: PGMMOutput
     ) -> dict[str, torch.Tensor]:
         """The weighted loss terms of ``out`` (data-parallel training computes them via DDP)."""
         return self.loss(self.model, batch, out)
-
-    def _batches(self, epoch: int, skip: int) -> DataLoader:
-        return self._loader(self._epoch_batches(epoch)[skip:])
 
     def _agree_stop(self, signum: int) -> int:
         """The stop signal this run acts on after a step (data-parallel ranks must agree)."""
