@@ -90,18 +90,15 @@ def _payload(text: str, language: str, fps: float | None, **options: Any) -> dic
 
 def _error(response: httpx.Response) -> SignAPIError:
     """Build the exception from an error response whose body has been read."""
-    detail: Any = None
     try:
         body = response.json()
     except ValueError:
         body = None
-    if isinstance(body, dict):
-        detail = body.get("detail", body.get("error"))
+    detail = body.get("detail", body.get("error")) if isinstance(body, dict) else None
     if detail is None:
         detail = response.text.strip() or response.reason_phrase
-    if not isinstance(detail, str):
-        detail = str(detail)  # FastAPI validation errors are a list of dicts
-    return SignAPIError(response.status_code, detail, str(response.request.url))
+    # str(): FastAPI's validation errors are a list of dicts
+    return SignAPIError(response.status_code, str(detail), str(response.request.url))
 
 
 def _signer_upload(name: str, image: str | os.PathLike[str] | bytes) -> dict[str, Any]:

@@ -30,6 +30,8 @@ DEFAULT_CONFIG = Path("configs/serve/cpu.yaml")
 UPLOAD_POSES = ("mediapipe", "pe")
 ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?"  # a browser origin: no path, no trailing slash
 DEVICE = r"auto|cpu|cuda(:[0-9]+)?"
+#: Settings that count something: each must be >= 1.
+COUNTS = ("chunk_frames", "first_chunk_frames", "max_text_chars", "max_batch_size", "max_signers")
 #: Deployments whose replicas run PyTorch on their CPUs (``torch_threads`` threads each).
 TORCH_DEPLOYMENTS = ("Text2Pose", "Renderer")
 
@@ -48,10 +50,8 @@ class PipelineConfig:
     # on real frames its hand PCK@0.05 is 0, see docs/results.md).
     upload_poses: str = "mediapipe"
     signers_dir: str = "data/signers"  # a local folder or any fsspec URL (docs/cluster.md)
-    # Where relative model paths are read from instead of the working directory: a folder or
-    # fsspec URL laid out like the repository (models/...), published with
-    # scripts/publish_models.py. Each node copies a model into its cache on first use
-    # (localized) and checks every file's digest, so nodes need no copy of models/.
+    # Where relative model paths are read from: a folder or fsspec URL laid out like the
+    # repository (scripts/publish_models.py), copied to each node on first use (localized).
     models_uri: str | None = None
     device: str = "auto"  # auto (CUDA where present) | cpu | cuda | cuda:N
     # Renderer autocast: auto | fast | fp32 | fp16 | bf16 (stages.resolve_precision). "fast"
@@ -59,10 +59,9 @@ class PipelineConfig:
     # levels of fp32 (docs/performance.md, "Pipeline").
     precision: str = "auto"
     chunk_frames: int = 16
-    # The first chunk of a sentence: it is rendered before the first frame can be shown, so a
-    # small one brings that frame sooner; the rest come in chunk_frames (fewer, larger calls).
-    # In-process only (slp synthesize, slp caption): the Serve graph keeps chunk_frames, as the
-    # extra Renderer call per request cut its answered load by half (serve_app.Text2Pose).
+    # A smaller first chunk shows the first frame sooner (stages.chunk_schedule). In-process
+    # only (slp synthesize, slp caption): why the Serve graph keeps chunk_frames is in
+    # serve_app.Text2Pose.
     first_chunk_frames: int = 4
     max_text_chars: int = 500
     min_fps: float = 5.0
@@ -91,13 +90,8 @@ class PipelineConfig:
             raise ValueError(
                 f"upload_poses must be one of {UPLOAD_POSES}, got {self.upload_poses!r}"
             )
-        counts = (self.chunk_frames, self.first_chunk_frames, self.max_text_chars,
-                  self.max_batch_size, self.max_signers)  # fmt: skip
-        if min(counts) < 1:
-            raise ValueError(
-                "chunk_frames, first_chunk_frames, max_text_chars, max_batch_size and "
-                "max_signers must be >= 1"
-            )
+        if min(getattr(self, name) for name in COUNTS) < 1:
+            raise ValueError(f"{', '.join(COUNTS[:-1])} and {COUNTS[-1]} must be >= 1")
         if not re.fullmatch(DEVICE, self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         resolve_precision(self.precision, torch.device("cpu"))  # an unknown name raises
@@ -228,7 +222,7 @@ def fit_to_host(serve_config: Mapping[str, Any], gpus: int) -> dict[str, Any]:
     """
     data = copy.deepcopy(dict(serve_config))
     app = data["applications"][0]
-    config = PipelineConfig.from_dict(app.get("args") or {})
+    config = pipeline_config(data)
     deployments = {d.get("name"): d for d in app.get("deployments") or []}
     threads = config.torch_threads
     for name in TORCH_DEPLOYMENTS:

@@ -30,9 +30,8 @@ dependency, so ``/docs`` shows it), ``/v1/sign`` and ``/v1/animate`` optionally;
 refused by their ``Content-Length`` before any byte is read, capped while a chunked body is
 read, and accepted as their declared media types only (``image/png``/``image/jpeg`` for a
 signer, :data:`DRIVING_MEDIA_TYPES` for a driving clip) -- which also stops a cross-site
-``text/plain`` form post;
-browsers of other origins get no CORS grant unless ``cors_origins`` lists them; Ray itself
-listens on 127.0.0.1 only (:mod:`slp_pipeline.local_ray`).
+``text/plain`` form post; browsers of other origins get no CORS grant unless ``cors_origins``
+lists them; Ray itself listens on 127.0.0.1 only (:mod:`slp_pipeline.local_ray`).
 """
 
 # No ``from __future__ import annotations`` here: @serve.ingress ships the FastAPI app to the
@@ -47,13 +46,13 @@ import re
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import numpy as np
 import ray
@@ -110,6 +109,7 @@ RETRY_AFTER_S = 2
 BUSY = "the service is busy or restarting a replica; retry shortly"
 ADMITTED_WAIT_S = 60  # how long a later chunk of an admitted request waits for queue room
 RESUBMIT_AFTER_S = 0.05
+T = TypeVar("T")
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 logger = logging.getLogger("ray.serve")
 # A driving clip for /v1/animate, by its Content-Type: the suffix its file is decoded by. Videos
@@ -244,10 +244,14 @@ class Refusal:
     def of(cls, error: InputError) -> "Refusal":
         return cls(str(error), error.status)
 
-    def error(self) -> InputError:
-        error = InputError(self.message)
-        error.status = self.status
-        return error
+    @staticmethod
+    def unwrap(answer: "T | Refusal") -> T:
+        """Another deployment's answer, or the caller's error that it stands for, raised."""
+        if not isinstance(answer, Refusal):
+            return answer
+        error = InputError(answer.message)
+        error.status = answer.status
+        raise error
 
 
 @contextmanager
@@ -580,14 +584,11 @@ class SignAPI:
     @api.get("/v1/info")
     async def info(self) -> ServiceInfo:
         """Languages, renderers and limits of this service."""
-        c = self.config
+        limits = ("default_renderer", "max_text_chars", "min_fps", "max_fps")
         return ServiceInfo(
-            languages=sorted(c.text2pose),
-            renderers=sorted(c.renderers),
-            default_renderer=c.default_renderer,
-            max_text_chars=c.max_text_chars,
-            min_fps=c.min_fps,
-            max_fps=c.max_fps,
+            **{name: getattr(self.config, name) for name in limits},
+            languages=sorted(self.config.text2pose),
+            renderers=sorted(self.config.renderers),
             sign_requires_key=self.keys.enabled and self.keys.sign_requires_key,
             uploads=self.estimator is not None,
             max_upload_bytes=MAX_UPLOAD_BYTES,
@@ -668,22 +669,20 @@ class SignAPI:
         person = await asyncio.to_thread(self.registry.get, req.signer)
         poses = self._poses(job.text, job.language, job.fps)
         first = await anext(poses)  # text errors surface here, before any response starts
-        media = MEDIA_TYPES[req.format]
-        if req.format in ("pose-json", "pose"):
-            chunks = [retarget_to(first, person)] + [retarget_to(c, person) async for c in poses]
-            if req.format == "pose":
-                data = await asyncio.to_thread(self.encode.pose_file, iter(chunks))
-                return Response(data, media_type=media)
+        if req.format == "mp4":
+            frames = self._frames(first, poses, person, job.renderer)
+            return await self._mp4(frames, req.fps or first.fps, req.stream)
+        encode: Callable[[Iterator[Any]], bytes] = self.encode.frames_zip
+        if req.format == "frames-zip":
+            items: list[Any] = [f async for f in self._frames(first, poses, person, job.renderer)]
+        else:
+            items = [retarget_to(first, person)] + [retarget_to(c, person) async for c in poses]
+            encode = self.encode.pose_file
+        if req.format == "pose-json":
             timing = GlossTiming.of(await self._timeline(job)).model_dump()
             encode = partial(self.encode.pose_json, signer=person.name, glosses=timing)
-            data = await asyncio.to_thread(encode, iter(chunks))
-            return Response(data, media_type=media)
-        frames = self._frames(first, poses, person, job.renderer)
-        if req.format == "frames-zip":
-            rendered = [f async for f in frames]
-            data = await asyncio.to_thread(self.encode.frames_zip, iter(rendered))
-            return Response(data, media_type=media)
-        return await self._mp4(frames, req.fps or first.fps, req.stream)
+        data = await asyncio.to_thread(encode, iter(items))
+        return Response(data, media_type=MEDIA_TYPES[req.format])
 
     @api.post(
         "/v1/animate",
@@ -775,10 +774,8 @@ class SignAPI:
 
     async def _timeline(self, job: CheckedRequest) -> GlossTimeline:
         with _retryable_as_unavailable():
-            timeline = await self.text2pose.timeline.remote(job.text, job.language, job.fps)
-        if isinstance(timeline, Refusal):
-            raise timeline.error()
-        return timeline
+            answer = await self.text2pose.timeline.remote(job.text, job.language, job.fps)
+        return Refusal.unwrap(answer)
 
     async def _poses(self, text: str, language: str, fps: float | None) -> AsyncIterator:
         """Canonical pose chunks from Text2Pose, resampled there to ``fps`` if asked."""
@@ -788,9 +785,7 @@ class SignAPI:
                 self.text2pose.options(stream=True).generate.remote(text, language, fps),
             )
             async for chunk in stream:
-                if isinstance(chunk, Refusal):
-                    raise chunk.error()
-                yield chunk
+                yield Refusal.unwrap(chunk)
 
     async def _frames(
         self, first: PoseSequence, rest: AsyncIterator, person: Signer, renderer: str
@@ -805,17 +800,14 @@ class SignAPI:
         handle = self.renderer.options(multiplexed_model_id=person.key)
         pending: deque[tuple[PoseSequence, DeploymentResponse]] = deque()
         pending.append((first, _render(handle, renderer, first)))
-        admitted = False
         try:
             with _retryable_as_unavailable():
                 async for chunk in rest:
                     pending.append((chunk, _render(handle, renderer, chunk)))
                     if len(pending) >= RENDER_WINDOW:
-                        yield await self._rendered(handle, renderer, *pending.popleft(), admitted)
-                        admitted = True
+                        yield await self._rendered(handle, renderer, first, *pending.popleft())
                 while pending:
-                    yield await self._rendered(handle, renderer, *pending.popleft(), admitted)
-                    admitted = True
+                    yield await self._rendered(handle, renderer, first, *pending.popleft())
         finally:
             for _, response in pending:  # client gone or an error: stop the leftover work
                 # cancel() re-raises the error of a chunk that already failed (e.g. shed with
@@ -827,21 +819,18 @@ class SignAPI:
     async def _rendered(
         handle: DeploymentHandle,
         renderer: str,
+        first: PoseSequence,
         chunk: PoseSequence,
         response: DeploymentResponse,
-        admitted: bool,
     ) -> np.ndarray:
-        """The frames of one chunk; for an ``admitted`` request, waits out a full queue (up to
-        ``ADMITTED_WAIT_S``) by resubmitting the chunk."""
+        """The frames of one chunk; after the ``first`` (the request is admitted), waits out a
+        full queue (up to ``ADMITTED_WAIT_S``) by resubmitting the chunk."""
         deadline = time.monotonic() + ADMITTED_WAIT_S
         while True:
             try:
-                frames = await response
-                if isinstance(frames, Refusal):
-                    raise frames.error()
-                return frames
+                return Refusal.unwrap(await response)
             except BackPressureError:
-                if not admitted or time.monotonic() > deadline:
+                if chunk is first or time.monotonic() > deadline:
                     raise
             await asyncio.sleep(RESUBMIT_AFTER_S)
             response = _render(handle, renderer, chunk)

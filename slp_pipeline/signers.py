@@ -347,10 +347,7 @@ class SignerRegistry:
 
     def add(self, name: str, data: bytes, estimate_pose: PoseEstimate | None) -> Signer:
         """Validate an uploaded image, find the signer's pose in it and store it."""
-        check_name(name)
-        if self.store.exists(f"{PUBLISHED}/{name}.json"):
-            raise SignerExists(f"signer {name!r} already exists; delete it first")
-        self._check_room()  # before the costly pose estimate; checked again under the lock
+        self._check_new(check_name(name))  # before the costly pose estimate; again under the lock
         image = decode_upload(data)
         if estimate_pose is None:
             raise InputError("no pose estimator is configured, so new signers cannot be added")
@@ -359,9 +356,7 @@ class SignerRegistry:
             raise ValueError(f"pose estimator returned {pose.shape}, expected (133, 3)")
         meta = {"source": "upload", "builtin": False}
         with self._locked():
-            if self.store.exists(f"{PUBLISHED}/{name}.json"):  # a concurrent upload won
-                raise SignerExists(f"signer {name!r} already exists; delete it first")
-            self._check_room()
+            self._check_new(name)
             return self._write(name, image, pose, meta)
 
     def add_adapted(
@@ -378,7 +373,7 @@ class SignerRegistry:
             try:
                 old = self._manifest(name)
             except SignerNotFound:
-                self._check_room()
+                self._check_new(name)
             else:
                 if old.meta.get("builtin"):
                     raise SignerProtected(f"signer {name!r} is built in and cannot be replaced")
@@ -432,7 +427,10 @@ class SignerRegistry:
             if f"{FILES}/{key}" not in referenced and stale:
                 self.store.remove(f"{FILES}/{key}")
 
-    def _check_room(self) -> None:
+    def _check_new(self, name: str) -> None:
+        """A signer may be added as ``name``: the name is free and the registry has room."""
+        if self.store.exists(f"{PUBLISHED}/{name}.json"):
+            raise SignerExists(f"signer {name!r} already exists; delete it first")
         if self.max_signers is not None and len(self.names()) >= self.max_signers:
             raise SignerLimit(
                 f"the registry holds {self.max_signers} signers, its configured maximum "

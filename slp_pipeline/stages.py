@@ -259,10 +259,9 @@ class Text2PoseStage:
     def stream(self, text: str, language: str, fps: float | None = None) -> Iterator[PoseSequence]:
         """Pose chunks (:func:`chunk_schedule`), resampled to ``fps`` if given.
 
-        ``text`` comes through :func:`check_request`. text2pose still validates it (it is a
-        library of its own) when the first chunk is requested; its ``TextInputError`` (a
-        ``ValueError``) at that point is the caller's fault and becomes an
-        :class:`InputError`. Later errors are ours and propagate unchanged.
+        text2pose validates ``text`` again (a library of its own) at the first chunk: a
+        ``ValueError`` there is the caller's and becomes an :class:`InputError`; later errors
+        are ours and propagate unchanged.
         """
         # The model is asked for pieces no larger than the first chunk, so an autoregressive
         # one hands that chunk over as soon as it is decoded, not after a whole chunk.
@@ -680,14 +679,8 @@ class EncodeStage:
         """The retargeted whole-body poses: normalised x, y, confidence per keypoint; with
         ``glosses`` (the signs and their frames) where the caller has them."""
         whole = concat_poses(chunks)
-        payload = {
-            "fps": whole.fps,
-            "layout": whole.layout,
-            "width": whole.width,
-            "height": whole.height,
-            "signer": signer,
-            "frames": np.round(whole.data, 4).tolist(),
-        }
+        payload = {k: getattr(whole, k) for k in ("fps", "layout", "width", "height")}
+        payload.update(signer=signer, frames=np.round(whole.data, 4).tolist())
         if glosses is not None:
             payload["glosses"] = glosses
         return json.dumps(payload).encode()
