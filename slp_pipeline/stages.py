@@ -329,10 +329,6 @@ class PoseEstimatorStage:
         self.model = model.eval()
         self.size = size
 
-    @classmethod
-    def load(cls, path: str | Path) -> PoseEstimatorStage:
-        return cls(HRNetLite.from_pretrained(_require_folder(path, "pose estimator")))
-
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """uint8 ``(S, S, 3)`` -> ``(133, 3)`` whole-body points; only P_e's 36 are known."""
@@ -371,7 +367,10 @@ def upload_pose_estimator(
     """What finds an uploaded signer's pose (``None``: uploads are refused)."""
     if upload_poses == "mediapipe":
         return MediaPipeEstimatorStage()
-    return PoseEstimatorStage.load(pose_estimator) if pose_estimator else None
+    if not pose_estimator:
+        return None
+    model = HRNetLite.from_pretrained(_require_folder(pose_estimator, "pose estimator"))
+    return PoseEstimatorStage(model)
 
 
 # --------------------------------------------------------------------------- renderers
