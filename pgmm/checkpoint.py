@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import yaml
@@ -24,6 +24,7 @@ from torch import nn
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 T = TypeVar("T")
+C = TypeVar("C", bound="DictConfig")
 
 
 class CheckpointError(ValueError):
@@ -180,6 +181,20 @@ def recipe_from_yaml(
     train = {**yaml_section(path, "train", "training"), **(overrides or {})}
     model_config = dataclass_from_dict(model_cls, model, f"{path} model")
     return dataclass_from_dict(cls, {**train, "model": model_config}, f"{path} train")
+
+
+class DictConfig:
+    """``to_dict`` / ``from_dict`` of a config dataclass (what ``config.json`` holds), written
+    once for every config; ``from_dict`` refuses unknown keys (:func:`dataclass_from_dict`)."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        return dataclass_from_dict(cls, data, cls.__name__)
 
 
 def dataclass_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:

@@ -7,6 +7,8 @@ not pay for.
 
 from typing import Any
 
+from text2pose.normalize import TextInputError
+
 __all__ = ["TextInputError", "TextToPose"]
 
 
@@ -15,8 +17,4 @@ def __getattr__(name: str) -> Any:
         from text2pose.pipeline import TextToPose
 
         return TextToPose
-    if name == "TextInputError":
-        from text2pose.normalize import TextInputError
-
-        return TextInputError
     raise AttributeError(f"module 'text2pose' has no attribute {name!r}")

@@ -20,7 +20,7 @@ from pgmm.data.corpus import CorpusSentence
 from pgmm.data.synth.motion import timeline
 from pgmm.data.synth.signer import SynthSigner, to_pose_sequence
 from pgmm.pose.sequence import PoseSequence
-from text2pose.canonical import CANVAS, FPS, to_canonical
+from text2pose.canonical import as_sequence, to_canonical
 from text2pose.data import G2PData
 
 TRANSITION_UNITS = 0.35  # SynthSigner's transition length in sign units (motion.timeline)
@@ -29,8 +29,7 @@ TRANSITION_UNITS = 0.35  # SynthSigner's transition length in sign units (motion
 def canonical_sequence(xy: np.ndarray, labelled: np.ndarray) -> PoseSequence:
     """Canonical xy ``(T, 133, 2)`` as a sequence; confidence 1 where SynthSigner labels."""
     conf = np.broadcast_to(labelled.astype(np.float32), xy.shape[:2])[..., None]
-    data = np.concatenate([xy.astype(np.float32), conf], -1)
-    return PoseSequence(data, FPS, "wholebody133", CANVAS, CANVAS)
+    return as_sequence(np.concatenate([xy.astype(np.float32), conf], -1))
 
 
 class MeanPoseBaseline:

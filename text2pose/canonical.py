@@ -22,6 +22,11 @@ FPS = 25.0
 LEFT, RIGHT = WB["left_shoulder"], WB["right_shoulder"]
 
 
+def as_sequence(data: np.ndarray) -> PoseSequence:
+    """Canonical ``(T, 133, 3)`` xy + confidence as the whole-body sequence text2pose outputs."""
+    return PoseSequence(data, FPS, "wholebody133", CANVAS, CANVAS)
+
+
 def shoulders(xy: np.ndarray) -> tuple[np.ndarray, float]:
     """Mean shoulder midpoint and width of ``(T, 133, 2)`` (or ``(133, 2)``) whole-body points."""
     xy = xy.reshape(-1, xy.shape[-2], 2)

@@ -82,6 +82,29 @@ class GlossVocab:
         return cls(tokens)
 
 
+def check_glosses(glosses: Sequence[str], max_glosses: int) -> None:
+    """A gloss sequence a G2P model can sign: not empty, and ``max_glosses`` (its positions,
+    ``<bos>``/``<eos>`` included) not exceeded."""
+    if not glosses:
+        raise ValueError("cannot generate a pose for an empty gloss sequence")
+    if len(glosses) > max_glosses - 2:
+        raise ValueError(f"{len(glosses)} glosses exceed max_glosses - 2 = {max_glosses - 2}")
+
+
+def frame_limit(max_frames: int | None, cap: int) -> int:
+    """The frame limit of one generation: ``max_frames`` (default ``cap``), within ``[1, cap]``."""
+    limit = cap if max_frames is None else max_frames
+    if not 1 <= limit <= cap:
+        raise ValueError(f"max_frames must be in [1, {cap}], got {limit}")
+    return limit
+
+
+def trim_to(counts: np.ndarray, limit: int) -> np.ndarray:
+    """Frames per segment cut from the end so that they sum to at most ``limit``: each segment
+    keeps what is left of ``limit`` after the segments before it."""
+    return np.clip(limit - (np.cumsum(counts) - counts), 0, counts)
+
+
 # --------------------------------------------------------------------------- durations
 def gloss_durations(signer: SynthSigner, sentence: CorpusSentence) -> np.ndarray:
     """Frames per gloss of a sentence as SynthSigner times it (int64, sums to ``num_frames``).

@@ -55,23 +55,22 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save
 
 from pgmm.checkpoint import (
     WEIGHTS_NAME,
+    DictConfig,
     atomic_write,
-    dataclass_from_dict,
     read_config,
     recipe_from_yaml,
     write_config,
 )
 from pgmm.pose import layout as L
 from pgmm.pose.sequence import PoseSequence
-from text2pose.canonical import CANVAS, FPS
-from text2pose.data import G2PData, GlossVocab
+from text2pose.canonical import as_sequence
+from text2pose.data import G2PData, GlossVocab, check_glosses, frame_limit, trim_to
 
 VOCAB_NAME = "vocab.json"
 HANDS = np.arange(L.LEFT_HAND.start, L.RIGHT_HAND.stop)
@@ -98,7 +97,7 @@ class SentenceTarget:
 
 
 @dataclass
-class DictionaryConfig:
+class DictionaryConfig(DictConfig):
     """Every setting of :func:`build_dictionary` and of generation (saved in ``config.json``)."""
 
     language: str = ""
@@ -129,16 +128,9 @@ class DictionaryConfig:
         if self.length_ridge < 0:
             raise ValueError(f"length_ridge must be >= 0, got {self.length_ridge}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DictionaryConfig:
-        return dataclass_from_dict(cls, data, "DictionaryConfig")
-
 
 @dataclass
-class DictionaryTiming:
+class DictionaryTiming(DictConfig):
     """The sentence-level timing learnt from the training split (frames at speed 1)."""
 
     transition_frames: float  # pooled incoming transition of a mid-sentence gloss
@@ -150,13 +142,6 @@ class DictionaryTiming:
     length_intercept: float = 0.0  # log T = intercept + slope * log R + sum of gloss terms
     length_slope: float = 1.0
     profiled_glosses: int = 0  # glosses whose transition share came from their own profile
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DictionaryTiming:
-        return dataclass_from_dict(cls, data, "DictionaryTiming")
 
 
 @dataclass
@@ -304,13 +289,8 @@ class GlossDictionary:
         core n, exit, tail hold]`` (``2n + 3`` entries), rescaled to ``target`` when given (the
         text path's, see :class:`SentenceTarget`), else by the length model, and cut from the
         end to ``max_frames``. Unknown glosses get the pooled transition + core."""
-        if not glosses:
-            raise ValueError("cannot generate a pose for an empty gloss sequence")
-        if len(glosses) > self.config.max_glosses - 2:
-            raise ValueError(
-                f"{len(glosses)} glosses exceed max_glosses - 2 = {self.config.max_glosses - 2}"
-            )
-        limit = self._limit(max_frames)
+        check_glosses(glosses, self.config.max_glosses)
+        limit = frame_limit(max_frames, self.config.max_frames)
         raw = self._lengths(glosses)
         own = self.predicted_frames(glosses) if self.config.length_model else float(raw.sum())
         frames = own if target is None else target.frames
@@ -324,20 +304,7 @@ class GlossDictionary:
         bounds = np.round(np.concatenate([[0.0], np.cumsum(raw)])).astype(np.int64)
         counts = np.diff(bounds)
         counts[2:-1:2] = np.maximum(counts[2:-1:2], 1)  # every core shows at least one frame
-        excess = int(counts.sum()) - limit
-        for j in range(len(counts) - 1, -1, -1):  # cut the tail so the total fits
-            if excess <= 0:
-                break
-            cut = min(excess, int(counts[j]))
-            counts[j] -= cut
-            excess -= cut
-        return counts
-
-    def _limit(self, max_frames: int | None) -> int:
-        limit = self.config.max_frames if max_frames is None else max_frames
-        if not 1 <= limit <= self.config.max_frames:
-            raise ValueError(f"max_frames must be in [1, {self.config.max_frames}], got {limit}")
-        return limit
+        return trim_to(counts, limit)
 
     # ----------------------------------------------------------------------- synthesis
     def _core(self, row: int, count: int) -> np.ndarray:
@@ -392,15 +359,14 @@ class GlossDictionary:
         """One canonical whole-body :class:`PoseSequence` (25 fps) per gloss sequence, each
         timed to ``targets[i]`` when given (see :meth:`plan`). ``batch_size`` is accepted for
         interface parity with GlossToPose (no batching here)."""
-        limit = self._limit(max_frames)
+        limit = frame_limit(max_frames, self.config.max_frames)
         timed = [None] * len(gloss_lists) if targets is None else list(targets)
         if len(timed) != len(gloss_lists):
             raise ValueError(f"{len(timed)} targets for {len(gloss_lists)} sentences")
-        out = []
-        for glosses, target in zip(gloss_lists, timed, strict=True):
-            data = self._full(np.concatenate(list(self._pieces(glosses, limit, target))))
-            out.append(PoseSequence(data, FPS, "wholebody133", CANVAS, CANVAS))
-        return out
+        return [
+            as_sequence(self._full(np.concatenate(list(self._pieces(glosses, limit, target)))))
+            for glosses, target in zip(gloss_lists, timed, strict=True)
+        ]
 
     def generate_stream(
         self,
@@ -414,7 +380,7 @@ class GlossDictionary:
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         pending = np.zeros((0, L.NUM_WHOLEBODY, 3), np.float32)
-        for piece in self._pieces(glosses, self._limit(max_frames), target):
+        for piece in self._pieces(glosses, frame_limit(max_frames, self.config.max_frames), target):
             pending = np.concatenate([pending, self._full(piece)])
             while len(pending) >= chunk_frames:
                 yield pending[:chunk_frames]

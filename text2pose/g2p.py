@@ -27,11 +27,11 @@ never fails on an unseen gloss; the output is a plausible sign-like motion, not 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ from transformers import BertConfig, BertModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from pgmm.checkpoint import (
-    dataclass_from_dict,
+    DictConfig,
     load_weights,
     read_config,
     save_folder,
@@ -58,8 +58,9 @@ from pgmm.training.common import (
     find_checkpoint,
     save_step_checkpoint,
 )
-from text2pose.canonical import CANVAS, FPS
-from text2pose.data import G2PData, GlossVocab
+from text2pose.canonical import as_sequence as _sequence
+from text2pose.data import G2PData, GlossVocab, check_glosses, frame_limit, trim_to
+from text2pose.tokenizer import pad_ids
 
 if TYPE_CHECKING:
     from text2pose.backtranslation import BackTranslationLoss
@@ -69,7 +70,7 @@ POSE_DIM = NUM_WHOLEBODY * 2  # whole-body xy, flattened
 
 
 @dataclass
-class G2PConfig:
+class G2PConfig(DictConfig):
     """Architecture and loss settings; the defaults are the small CPU model (~1.5 M parameters,
     ~6 MB as float32 safetensors)."""
 
@@ -99,13 +100,6 @@ class G2PConfig:
             raise ValueError("hidden_size must be a multiple of num_heads")
         if self.max_frames < 1 or self.max_glosses < 3:
             raise ValueError("max_frames must be >= 1 and max_glosses >= 3")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> G2PConfig:
-        return dataclass_from_dict(cls, data, "G2PConfig")
 
 
 def _bert(config: G2PConfig, layers: int, positions: int, vocab: int, **extra: Any) -> BertModel:
@@ -193,18 +187,9 @@ class GlossToPose(nn.Module):
 
     def encode_ids(self, gloss_lists: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded ``<bos> glosses <eos>`` ids and their mask; unknown glosses -> ``<unk>``."""
-        seqs = [self.vocab.encode(g) for g in gloss_lists]
-        for glosses, ids in zip(gloss_lists, seqs, strict=True):
-            if not glosses:
-                raise ValueError("cannot generate a pose for an empty gloss sequence")
-            if len(ids) > self.config.max_glosses:
-                raise ValueError(
-                    f"{len(glosses)} glosses exceed max_glosses - 2 = {self.config.max_glosses - 2}"
-                )
-        width = max(len(s) for s in seqs)
-        padded = torch.full((len(seqs), width), GlossVocab.pad_id, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            padded[i, : len(s)] = torch.tensor(s)
+        for glosses in gloss_lists:
+            check_glosses(glosses, self.config.max_glosses)
+        padded = pad_ids([self.vocab.encode(g) for g in gloss_lists], GlossVocab.pad_id)
         return padded.to(self.device), (padded != GlossVocab.pad_id).long().to(self.device)
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -332,18 +317,9 @@ class GlossToPose(nn.Module):
         """Frames per gloss (>= 1 each); a sentence over ``max_frames`` is cut from the end."""
         log_pred = self.duration_head(enc[:, 1:-1]).squeeze(-1)
         counts = torch.clamp(torch.round(torch.expm1(log_pred)), min=1).long().cpu().numpy()
-        out = []
-        for i, n in enumerate((mask.sum(1) - 2).tolist()):
-            d = counts[i, :n].copy()
-            excess = int(d.sum()) - max_frames
-            for j in range(n - 1, -1, -1):  # trim the tail so the total fits
-                if excess <= 0:
-                    break
-                cut = min(excess, int(d[j]))
-                d[j] -= cut
-                excess -= cut
-            out.append(d)
-        return out
+        return [
+            trim_to(counts[i, :n], max_frames) for i, n in enumerate((mask.sum(1) - 2).tolist())
+        ]
 
     # ----------------------------------------------------------------------- AR core
     def _ar_steps(
@@ -367,11 +343,15 @@ class GlossToPose(nn.Module):
             yield out[:, :POSE_DIM], counter > (t + 1) / (t + 1.5)
             prev = torch.cat([out[:, :POSE_DIM], counter.clamp(0.0, 1.0)[:, None]], -1)
 
-    def _limit(self, max_frames: int | None) -> int:
-        limit = self.config.max_frames if max_frames is None else max_frames
-        if not 1 <= limit <= self.config.max_frames:
-            raise ValueError(f"max_frames must be in [1, {self.config.max_frames}], got {limit}")
-        return limit
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout, no input noise) inside the block, then the mode it had."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     # ----------------------------------------------------------------------- inference API
     @torch.no_grad()
@@ -383,16 +363,12 @@ class GlossToPose(nn.Module):
     ) -> list[PoseSequence]:
         """One canonical whole-body :class:`PoseSequence` (25 fps) per gloss sequence, never
         longer than ``max_frames`` (default: the model's ``config.max_frames``)."""
-        limit = self._limit(max_frames)
-        was_training = self.training
-        self.eval()
+        limit = frame_limit(max_frames, self.config.max_frames)
         out: list[PoseSequence] = []
-        try:
+        with self.evaluating():
             for start in range(0, len(gloss_lists), batch_size):
                 chunk = gloss_lists[start : start + batch_size]
                 out += [_sequence(self.denormalise(f)) for f in self._generate_batch(chunk, limit)]
-        finally:
-            self.train(was_training)
         return out
 
     def _generate_batch(
@@ -428,10 +404,8 @@ class GlossToPose(nn.Module):
         """
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        limit = self._limit(max_frames)
-        was_training = self.training
-        self.eval()
-        try:
+        limit = frame_limit(max_frames, self.config.max_frames)
+        with self.evaluating():
             if self.config.mode == "nar":
                 data = self.denormalise(self._generate_batch([glosses], limit)[0])
                 for start in range(0, len(data), chunk_frames):
@@ -448,8 +422,6 @@ class GlossToPose(nn.Module):
                     return
             if pending:
                 yield self.denormalise(torch.stack(pending))
-        finally:
-            self.train(was_training)
 
     # ----------------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -463,16 +435,10 @@ class GlossToPose(nn.Module):
         """Load a folder written by :meth:`save_pretrained` (safetensors only, never pickle);
         a missing or corrupt file is a ``FileNotFoundError``/``ValueError`` naming it."""
         directory = Path(directory)
-        meta = read_config(directory, cls.__name__, "GlossToPose")
-        if not (directory / VOCAB_NAME).is_file():
-            raise FileNotFoundError(f"{directory}: missing {VOCAB_NAME}")
+        meta = read_config(directory, cls.__name__, "GlossToPose", files=(VOCAB_NAME,))
         model = cls(G2PConfig.from_dict(meta), GlossVocab.load(directory / VOCAB_NAME))
         load_weights(model, directory)
         return model.to(device).eval()
-
-
-def _sequence(data: np.ndarray) -> PoseSequence:
-    return PoseSequence(data, FPS, "wholebody133", CANVAS, CANVAS)
 
 
 # --------------------------------------------------------------------------- training
@@ -495,15 +461,13 @@ def _dev_loss(
     terms_logged: tuple[str, ...],
     back_translation: BackTranslationLoss | None,
 ) -> dict[str, float]:
-    model.eval()
     totals = dict.fromkeys(terms_logged, 0.0)
-    for start in range(0, len(data), batch_size):
-        part = range(start, min(start + batch_size, len(data)))
-        terms = model.loss([data.glosses[i] for i in part], [data.poses[i] for i in part],
-                           [data.durations[i] for i in part], back_translation)  # fmt: skip
-        for k in totals:
-            totals[k] += float(terms[k]) * len(part)
-    model.train()
+    with model.evaluating():
+        for start in range(0, len(data), batch_size):
+            part = data.subset(range(start, min(start + batch_size, len(data))))
+            terms = model.loss(part.glosses, part.poses, part.durations, back_translation)
+            for k in totals:
+                totals[k] += float(terms[k]) * len(part)
     return {k: v / len(data) for k, v in totals.items()}
 
 
@@ -551,117 +515,89 @@ def train_g2p(
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
-    dev = target_device(device)
+    device, out_dir = target_device(device), Path(out_dir)
     previous_threads = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        return _train(
-            config, train_data, dev_data, Path(out_dir), steps, batch_size, lr, warmup,
-            checkpoint_every, checkpoint_minutes, eval_every, max_dev_sentences, seed, progress,
-            dev, init_from, back_translation,
+        ckpt = out_dir / "checkpoints" / "last"
+        torch.manual_seed(seed)
+        found = find_checkpoint(ckpt)
+        state: dict[str, Any] = {"step": 0, "seconds": 0.0}
+        if found is not None:
+            model = GlossToPose.from_pretrained(found, str(device)).train()
+            state = json.loads((found / "state.json").read_text())
+        elif init_from is not None:
+            model = GlossToPose.from_pretrained(init_from, str(device)).train()
+            if (signs := model.config.language) != train_data.language:
+                raise ValueError(
+                    f"{init_from} signs {signs!r}, the data is {train_data.language!r}"
+                )
+        else:
+            vocab = GlossVocab.build(train_data.glosses)
+            cfg = config.to_dict() if isinstance(config, G2PConfig) else dict(config)
+            cfg.update(vocab_size=len(vocab), language=train_data.language)
+            model = GlossToPose(G2PConfig.from_dict(cfg), vocab)
+            model.set_normalisation(train_data)
+            model.to(device)
+        if back_translation is not None:
+            back_translation.check_language(model.config.language)
+        logged = ("loss", "frames", "aux") + (("bt",) if back_translation is not None else ())
+        too_long = int((train_data.num_frames > model.config.max_frames).sum())
+        if too_long:
+            raise ValueError(f"{too_long} training sentences exceed max_frames")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+        if found is not None and (found / "optimizer.pt").exists():
+            # Read onto the CPU (a GPU run resumes anywhere); load_state_dict moves the moments
+            # to their parameters' device and leaves AdamW's step counts on the CPU, where it
+            # wants them.
+            saved = torch.load(found / "optimizer.pt", map_location="cpu", weights_only=True)
+            optimizer.load_state_dict(saved)
+        warm = max(1, steps // 20) if warmup is None else warmup
+        schedule = cosine_schedule(optimizer, steps, state["step"], warmup=warm)
+        dev = dev_data.subset(range(min(len(dev_data), max_dev_sentences))) if dev_data else None
+        order = np.argsort(train_data.num_frames, kind="stable")
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tic = time.perf_counter() - state["seconds"]
+
+        def save() -> None:
+            state["seconds"] = time.perf_counter() - tic
+            save_step_checkpoint(ckpt, model, optimizer, state)
+
+        model.train()
+        loop = ResumableLoop(
+            f"g2p-{model.config.mode}", out_dir, ckpt, save, start=state["step"], total=steps,
+            every=checkpoint_every, minutes=checkpoint_minutes, resumed=found is not None,
+            progress=progress, log=out_dir / "log.csv",
         )  # fmt: skip
+        with loop:
+            while state["step"] < steps:
+                step_seed = _step_seed(seed, state["step"])
+                torch.manual_seed(step_seed)
+                picks = _batch_indices(order, batch_size, np.random.default_rng(step_seed))
+                batch = train_data.subset(picks)
+                terms = model.loss(batch.glosses, batch.poses, batch.durations, back_translation)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                state["step"] += 1
+                dev_terms = {}
+                if dev is not None and (state["step"] % eval_every == 0 or state["step"] == steps):
+                    dev_terms = _dev_loss(model, dev, batch_size, logged, back_translation)
+                loop.log({
+                    "step": state["step"],
+                    **{k: f"{terms[k].item():.5f}" for k in logged},
+                    "lr": f"{schedule.get_last_lr()[0]:.3e}",
+                    **{f"dev_{k}": f"{dev_terms[k]:.5f}" if dev_terms else "" for k in logged},
+                    "seconds": f"{time.perf_counter() - tic:.1f}",
+                })  # fmt: skip
+                loop.end_step(state["step"], loss=f"{terms['loss'].item():.4f}")
+        model.save_pretrained(out_dir / "model")
+        if back_translation is not None:
+            back_translation.record(init_from).save(out_dir / "model")
+        return model.eval()
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _train(
-    config: G2PConfig | dict[str, Any],
-    train_data: G2PData,
-    dev_data: G2PData | None,
-    out_dir: Path,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    warmup: int | None,
-    checkpoint_every: int,
-    checkpoint_minutes: float,
-    eval_every: int,
-    max_dev_sentences: int,
-    seed: int,
-    progress: bool,
-    device: torch.device,
-    init_from: str | Path | None,
-    back_translation: BackTranslationLoss | None,
-) -> GlossToPose:
-    ckpt = out_dir / "checkpoints" / "last"
-    torch.manual_seed(seed)
-    found = find_checkpoint(ckpt)
-    if found is not None:
-        model = GlossToPose.from_pretrained(found, str(device)).train()
-        state = json.loads((found / "state.json").read_text())
-    elif init_from is not None:
-        model = GlossToPose.from_pretrained(init_from, str(device)).train()
-        if model.config.language != train_data.language:
-            raise ValueError(
-                f"{init_from} signs {model.config.language!r}, the data is {train_data.language!r}"
-            )
-        state = {"step": 0, "seconds": 0.0}
-    else:
-        vocab = GlossVocab.build(train_data.glosses)
-        cfg = config.to_dict() if isinstance(config, G2PConfig) else dict(config)
-        cfg.update(vocab_size=len(vocab), language=train_data.language)
-        model = GlossToPose(G2PConfig.from_dict(cfg), vocab)
-        model.set_normalisation(train_data)
-        model.to(device)
-        state = {"step": 0, "seconds": 0.0}
-    if back_translation is not None:
-        back_translation.check_language(model.config.language)
-    logged = ("loss", "frames", "aux") + (("bt",) if back_translation is not None else ())
-    too_long = int((train_data.num_frames > model.config.max_frames).sum())
-    if too_long:
-        raise ValueError(f"{too_long} training sentences exceed max_frames")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    if found is not None and (found / "optimizer.pt").exists():
-        # Read onto the CPU (a GPU run resumes anywhere); load_state_dict moves the moments to
-        # their parameters' device and leaves AdamW's step counts on the CPU, where it wants them.
-        saved = torch.load(found / "optimizer.pt", map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(saved)
-    warm = max(1, steps // 20) if warmup is None else warmup
-    schedule = cosine_schedule(optimizer, steps, state["step"], warmup=warm)
-    dev = dev_data.subset(range(min(len(dev_data), max_dev_sentences))) if dev_data else None
-    order = np.argsort(train_data.num_frames, kind="stable")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tic = time.perf_counter() - state["seconds"]
-
-    def save() -> None:
-        state["seconds"] = time.perf_counter() - tic
-        save_step_checkpoint(ckpt, model, optimizer, state)
-
-    model.train()
-    loop = ResumableLoop(
-        f"g2p-{model.config.mode}", out_dir, ckpt, save, start=state["step"], total=steps,
-        every=checkpoint_every, minutes=checkpoint_minutes, resumed=found is not None,
-        progress=progress, log=out_dir / "log.csv",
-    )  # fmt: skip
-    with loop:
-        while state["step"] < steps:
-            step_seed = _step_seed(seed, state["step"])
-            torch.manual_seed(step_seed)
-            picks = _batch_indices(order, batch_size, np.random.default_rng(step_seed))
-            terms = model.loss([train_data.glosses[i] for i in picks],
-                               [train_data.poses[i] for i in picks],
-                               [train_data.durations[i] for i in picks],
-                               back_translation)  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            state["step"] += 1
-            dev_terms = {}
-            if dev is not None and (state["step"] % eval_every == 0 or state["step"] == steps):
-                dev_terms = _dev_loss(model, dev, batch_size, logged, back_translation)
-            loop.log({
-                "step": state["step"],
-                **{k: f"{terms[k].item():.5f}" for k in logged},
-                "lr": f"{schedule.get_last_lr()[0]:.3e}",
-                **{f"dev_{k}": f"{dev_terms[k]:.5f}" if dev_terms else "" for k in logged},
-                "seconds": f"{time.perf_counter() - tic:.1f}",
-            })  # fmt: skip
-            loop.end_step(state["step"], loss=f"{terms['loss'].item():.4f}")
-    model.save_pretrained(out_dir / "model")
-    if back_translation is not None:
-        back_translation.record(init_from).save(out_dir / "model")
-    return model.eval()

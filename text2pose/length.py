@@ -138,14 +138,12 @@ class SentenceLength:
         """Load a folder written by :meth:`save_pretrained`; a missing or corrupt file is a
         ``FileNotFoundError``/``ValueError`` naming the folder."""
         directory = Path(directory)
-        meta = read_config(directory, cls.__name__, "sentence length model")
+        meta = read_config(directory, cls.__name__, "sentence length model", files=(VOCAB_NAME,))
         try:
             intercept, slope = float(meta.pop("intercept")), float(meta.pop("slope"))
             config = dataclass_from_dict(SentenceLengthConfig, meta, f"{directory} config")
             tokens = json.loads((directory / VOCAB_NAME).read_text(encoding="utf-8"))
             terms = load_file(str(directory / WEIGHTS_NAME))["terms"]
             return cls(config, [str(t) for t in tokens], intercept, slope, terms)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{directory}: missing {Path(e.filename or '').name}") from e
         except Exception as e:  # bad JSON, a missing key, a corrupt safetensors file
             raise ValueError(f"{directory}: not a sentence length model ({e})") from e

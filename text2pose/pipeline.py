@@ -28,7 +28,7 @@ import torch
 
 from pgmm.checkpoint import CONFIG_NAME
 from pgmm.pose.sequence import PoseSequence
-from text2pose import canonical
+from text2pose.canonical import as_sequence
 from text2pose.dictionary import GlossDictionary, SentenceTarget
 from text2pose.g2p import GlossToPose
 from text2pose.length import SentenceLength
@@ -174,22 +174,16 @@ class TextToPose:
         if self.g2p.config.mode != "nar":
             return None
         g2p = self.g2p
-        was_training = g2p.training
-        g2p.eval()
-        try:
-            with torch.no_grad():
-                ids, mask = g2p.encode_ids([glosses])
-                durations = g2p.predict_durations(g2p._encode(ids, mask), mask, g2p._limit(None))
-        finally:
-            g2p.train(was_training)
+        with g2p.evaluating(), torch.no_grad():
+            ids, mask = g2p.encode_ids([glosses])
+            durations = g2p.predict_durations(g2p._encode(ids, mask), mask, g2p.config.max_frames)
         edges = np.concatenate([[0], np.cumsum(durations[0])])
         return edges[:-1], edges[1:], int(edges[-1])
 
     def generate(self, text: str) -> PoseSequence:
         """The whole text as one canonical whole-body sequence (25 fps)."""
         chunks = list(self.generate_stream(text, chunk_frames=1 << 30))
-        data = np.concatenate([c.data for c in chunks])
-        return PoseSequence(data, canonical.FPS, "wholebody133", canonical.CANVAS, canonical.CANVAS)
+        return as_sequence(np.concatenate([c.data for c in chunks]))
 
     def generate_stream(self, text: str, chunk_frames: int = 16) -> Iterator[PoseSequence]:
         """Chunks of at most ``chunk_frames`` frames, yielded as soon as they are decoded.
@@ -216,11 +210,7 @@ class TextToPose:
                     frames[near, :, :2] = (1 - w) * previous[None, :, :2] + w * frames[near, :, :2]
                 index += len(frames)
                 for j in range(0, len(frames), chunk_frames):
-                    yield _sequence(frames[j : j + chunk_frames])
+                    yield as_sequence(frames[j : j + chunk_frames])
                 if len(frames):
                     last = frames[-1]
             previous = last
-
-
-def _sequence(data: np.ndarray) -> PoseSequence:
-    return PoseSequence(data, canonical.FPS, "wholebody133", canonical.CANVAS, canonical.CANVAS)

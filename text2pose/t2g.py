@@ -18,10 +18,10 @@ import torch
 from safetensors.torch import load_file, save
 from transformers import MarianConfig, MarianMTModel
 
-from pgmm.checkpoint import atomic_write, dataclass_from_dict
+from pgmm.checkpoint import DictConfig, atomic_write
 from pgmm.metrics.wer import edit_counts
 from text2pose.normalize import normalize_sentence
-from text2pose.tokenizer import BOS, EOS, PAD, Tokenizer
+from text2pose.tokenizer import BOS, EOS, PAD, Tokenizer, pad_ids
 
 CONFIG_NAME, WEIGHTS_NAME = "t2g_config.json", "t2g.safetensors"
 DECODINGS = ("beam", "mbr")
@@ -30,7 +30,7 @@ SRC_TOKENIZER, GLOSS_TOKENIZER = "text.spm", "gloss.spm"
 
 
 @dataclass
-class T2GConfig:
+class T2GConfig(DictConfig):
     """Model size, tokenizers and decoding; the training recipe lives in ``T2GTrainConfig``."""
 
     language: str = "de"
@@ -60,10 +60,6 @@ class T2GConfig:
     # the consensus candidate drops the glosses the models disagree on.
     decoding: str = "beam"
     mbr_temperature: float = 1.0
-
-    @classmethod
-    def from_dict(cls, d: dict) -> T2GConfig:
-        return dataclass_from_dict(cls, d, "T2G config")
 
 
 class TextToGloss(torch.nn.Module):
@@ -118,14 +114,14 @@ class TextToGloss(torch.nn.Module):
     def encode_text(self, sentences: list[str]) -> dict[str, torch.Tensor]:
         """Already-normalised sentences -> padded ``input_ids`` / ``attention_mask``, on the
         model's device (where ``translate`` decodes: on a GPU a host batch would fail there)."""
-        ids = [self.text_tok.encode(s)[: self.config.max_len] for s in sentences]
+        ids = pad_ids([self.text_tok.encode(s)[: self.config.max_len] for s in sentences])
         device = next(self.parameters()).device
-        return {k: v.to(device) for k, v in _pad(ids, "input_ids").items()}
+        return {"input_ids": ids.to(device), "attention_mask": (ids != PAD).long().to(device)}
 
     def encode_glosses(self, glosses: list[list[str]]) -> torch.Tensor:
+        """Padded gloss ids as ``labels`` (padding -100, which the losses ignore)."""
         ids = [self.gloss_tok.encode(" ".join(g))[: self.config.max_len] for g in glosses]
-        labels = _pad(ids, "labels")["labels"]
-        return labels.masked_fill(labels == PAD, -100)
+        return pad_ids(ids, -100)
 
     @torch.no_grad()
     def translate_normalized(
@@ -169,8 +165,8 @@ class TextToGloss(torch.nn.Module):
         """Per sentence, the pooled candidate ranked first (``beam``) or the least risky one
         (``mbr``); all candidates of the batch are scored in one pass per member."""
         owner = torch.tensor([i for i, pool in enumerate(pools) for _ in pool])
-        labels = _pad([[*ids, EOS] for pool in pools for ids in pool], "labels")["labels"]
-        labels = labels.masked_fill(labels == PAD, -100).to(batch["input_ids"].device)
+        labels = pad_ids([[*ids, EOS] for pool in pools for ids in pool], -100)
+        labels = labels.to(batch["input_ids"].device)
         source = {k: v[owner.to(v.device)] for k, v in batch.items()}
         log_prob = sum(_log_likelihood(m, source, labels) for m in self.members) / len(self.members)
         scores = (log_prob / (labels != -100).sum(1) ** self.config.length_penalty).cpu()
@@ -310,16 +306,6 @@ def _log_likelihood(
     logits = member(**source, labels=labels).logits.float()
     token = logits.log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (token * (labels != -100)).sum(1)
-
-
-def _pad(ids: list[list[int]], key: str) -> dict[str, torch.Tensor]:
-    n = max(len(x) for x in ids)
-    out = torch.full((len(ids), n), PAD, dtype=torch.long)
-    for i, x in enumerate(ids):
-        out[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-    if key == "labels":
-        return {"labels": out}
-    return {"input_ids": out, "attention_mask": (out != PAD).long()}
 
 
 def gloss_scores(hypotheses: list[list[str]], references: list[list[str]]) -> dict[str, float]:

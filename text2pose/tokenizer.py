@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
+import torch
 
 from pgmm.checkpoint import atomic_write
 
@@ -84,7 +85,10 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self.sp.decode([i for i in ids if i > UNK or i == UNK])
 
-    def unknown_rate(self, text: str) -> float:
-        """Share of pieces that are <unk>: how much of the input the model cannot see."""
-        ids = self.sp.encode(text)
-        return sum(i == UNK for i in ids) / max(len(ids), 1)
+
+def pad_ids(rows: list[list[int]], fill: int = PAD) -> torch.Tensor:
+    """Token id rows as one ``(rows, longest)`` tensor, padded with ``fill``."""
+    out = torch.full((len(rows), max(len(r) for r in rows)), fill, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out

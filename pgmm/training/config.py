@@ -11,16 +11,15 @@ went; the copy in the ``train_config`` of an old run's ``state.json`` is not rea
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgmm.checkpoint import dataclass_from_dict, yaml_section
+from pgmm.checkpoint import DictConfig, dataclass_from_dict, yaml_section
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     epochs: int = 100
     pairs_per_video: int = 100  # TPSMM's num_repeats: random pairs per video per epoch
     batch_size: int = 8
@@ -87,6 +86,3 @@ class TrainConfig:
                 "to the model section"
             )
         return dataclass_from_dict(cls, section, f"{path} train config")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
