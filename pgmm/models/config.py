@@ -15,12 +15,10 @@ full          cmm         pfm        L_pd + L_align      + feature-alignment los
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from pgmm.checkpoint import dataclass_from_dict, yaml_section
+from pgmm.checkpoint import DictConfig, yaml_section
 
 VARIANTS = ("tpsmm", "pose_sum", "pfm", "pfm_pd", "full")
 _VARIANT_DEFAULTS = {
@@ -61,7 +59,7 @@ def default_loss_weights(variant: str = "full") -> dict[str, float]:
 
 
 @dataclass
-class PGMMConfig:
+class PGMMConfig(DictConfig):
     """Everything needed to build a :class:`~pgmm.models.pgmm.PGMM` (and check a checkpoint)."""
 
     variant: str = "full"
@@ -131,13 +129,6 @@ class PGMMConfig:
     @property
     def num_keypoints_tps(self) -> int:
         return self.num_tps * self.points_per_tps
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PGMMConfig:
-        return dataclass_from_dict(cls, data, "PGMM config")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PGMMConfig:

@@ -70,12 +70,18 @@ def _cloth(identity: Identity, px: int) -> Image.Image:
     return Image.fromarray(img.astype(np.uint8))
 
 
+def _ellipse(draw: ImageDraw.ImageDraw, c, rx: float, ry: float | None = None, fill=None) -> None:
+    """Ellipse (a circle when ``ry`` is None) of radii ``rx``, ``ry`` around centre ``c``."""
+    ry = rx if ry is None else ry
+    draw.ellipse([c[0] - rx, c[1] - ry, c[0] + rx, c[1] + ry], fill=fill)
+
+
 def _capsule(draw: ImageDraw.ImageDraw, a, b, ra: float, rb: float, fill) -> None:
     """Tapered capsule from ``a`` (radius ``ra``) to ``b`` (radius ``rb``)."""
     ax, ay = a
     bx, by = b
-    draw.ellipse([ax - ra, ay - ra, ax + ra, ay + ra], fill=fill)
-    draw.ellipse([bx - rb, by - rb, bx + rb, by + rb], fill=fill)
+    _ellipse(draw, a, ra, fill=fill)
+    _ellipse(draw, b, rb, fill=fill)
     dx, dy = bx - ax, by - ay
     n = np.hypot(dx, dy)
     if n < 1e-6:
@@ -134,17 +140,11 @@ def _draw_hair(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray, 
     draw.polygon(_pts(cap), fill=hair)
     r = np.linalg.norm(right)
     if style == "bun":
-        c = centre + up * 1.75
-        draw.ellipse(
-            [c[0] - 0.45 * r, c[1] - 0.45 * r, c[0] + 0.45 * r, c[1] + 0.45 * r], fill=hair
-        )
+        _ellipse(draw, centre + up * 1.75, 0.45 * r, fill=hair)
     elif style == "curly":
         for t in np.linspace(-0.1, np.pi + 0.1, 9):
             c = centre + np.cos(t) * right * 1.1 + np.sin(t) * up * 1.5
-            draw.ellipse(
-                [c[0] - 0.25 * r, c[1] - 0.25 * r, c[0] + 0.25 * r, c[1] + 0.25 * r],
-                fill=_shade(hair, 1.1),
-            )
+            _ellipse(draw, c, 0.25 * r, fill=_shade(hair, 1.1))
 
 
 def _draw_face(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray) -> None:
@@ -153,10 +153,7 @@ def _draw_face(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray) 
     r = np.linalg.norm(right)
     for k in (0, 16):  # ears
         c = face[k] + (face[k] - centre) * 0.08 - up * 0.05
-        draw.ellipse(
-            [c[0] - 0.2 * r, c[1] - 0.3 * r, c[0] + 0.2 * r, c[1] + 0.3 * r],
-            fill=_shade(skin, 0.92),
-        )
+        _ellipse(draw, c, 0.2 * r, 0.3 * r, fill=_shade(skin, 0.92))
     outline = np.concatenate([face[0:17], _arc(centre, right, up, 1.5, 0.0, np.pi)[1:-1]])
     draw.polygon(_pts(outline), fill=skin)
     dark = _shade(skin, 0.72)
@@ -170,11 +167,8 @@ def _draw_face(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray) 
         ir = 0.085 * r
         ih = min(ir, half_h)
         if ih > 0.01 * r:
-            draw.ellipse([c[0] - ir, c[1] - ih, c[0] + ir, c[1] + ih], fill=identity.iris)
-            pr = 0.4 * ir
-            draw.ellipse(
-                [c[0] - pr, c[1] - min(pr, ih), c[0] + pr, c[1] + min(pr, ih)], fill=(15, 10, 10)
-            )
+            _ellipse(draw, c, ir, ih, fill=identity.iris)
+            _ellipse(draw, c, 0.4 * ir, min(0.4 * ir, ih), fill=(15, 10, 10))
         draw.line(_pts(eye[[0, 1, 2, 3]]), fill=_shade(skin, 0.45), width=max(1, int(0.04 * r)))
     draw.line(_pts(face[27:31]), fill=_shade(skin, 0.85), width=max(1, int(0.05 * r)))
     draw.line(_pts(face[31:36]), fill=dark, width=max(1, int(0.05 * r)))
@@ -272,11 +266,10 @@ def _draw_arm_and_hand(
 ) -> None:
     sh, el, wr = (kp[L.WB[f"{side}_{j}"]] for j in ("shoulder", "elbow", "wrist"))
     sleeve, seam = _shade(identity.cloth, 0.9), _shade(identity.cloth, 0.55)
-    o = 0.006 * unit
-    _capsule(draw, sh, el, 0.05 * unit + o, 0.043 * unit + o, seam)
-    _capsule(draw, el, wr, 0.043 * unit + o, 0.03 * unit + o, seam)
-    _capsule(draw, sh, el, 0.05 * unit, 0.043 * unit, sleeve)
-    _capsule(draw, el, wr, 0.043 * unit, 0.03 * unit, sleeve)
+    # Each limb twice: a darker outline ``grow`` wider, then its fill.
+    for grow, color in ((0.006 * unit, seam), (0.0, sleeve)):
+        _capsule(draw, sh, el, 0.05 * unit + grow, 0.043 * unit + grow, color)
+        _capsule(draw, el, wr, 0.043 * unit + grow, 0.03 * unit + grow, color)
     off = L.LEFT_HAND_OFFSET if side == "left" else L.RIGHT_HAND_OFFSET
     hand, hz = kp[off : off + 21], z[off : off + 21]
     r = 0.012 * unit
@@ -299,17 +292,9 @@ def _draw_arm_and_hand(
             continue
         chain = hand[_FINGERS[item]]
         radii = np.linspace(1.15 * r, 0.85 * r, len(chain))
-        for k in range(len(chain) - 1):
-            _capsule(
-                draw,
-                chain[k],
-                chain[k + 1],
-                radii[k] + outline_w,
-                radii[k + 1] + outline_w,
-                _shade(skin, 0.62),
-            )
-        for k in range(len(chain) - 1):
-            _capsule(draw, chain[k], chain[k + 1], radii[k], radii[k + 1], skin)
+        for grow, color in ((outline_w, _shade(skin, 0.62)), (0.0, skin)):
+            for k in range(len(chain) - 1):
+                _capsule(draw, chain[k], chain[k + 1], radii[k] + grow, radii[k + 1] + grow, color)
 
 
 def render_frame(
