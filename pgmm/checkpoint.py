@@ -25,6 +25,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 T = TypeVar("T")
 C = TypeVar("C", bound="DictConfig")
+M = TypeVar("M", bound=nn.Module)
 
 
 class CheckpointError(ValueError):
@@ -208,3 +209,24 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
     if unknown:
         raise ValueError(f"unknown {what} keys {unknown}; known: {sorted(known)}")
     return cls(**data)
+
+
+def load_folder(cls: type[M], config: type[DictConfig], directory: str | Path, what: str) -> M:
+    """``cls(config)`` from a folder written by :func:`save_folder`, its weights loaded.
+
+    A config the model refuses is a ``ValueError`` naming the folder, as every other problem
+    with the folder is."""
+    meta = read_config(directory, cls.__name__, what)
+    try:
+        model = cls(config.from_dict(meta))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{directory}: bad {CONFIG_NAME}: {e}") from e
+    load_weights(model, directory)
+    return model
+
+
+def check_positive(what: str, counts: dict[str, int], detail: str = "") -> None:
+    """Refuse config sizes and counts below 1, every offender named in one error."""
+    bad = sorted(k for k, v in counts.items() if int(v) < 1)
+    if bad:
+        raise ValueError(f"{what} values must be positive: {bad}{detail}")

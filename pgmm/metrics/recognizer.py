@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pgmm.checkpoint import CONFIG_NAME, dataclass_from_dict, load_weights, read_config, save_folder
+from pgmm.checkpoint import DictConfig, check_positive, load_folder, save_folder
 from pgmm.metrics.wer import word_error_rate
 from pgmm.pose.layout import NUM_PGMM, PGMM36
 from pgmm.pose.sequence import PoseSequence
@@ -71,7 +71,7 @@ FEATURES_PER_POINT = 5  # x, y, dx, dy, confidence
 
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class RecognizerConfig:
+class RecognizerConfig(DictConfig):
     """Architecture, vocabulary and input convention of :class:`PoseCTCRecognizer`.
 
     ``vocab`` holds the glosses (without the blank) in output order; it is part of the config so
@@ -98,9 +98,7 @@ class RecognizerConfig:
         if BLANK in self.vocab:
             raise ValueError(f"{BLANK!r} is reserved for the CTC blank and cannot be a gloss")
         sizes = ("hidden", "rnn_hidden", "rnn_layers", "kernel_size")
-        bad = sorted(k for k in sizes if int(getattr(self, k)) < 1)
-        if bad:
-            raise ValueError(f"RecognizerConfig values must be positive: {bad}")
+        check_positive("RecognizerConfig", {k: getattr(self, k) for k in sizes})
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (same-length conv), got {self.kernel_size}")
         if not 0.0 <= self.dropout < 1.0:
@@ -114,10 +112,6 @@ class RecognizerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "vocab": list(self.vocab)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RecognizerConfig:
-        return dataclass_from_dict(cls, data, "RecognizerConfig")
 
 
 def build_vocabulary(sentences: Iterable[CorpusSentence]) -> tuple[str, ...]:
@@ -504,13 +498,7 @@ class PoseCTCRecognizer(nn.Module):
         Raises ``FileNotFoundError`` for a missing directory or file and ``ValueError`` for an
         unreadable config or weights that do not fit it, always naming the directory.
         """
-        meta = read_config(directory, cls.__name__, "recogniser")
-        try:
-            model = cls(RecognizerConfig.from_dict(meta))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{directory}: bad {CONFIG_NAME}: {e}") from e
-        load_weights(model, directory)
-        return model.to(device).eval()
+        return load_folder(cls, RecognizerConfig, directory, "recogniser").to(device).eval()
 
 
 # --------------------------------------------------------------------------- video path

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pgmm.checkpoint import CONFIG_NAME, dataclass_from_dict, load_weights, read_config, save_folder
+from pgmm.checkpoint import DictConfig, check_positive, load_folder, save_folder
 from pgmm.pose.heatmaps import argmax_decode, render_heatmaps
 from pgmm.pose.layout import NUM_PGMM
 
@@ -147,7 +147,7 @@ def heatmap_loss(
 
 # --------------------------------------------------------------------------- HRNetLite
 @dataclass(frozen=True)
-class HRNetLiteConfig:
+class HRNetLiteConfig(DictConfig):
     """Architecture of :class:`HRNetLite`.
 
     ``widths``: channels of the parallel branches, finest first; branch ``i`` runs at stride
@@ -175,16 +175,10 @@ class HRNetLiteConfig:
             "modules_per_stage": self.modules_per_stage,
             "num_keypoints": self.num_keypoints,
         }
-        bad = sorted(k for k, v in counts.items() if int(v) < 1)
-        if bad:
-            raise ValueError(f"HRNetLite config values must be positive: {bad} in {self}")
+        check_positive("HRNetLite config", counts, f" in {self}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "widths": list(self.widths)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HRNetLiteConfig:
-        return dataclass_from_dict(cls, data, "HRNetLiteConfig")
 
 
 #: ``cpu``: trains and runs on 2 CPU cores; ``gpu``: HRNet-W32's widths on three branches;
@@ -362,10 +356,4 @@ class HRNetLite(PoseEstimator):
         Raises ``FileNotFoundError`` for a missing directory or file and ``ValueError`` for an
         unreadable config or weights that do not fit the config, always naming the directory.
         """
-        meta = read_config(directory, cls.__name__, "HRNetLite")
-        try:
-            model = cls(HRNetLiteConfig.from_dict(meta))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{directory}: bad {CONFIG_NAME}: {e}") from e
-        load_weights(model, directory)
-        return model.eval()
+        return load_folder(cls, HRNetLiteConfig, directory, "HRNetLite").eval()
