@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from pgmm.pose.sequence import PoseSequence
 from pgmm.video import VideoError, iter_frames, probe
 
 SPLITS = ("train", "dev", "test")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,15 +72,14 @@ def spread_over_signers(signers: Sequence[str], n: int) -> list[int]:
     by_signer: dict[str, list[int]] = {}
     for i, signer in enumerate(signers):
         by_signer.setdefault(signer, []).append(i)
-    chosen: list[int] = []
-    queues = list(by_signer.values())
-    depth = 0
-    while len(chosen) < min(n, len(signers)):
-        for queue in queues:
-            if depth < len(queue) and len(chosen) < n:
-                chosen.append(queue[depth])
-        depth += 1
-    return sorted(chosen)
+    return sorted(round_robin(list(by_signer.values()), n))
+
+
+def round_robin(queues: Sequence[Sequence[T]], n: int) -> list[T]:
+    """The first ``n`` of: every queue's first item, then every queue's second, ... (a queue
+    that has run out is passed over), so each queue gets a fair share in its own order."""
+    depth = max((len(q) for q in queues), default=0)
+    return [q[k] for k in range(depth) for q in queues if k < len(q)][:n]
 
 
 def square_crop_box(
@@ -216,6 +216,18 @@ class SignVideoDataset(Dataset):
         size = size or self.size
         return PoseSequence(data, pose.fps, pose.layout, size, size)
 
+    def load_video(self, i: int) -> tuple[np.ndarray, PoseSequence | None]:
+        """Record ``i``'s frames and poses, checked to pair 1:1 (a mismatch means a stale or
+        wrong pose file)."""
+        frames, poses = self.load_frames(i), self.load_poses(i)
+        if poses is not None and len(frames) != len(poses):
+            record = self.records[i]
+            raise ValueError(
+                f"{record.pose_path}: {len(poses)} pose frames but {record.source} has "
+                f"{len(frames)}"
+            )
+        return frames, poses
+
     def cache_key(self) -> str:
         """What the frames of this dataset depend on: a :class:`FrameCache` keeps the frames of
         different datasets (another root, split, size or video list) in different folders."""
@@ -224,7 +236,7 @@ class SignVideoDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         record = self.records[i]
-        frames = self.load_frames(i)
+        frames, poses = self.load_video(i)
         item: dict[str, Any] = {
             "id": record.id,
             "frames": torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(),
@@ -233,9 +245,7 @@ class SignVideoDataset(Dataset):
             "signer": record.signer,
             "language": record.language,
         }
-        poses = self.load_poses(i)
         if poses is not None:
-            check_aligned(record, len(frames), len(poses))
             item["poses"] = torch.from_numpy(poses.data)
         return item
 
@@ -293,14 +303,6 @@ class FrameCache(SignVideoDataset):
 
     def load_poses(self, i: int, size: int | None = None) -> PoseSequence | None:
         return self.dataset.load_poses(i, size)
-
-
-def check_aligned(record: VideoRecord, num_frames: int, num_poses: int) -> None:
-    """Frames and poses must pair 1:1; a mismatch means a stale or wrong pose file."""
-    if num_frames != num_poses:
-        raise ValueError(
-            f"{record.pose_path}: {num_poses} pose frames but {record.source} has {num_frames}"
-        )
 
 
 # ---------------------------------------------------------------------- annotation parsing

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from pgmm.data.loaders import SignVideoDataset, check_aligned
+from pgmm.data.loaders import SignVideoDataset
 from pgmm.video import VideoError
 
 
@@ -42,12 +42,8 @@ class _VideoCache:
         if i in self._videos:
             self._videos.move_to_end(i)
             return self._videos[i]
-        frames = self.dataset.load_frames(i)
-        pose = self.dataset.load_poses(i)
-        poses = None
-        if pose is not None:
-            check_aligned(self.dataset.records[i], len(frames), len(pose))
-            poses = pose.data
+        frames, pose = self.dataset.load_video(i)
+        poses = None if pose is None else pose.data
         self._videos[i] = (frames, poses)
         if len(self._videos) > self.capacity:
             self._videos.popitem(last=False)

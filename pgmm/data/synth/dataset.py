@@ -7,6 +7,7 @@ and :class:`~pgmm.data.samplers.ClipDataset` work on it unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from pathlib import Path
 
@@ -113,8 +114,4 @@ class RenderedSynthSigner(SignVideoDataset):
 
     def load_poses(self, i: int, size: int | None = None) -> PoseSequence:
         parts = [to_pose_sequence(p, size or self.size) for p in self._poses(i)]
-        if len(parts) == 1:
-            return parts[0]
-        first = parts[0]
-        data = np.concatenate([p.data for p in parts])
-        return PoseSequence(data, first.fps, first.layout, first.width, first.height)
+        return dataclasses.replace(parts[0], data=np.concatenate([p.data for p in parts]))

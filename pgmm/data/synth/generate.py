@@ -31,6 +31,7 @@ from PIL import Image
 
 from pgmm.console import progress as progress_bar
 from pgmm.data.corpus import LANGUAGES, SPLITS, CorpusSentence
+from pgmm.data.loaders import round_robin
 from pgmm.data.synth.signer import SynthSigner, to_pose_sequence
 from pgmm.video import contact_sheet, write_video
 
@@ -62,15 +63,8 @@ def select_sentences(signer: SynthSigner, cfg: GenerateConfig) -> list[CorpusSen
     if cfg.videos < 1:
         raise ValueError(f"--videos must be >= 1, got {cfg.videos}")
     rng = np.random.default_rng(cfg.seed)
-    picked: list[CorpusSentence] = []
-    orders = [rng.permutation(len(p)) for p in pools]
-    k = 0
-    while len(picked) < cfg.videos and any(k < len(p) for p in pools):
-        for pool, order in zip(pools, orders, strict=True):
-            if k < len(pool) and len(picked) < cfg.videos:
-                picked.append(pool[order[k]])
-        k += 1
-    return picked
+    shuffled = [[pool[k] for k in rng.permutation(len(pool))] for pool in pools]
+    return round_robin(shuffled, cfg.videos)
 
 
 def _feature_dir(out: Path, size: int, split: str) -> Path:

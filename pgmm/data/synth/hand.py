@@ -73,7 +73,7 @@ HANDSHAPES: dict[str, np.ndarray] = {
 HANDSHAPE_NAMES = sorted(HANDSHAPES)
 
 
-def _rotate(v: np.ndarray, axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+def rotate(v: np.ndarray, axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
     """Rodrigues rotation of vectors ``v`` (..., 3) about unit ``axis`` (..., 3) by ``angle``."""
     c, s = np.cos(angle)[..., None], np.sin(angle)[..., None]
     return v * c + np.cross(axis, v) * s + axis * np.sum(axis * v, -1, keepdims=True) * (1 - c)
@@ -99,7 +99,7 @@ def hand_points(params: np.ndarray) -> np.ndarray:
     angle = np.zeros(spread.shape)
     for k in range(3):
         angle = angle + flex[..., k]
-        direction = _rotate(base, axis, angle)
+        direction = rotate(base, axis, angle)
         point = point + direction * _SEGMENTS[:, k, None]
         out[..., [6 + k, 10 + k, 14 + k, 18 + k], :] = point
     # Thumb: abducted away from the index in the palm plane, opposed out of it (towards the
@@ -113,7 +113,7 @@ def hand_points(params: np.ndarray) -> np.ndarray:
     point = np.broadcast_to(_THUMB_CMC, v.shape).copy()
     out[..., 1, :] = point
     for k in range(3):
-        direction = _rotate(v, bend_axis, tflex * (0.5 + 0.5 * k))
+        direction = rotate(v, bend_axis, tflex * (0.5 + 0.5 * k))
         point = point + direction * _THUMB_SEGMENTS[k]
         out[..., 2 + k, :] = point
     return out

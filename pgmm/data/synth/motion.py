@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pgmm.data.synth.hand import HANDSHAPES, frame_from_directions, hand_points
+from pgmm.data.synth.hand import HANDSHAPES, frame_from_directions, hand_points, rotate
 from pgmm.data.synth.identity import Identity
 from pgmm.data.synth.lexicon import DIRECTIONS, LOCATIONS, ORIENTATIONS, Sign
 from pgmm.pose import layout as L
@@ -136,9 +136,8 @@ def _perpendicular(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rotate_about(v: np.ndarray, axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    axis = axis / (np.linalg.norm(axis, axis=-1, keepdims=True) + 1e-9)
-    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
-    return v * c + np.cross(axis, v) * s + axis * np.sum(axis * v, -1, keepdims=True) * (1 - c)
+    """:func:`~pgmm.data.synth.hand.rotate` about an axis of any length (a blended direction)."""
+    return rotate(v, axis / (np.linalg.norm(axis, axis=-1, keepdims=True) + 1e-9), angle)
 
 
 def _location(name: str, head: np.ndarray, head_w: float) -> np.ndarray:
@@ -327,11 +326,10 @@ def _idle(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         )
 
     eye = np.ones(n)
+    blink = np.array([0.55, 0.1, 0.15, 0.6])  # eye openness over a blink's four frames
     k = int(rng.uniform(0.3, 3.0) * FPS)
     while k < n:
-        for i, v in enumerate((0.55, 0.1, 0.15, 0.6)):
-            if k + i < n:
-                eye[k + i] = v
+        eye[k : k + 4] = blink[: n - k]
         k += int(rng.uniform(2.0, 5.0) * FPS)
     breath = 0.006 * np.sin(2 * np.pi * t / rng.uniform(3.0, 4.5) + rng.uniform(0, 2 * np.pi))
     return {
