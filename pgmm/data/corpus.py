@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 CORPUS_FILES = {"de": "phoenix-2014t", "zh": "csl-daily"}
 SPLITS = ("train", "dev", "test")
 LANGUAGES = tuple(CORPUS_FILES)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -89,3 +92,10 @@ def load_corpus(
                 )
             )
     return sentences
+
+
+def round_robin(queues: Sequence[Sequence[T]], n: int) -> list[T]:
+    """The first ``n`` of: every queue's first item, then every queue's second, ... (a queue
+    that has run out is passed over), so each queue gets a fair share in its own order."""
+    depth = max((len(q) for q in queues), default=0)
+    return [q[k] for k in range(depth) for q in queues if k < len(q)][:n]

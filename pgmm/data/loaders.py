@@ -25,18 +25,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from pgmm.data.corpus import round_robin
 from pgmm.pose.sequence import PoseSequence
 from pgmm.video import VideoError, iter_frames, probe
 
 SPLITS = ("train", "dev", "test")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,6 @@ def spread_over_signers(signers: Sequence[str], n: int) -> list[int]:
     for i, signer in enumerate(signers):
         by_signer.setdefault(signer, []).append(i)
     return sorted(round_robin(list(by_signer.values()), n))
-
-
-def round_robin(queues: Sequence[Sequence[T]], n: int) -> list[T]:
-    """The first ``n`` of: every queue's first item, then every queue's second, ... (a queue
-    that has run out is passed over), so each queue gets a fair share in its own order."""
-    depth = max((len(q) for q in queues), default=0)
-    return [q[k] for k in range(depth) for q in queues if k < len(q)][:n]
 
 
 def square_crop_box(

@@ -30,8 +30,7 @@ import numpy as np
 from PIL import Image
 
 from pgmm.console import progress as progress_bar
-from pgmm.data.corpus import LANGUAGES, SPLITS, CorpusSentence
-from pgmm.data.loaders import round_robin
+from pgmm.data.corpus import LANGUAGES, SPLITS, CorpusSentence, round_robin
 from pgmm.data.synth.signer import SynthSigner, to_pose_sequence
 from pgmm.video import contact_sheet, write_video
 
