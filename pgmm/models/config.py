@@ -36,8 +36,10 @@ def default_loss_weights(variant: str = "full") -> dict[str, float]:
     The paper's Eq. 7 is ``L = L_r + L_pd + L_align`` with unit weights, L_r being TPSMM's loss,
     which itself weighs each of its terms by 10. Here L_pd and L_align get that same 10, i.e. 10x
     the paper's literal relative weight. No experiment chose this: it was set when this config
-    was first written (commit 1758ea8, no stated reason), and a 1-vs-10 comparison at the
-    ablation budget has not been run. Even "unit weight" is not a fixed scale: Eq. 8 does not
+    was first written (commit 1758ea8, no stated reason). Measured since (docs/results.md, the
+    2,400-step ablation): 1 reconstructs better, 10 transfers hands to a new person better
+    (``configs/pgmm/full-small-w1.yaml`` is the unit-weight recipe). Even "unit weight" is not
+    a fixed scale: Eq. 8 does not
     give the unit of its argmax coordinates (heatmap pixels would make the paper's L_pd tens of
     times larger per unit of error than ours, which is in [0, 1] frame units). Override per
     variant with ``loss_weights`` in the YAML.
