@@ -23,7 +23,7 @@ import csv
 import dataclasses
 import json
 import sys
-import time
+from bisect import bisect_left, insort
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,7 @@ def train_variant(
     is not trained again)."""
     run = args.out / (run_name or variant)
     if (run / "model" / "config.json").exists() and (run / "done.json").exists():
-        return json.loads((run / "done.json").read_text())["seconds"]
+        return training_seconds(run)
     path = ROOT / "configs" / "pgmm" / f"{variant}-small.yaml"
     mcfg = dataclasses.replace(PGMMConfig.from_yaml(path), **model_overrides)
     tcfg = TrainConfig.from_yaml(
@@ -86,9 +86,8 @@ def train_variant(
         },
     )
     data = RenderedSynthSigner("train", mcfg.image_size, max_videos=args.videos, signer=signer)
-    start = time.perf_counter()
     PGMMTrainer(mcfg, tcfg, data, run, estimator=estimator).run()
-    seconds = time.perf_counter() - start
+    seconds = training_seconds(run)
     (run / "done.json").write_text(json.dumps({"seconds": seconds, "steps": _last_step(run)}))
     return seconds
 
@@ -106,6 +105,24 @@ def _last_step(run: Path) -> int:
     """Steps actually trained: ``--steps`` is a cap, the epochs may end the run first."""
     rows = list(csv.DictReader((run / "log.csv").open()))
     return int(rows[-1]["step"]) if rows else 0
+
+
+def training_seconds(run: Path) -> float:
+    """Training time of a run over all its sittings, estimated from its ``log.csv``.
+
+    A timer around one sitting misses the earlier ones of a resumed run. The trainer's
+    ``seconds`` column is the time of the logged step alone (fetching its batch and the
+    update; checkpoint and sample writes are not timed), taken once per ``log_every`` steps, so
+    each row stands for the steps trained since the logged step before it. A sitting that
+    resumes from a checkpoint older than the last logged row trains (and logs) those steps
+    again: the time is counted again, measured from the highest logged step below the row.
+    """
+    total, logged = 0.0, [0]
+    for row in csv.DictReader((run / "log.csv").open()):
+        step = int(row["step"])
+        total += float(row["seconds"]) * (step - logged[bisect_left(logged, step) - 1])
+        insort(logged, step)
+    return total
 
 
 def curves_png(out: Path, runs: Path, variants: list[str]) -> None:
@@ -247,7 +264,8 @@ def main() -> None:
         f"Budget: every variant trained for **{steps} steps** (batch 4, 128², `*-small` "
         f"configs, the first {args.videos} SynthSigner train videos rendered on the fly, same "
         "seeded pair order for all) on the 2-core CPU machine; P_e (for L_pd) = our HRNetLite "
-        "trained by `slp train pose-estimator`. Training wall time per variant: "
+        "trained by `slp train pose-estimator`. Training time per variant (all sittings, "
+        "from each run's `log.csv`): "
         + ", ".join(f"{v} {s / 60:.1f} min" for v, s in seconds.items())
         + ".",
         "",
