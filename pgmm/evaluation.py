@@ -373,14 +373,7 @@ def _load_video(
     dataset: SignVideoDataset, i: int, max_frames: int | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Frames ``(T, 3, H, W)`` and PGMM36 poses ``(T, 36, 3)`` (or None) of video ``i``."""
-    frames = dataset.load_frames(i)
-    poses = dataset.load_poses(i)
-    if poses is not None and len(poses) != len(frames):
-        record = dataset.records[i]
-        raise ValueError(
-            f"{record.pose_path or record.id}: {len(poses)} pose frames "
-            f"but {record.source} has {len(frames)}"
-        )
+    frames, poses = dataset.load_video(i)
     points = _points36(poses)
     if max_frames is not None:
         frames = frames[:max_frames]

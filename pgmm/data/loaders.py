@@ -216,8 +216,8 @@ class SignVideoDataset(Dataset):
         if poses is not None and len(frames) != len(poses):
             record = self.records[i]
             raise ValueError(
-                f"{record.pose_path}: {len(poses)} pose frames but {record.source} has "
-                f"{len(frames)}"
+                f"{record.pose_path or record.id}: {len(poses)} pose frames "
+                f"but {record.source} has {len(frames)}"
             )
         return frames, poses
 
