@@ -121,8 +121,10 @@ class Sign:
         )
 
 
-def _rng(seed: int, language: str, gloss: str, attempt: int) -> np.random.Generator:
-    digest = hashlib.sha256(f"{seed}\x00{language}\x00{gloss}\x00{attempt}".encode()).digest()
+def keyed_rng(seed: int, key: str) -> np.random.Generator:
+    """A generator for ``seed`` and a text ``key`` that draws the same numbers in every
+    process (``hash()`` of a string is salted per process), so the corpus is reproducible."""
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
@@ -166,7 +168,9 @@ def build_lexicon(glosses: dict[str, list[str]], seed: int = 0) -> dict[tuple[st
     for language in sorted(glosses):
         for gloss in sorted(set(glosses[language])):
             for attempt in range(1000):
-                sign = _draw_sign(gloss, language, _rng(seed, language, gloss, attempt))
+                sign = _draw_sign(
+                    gloss, language, keyed_rng(seed, f"{language}\x00{gloss}\x00{attempt}")
+                )
                 if sign.key() not in taken:
                     break
             else:  # pragma: no cover - the parameter space is ~10^8, far above any vocabulary

@@ -12,14 +12,13 @@ state of one sign into the start state of the next with a minimum-jerk profile. 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from pgmm.data.synth.hand import HANDSHAPES, frame_from_directions, hand_points, rotate
 from pgmm.data.synth.identity import Identity
-from pgmm.data.synth.lexicon import DIRECTIONS, LOCATIONS, ORIENTATIONS, Sign
+from pgmm.data.synth.lexicon import DIRECTIONS, LOCATIONS, ORIENTATIONS, Sign, keyed_rng
 from pgmm.pose import layout as L
 
 FPS = 25.0
@@ -117,9 +116,8 @@ class SentencePose:
         return self.keypoints.shape[0]
 
 
-def sentence_rng(seed: int, key: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+# A sentence's motion draws from the same keyed generator (key: the sentence and its signer).
+sentence_rng = keyed_rng
 
 
 # --------------------------------------------------------------------------- sign evaluation
