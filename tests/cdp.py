@@ -1,8 +1,8 @@
 """A headless Chromium page driven over the DevTools protocol (CDP), shared by the browser tests
-(tests/test_web_browser.py, against a stand-in API) and the scripts that drive the page against
-the real graph (scripts/check_web_page.py, scripts/web_screenshots.py). One blocking websocket:
-a command's answer is awaited while the events in between (console errors, exceptions) are
-collected, so each caller reads ``errors`` instead of wiring its own listener.
+(tests/test_web_browser.py against a stand-in API, tests/test_web_graph.py against the real
+graph) and scripts/web_screenshots.py. One blocking websocket: a command's answer is awaited
+while the events in between (console errors, exceptions) are collected, so each caller reads
+``errors`` instead of wiring its own listener.
 """
 
 from __future__ import annotations
@@ -86,6 +86,18 @@ class Browser:
         time.sleep(0.5)
         shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=False)
         path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def start_sign(page: Browser, text: str) -> None:
+    """Type ``text`` into the page's text box and press *Sign* (which disables itself at once);
+    the caller waits for whatever the render should lead to."""
+    page.js(f"$('text').value = {json.dumps(text)}; $('go').click();")
+
+
+def set_field(page: Browser, element: str, value: str) -> None:
+    """Set a form control as a user would: the value, then the ``change`` event the page acts on."""
+    name = json.dumps(element)
+    page.js(f"$({name}).value = {json.dumps(value)}; $({name}).dispatchEvent(new Event('change'));")
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Stand-ins for the trained models, so the serving graph can run before any model is trained.
 
-``bench/serve_latency.py`` and ``scripts/check_web_page.py`` measure and check the serving
+``bench/serve_latency.py`` and ``tests/test_web_graph.py`` measure and check the serving
 machinery -- HTTP, queues, batching, streaming, the web page -- which does not depend on what
 the models have learnt. They run it with tiny random PGMMs and :class:`SynthTextToPose`, which
 signs each word of a text as one SynthSigner sign. It lives with the tests, not in the service:

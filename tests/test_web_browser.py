@@ -3,7 +3,7 @@ stand-in of the API: the served files (with their Content-Security-Policy) and a
 as the service's, streaming a real fragmented mp4 from EncodeStage chunk by chunk. What it
 checks is the browser side -- MediaSource playback while frames arrive, progress, gloss
 highlighting, captions, side by side, cancel, errors next to fields, the 503 countdown, no
-console errors. The full graph behind the page is scripts/check_web_page.py's job.
+console errors. The full graph behind the page is tests/test_web_graph.py's job.
 
 Slow (a browser start); skipped without Chromium (Debian: ``apt-get install chromium``).
 ``SLP_WEB_SCREENSHOTS=DIR`` also saves desktop and phone screenshots there (docs/images).
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cdp import CHROMIUM, Browser, chromium_page
+from cdp import CHROMIUM, Browser, chromium_page, set_field, start_sign
 from PIL import Image
 from t2p_double import FakeTextToPose
 
@@ -199,12 +199,8 @@ def browser(site: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bro
         yield page
 
 
-def _sign(page: Browser, text: str) -> None:
-    page.js(f"$('text').value = {json.dumps(text)}; $('go').click();")
-
-
 def test_streamed_video_glosses_highlight_caption_downloads(browser: Browser) -> None:
-    _sign(browser, "am tag regnet es im norden")
+    start_sign(browser, "am tag regnet es im norden")
     browser.wait("$('status').textContent === 'Done.'")
     player = browser.js("""(() => { const p = document.querySelector('.player');
       const v = p.querySelector('video');
@@ -233,7 +229,7 @@ def test_streamed_video_glosses_highlight_caption_downloads(browser: Browser) ->
 
 
 def test_progress_while_streaming_and_cancel(browser: Browser) -> None:
-    _sign(browser, "slow sentence")
+    start_sign(browser, "slow sentence")
     partial = browser.wait("""(() => { const t = document.querySelector('.progress-text');
       return t && /^\\d+ \\/ 40 frames$/.test(t.textContent) && !t.textContent.startsWith('0 ')
         ? t.textContent : null; })()""")
@@ -247,7 +243,7 @@ def test_progress_while_streaming_and_cancel(browser: Browser) -> None:
 
 
 def test_a_dropped_stream_says_so_and_keeps_what_arrived(browser: Browser) -> None:
-    _sign(browser, "drop this stream")
+    start_sign(browser, "drop this stream")
     browser.wait("$('status').textContent.startsWith('Not every video')")
     message = browser.js("document.querySelector('.player-error').textContent")
     assert re.match(r"The stream broke off after \d+ frames", message), message
@@ -258,7 +254,7 @@ def test_a_dropped_stream_says_so_and_keeps_what_arrived(browser: Browser) -> No
 
 def test_side_by_side_renders_two(browser: Browser) -> None:
     browser.js("$('compare').click(); $('renderer2').value = 'skeleton';")
-    _sign(browser, "am tag")
+    start_sign(browser, "am tag")
     browser.wait("$('status').textContent === 'Done.'")
     titles = browser.js("[...document.querySelectorAll('.player-title')].map((t) => t.textContent)")
     assert titles == ["Renderer: full", "Renderer: skeleton"]
@@ -269,15 +265,15 @@ def test_side_by_side_renders_two(browser: Browser) -> None:
 
 
 def test_errors_next_to_their_field_and_busy_countdown(browser: Browser) -> None:
-    browser.js("$('language').value = 'zh'; $('language').dispatchEvent(new Event('change'));")
-    _sign(browser, "你好")
+    set_field(browser, "language", "zh")
+    start_sign(browser, "你好")
     browser.wait("$('language-error').textContent.includes('unsupported language')")
     assert browser.js("$('language').getAttribute('aria-invalid')") == "true"
     assert browser.js("document.activeElement.id") == "language"
     assert browser.js("$('text').lang") == "zh"
-    browser.js("$('language').value = 'de'; $('language').dispatchEvent(new Event('change'));")
+    set_field(browser, "language", "de")
     StandIn.busy_left["n"] = 1
-    _sign(browser, "busy sentence")
+    start_sign(browser, "busy sentence")
     browser.wait("/retrying in [12] s/.test($('status').textContent)")
     browser.wait("$('status').textContent === 'Done.'")
     assert not browser.js("$('language-error').textContent")
@@ -289,7 +285,7 @@ def test_no_console_errors_and_screenshots(browser: Browser, tmp_path: Path) -> 
         "(() => { for (const v of document.querySelectorAll('.player video')) {"
         " v.pause(); v.currentTime = 20 / 25; } })()"
     )
-    _sign(browser, "am tag regnet es im norden")
+    start_sign(browser, "am tag regnet es im norden")
     browser.wait("$('status').textContent === 'Done.'")
     browser.js(pause)
     browser.screenshot(folder / "web_desktop.png", 1280, 900, mobile=False)
@@ -302,12 +298,12 @@ def test_no_console_errors_and_screenshots(browser: Browser, tmp_path: Path) -> 
     assert fits, "the phone layout scrolls sideways"
     browser.call("Emulation.clearDeviceMetricsOverride")
     browser.js("$('compare').click(); $('renderer2').value = 'skeleton';")
-    _sign(browser, "am tag regnet es im norden")
+    start_sign(browser, "am tag regnet es im norden")
     browser.wait("$('status').textContent === 'Done.'")
     browser.js(pause)
     browser.screenshot(folder / "web_side_by_side.png", 1280, 900, mobile=False)
     browser.js("$('compare').click()")
-    _sign(browser, "slow sentence")
+    start_sign(browser, "slow sentence")
     progress = "document.querySelector('.progress-text').textContent"
     browser.wait(f"/^[1-9]\\d* \\/ 40 frames$/.test({progress})")
     browser.screenshot(folder / "web_rendering.png", 1280, 900, mobile=False)

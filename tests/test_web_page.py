@@ -1,6 +1,7 @@
 """The page at ``/`` (slp_pipeline/web): static checks of the served files, and its API logic
 (sign-api.js) run in Node against scripted answers, the service's real error messages, a real
-fragmented mp4 and PIL's crop. No Ray and no browser (scripts/check_web_page.py drives one)."""
+fragmented mp4 and PIL's crop. No Ray and no browser (tests/test_web_browser.py and
+tests/test_web_graph.py drive one)."""
 
 from __future__ import annotations
 
