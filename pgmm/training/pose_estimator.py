@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from pgmm.data.loaders import SignVideoDataset
 from pgmm.data.samplers import FramePairDataset, VideoWindowSampler
+from pgmm.metrics.keypoints import PGMM36_GROUPS, pck
 from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, heatmap_loss, target_heatmaps
 from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
 from pgmm.training.common import (
@@ -62,13 +63,6 @@ def augment(
     return images, torch.cat([xy, conf[..., None]], dim=-1)
 
 
-def pck(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.05) -> float:
-    """Share of visible keypoints within ``threshold`` (of the normalised frame) of the truth."""
-    visible = target[..., 2] > 0
-    dist = (pred[..., :2] - target[..., :2]).norm(dim=-1)
-    return float((dist[visible] <= threshold).float().mean()) if visible.any() else float("nan")
-
-
 @torch.no_grad()
 def evaluate_pck(
     model: HRNetLite,
@@ -87,13 +81,10 @@ def evaluate_pck(
         images = torch.from_numpy(frames[idx.numpy()]).permute(0, 3, 1, 2).float() / 255
         preds.append(model.keypoints(images.to(device)).cpu())
         targets.append(to_pgmm36(torch.from_numpy(poses.data[idx.numpy()])))
-    pred, target = torch.cat(preds), torch.cat(targets)
-    hands = slice(8, 36)
-    return {
-        "pck": pck(pred, target, threshold),
-        "pck_hands": pck(pred[:, hands], target[:, hands], threshold),
-        "frames": int(pred.shape[0]),
-    }
+    pred, target = torch.cat(preds).numpy(), torch.cat(targets).numpy()
+    groups = {"pck": PGMM36_GROUPS["whole_body"], "pck_hands": PGMM36_GROUPS["hands"]}
+    scores = pck(pred, target, target[..., 2] > 0, threshold, groups)
+    return {**scores, "frames": int(pred.shape[0])}
 
 
 def train_pose_estimator(
