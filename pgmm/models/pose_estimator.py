@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgmm.checkpoint import DictConfig, check_positive, load_folder, save_folder
+from pgmm.models.resnet import he_init
 from pgmm.pose.heatmaps import argmax_decode, render_heatmaps
 from pgmm.pose.layout import NUM_PGMM
 
@@ -319,15 +320,7 @@ class HRNetLite(PoseEstimator):
         self.transitions = nn.ModuleList(transitions)
         self.stages = nn.ModuleList(stages)
         self.head = nn.Conv2d(cfg.widths[0], cfg.num_keypoints, 1)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init(self)
         # Start from near-zero maps: the target is zero almost everywhere.
         nn.init.normal_(self.head.weight, std=1e-3)
         if self.head.bias is not None:  # typed optional; the head is built with one

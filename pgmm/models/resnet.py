@@ -20,9 +20,20 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-__all__ = ["BasicBlock", "ResNet18", "load_pretrained_backbone"]
+__all__ = ["BasicBlock", "ResNet18", "he_init", "load_pretrained_backbone"]
 
 STAGE_WIDTHS = (64, 128, 256, 512)
+
+
+def he_init(network: nn.Module) -> None:
+    """torchvision's ResNet initialisation: He (fan-out) for every convolution, unit-scale batch
+    norm; every other layer keeps PyTorch's default."""
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 class BasicBlock(nn.Module):
@@ -78,14 +89,8 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(widths[3], num_outputs)
         self.num_features = widths[3]
         # torchvision's initialisation, so a from-scratch run matches TPSMM's (which uses an
-        # untrained torchvision resnet18): He init for convolutions, unit-scale batch norm;
-        # ``fc`` keeps PyTorch's default.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        # untrained torchvision resnet18); ``fc`` keeps PyTorch's default.
+        he_init(self)
 
     @staticmethod
     def _stage(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
