@@ -21,7 +21,7 @@ import torch
 
 from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
 
-__all__ = ["argmax_decode", "pose_heatmaps", "render_heatmaps", "soft_argmax"]
+__all__ = ["argmax_decode", "pose_heatmaps", "render_heatmaps", "soft_argmax", "to_pgmm36"]
 
 
 def _map_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -90,12 +90,17 @@ def render_heatmaps(
     return gy[..., :, None] * gx[..., None, :]
 
 
+def to_pgmm36(points: torch.Tensor) -> torch.Tensor:
+    """Points ``(..., 133|36, C)`` -> PGMM's 36: whole-body points are picked, 36 pass through."""
+    if points.shape[-2] == NUM_WHOLEBODY:
+        return points[..., torch.as_tensor(PGMM36_FROM_WHOLEBODY, device=points.device), :]
+    return points
+
+
 def pose_heatmaps(points: torch.Tensor, image_size: int, stride: int, sigma: float) -> torch.Tensor:
     """Poses ``(..., 133|36, 3)`` -> PGMM's 36 maps at ``1/stride`` of the image: what the
     renderer is trained on and driven by, so training, serving and evaluation share it."""
-    if points.shape[-2] == NUM_WHOLEBODY:
-        points = points[..., torch.as_tensor(PGMM36_FROM_WHOLEBODY, device=points.device), :]
-    return render_heatmaps(points, image_size // stride, sigma=sigma)
+    return render_heatmaps(to_pgmm36(points), image_size // stride, sigma=sigma)
 
 
 def _parabola_offset(left: torch.Tensor, centre: torch.Tensor, right: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from pgmm.data.loaders import SignVideoDataset
 from pgmm.data.samplers import FramePairDataset, VideoWindowSampler
 from pgmm.metrics.keypoints import PGMM36_GROUPS, pck
 from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, heatmap_loss, target_heatmaps
-from pgmm.pose.layout import NUM_WHOLEBODY, PGMM36_FROM_WHOLEBODY
+from pgmm.pose.heatmaps import to_pgmm36
 from pgmm.training.common import (
     CHECKPOINT_MINUTES,
     ResumableLoop,
@@ -30,12 +30,6 @@ from pgmm.training.common import (
     resume_step_state,
     save_step_checkpoint,
 )
-
-
-def to_pgmm36(points: torch.Tensor) -> torch.Tensor:
-    if points.shape[-2] == NUM_WHOLEBODY:
-        return points[..., torch.as_tensor(PGMM36_FROM_WHOLEBODY, device=points.device), :]
-    return points
 
 
 def augment(
