@@ -295,6 +295,12 @@ class DistributedPGMMTrainer(PGMMTrainer):
         if self.rank == 0:
             super()._save_samples(batch, prediction)
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        """The shared checkpoint on every rank: the one all ranks resume from, and the one a
+        stop message of any rank must name (ranks other than 0 never write it)."""
+        return self.shared_run_dir / "checkpoints" / "last"
+
     def save_checkpoint(self) -> None:
         if self.rank == 0:
             super().save_checkpoint()
@@ -311,11 +317,7 @@ class DistributedPGMMTrainer(PGMMTrainer):
     def try_resume(self) -> bool:
         """Every rank loads the shared checkpoint; all must land on the same step."""
         check_resume_world_size(self.shared_run_dir, self.world_size)
-        own, self.run_dir = self.run_dir, self.shared_run_dir
-        try:
-            resumed = super().try_resume()
-        finally:
-            self.run_dir = own
+        resumed = super().try_resume()
         steps: list[int | None] = [None] * self.world_size
         dist.all_gather_object(steps, self.state.global_step)
         if len(set(steps)) != 1:
