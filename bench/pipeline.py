@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from pgmm.data.synth.identity import make_identity
-from pgmm.data.synth.lexicon import build_lexicon
-from pgmm.data.synth.motion import sentence_pose, sentence_rng
+from pgmm.data.synth.lexicon import build_lexicon, keyed_rng
+from pgmm.data.synth.motion import sentence_pose
 from pgmm.data.synth.signer import to_pose_sequence
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
@@ -134,7 +134,7 @@ class StandInTextToPose:
         lexicon = build_lexicon({self.language: sorted(set(words))})
         signs = [lexicon[(self.language, w)] for w in words]
         length = min(self.frames, LOOP_FRAMES)
-        pose = sentence_pose(signs, length, make_identity(0), sentence_rng(0, text))
+        pose = sentence_pose(signs, length, make_identity(0), keyed_rng(0, text))
         return to_canonical(to_pose_sequence(pose))
 
     def generate_stream(self, text: str, chunk_frames: int = 16) -> Iterator[PoseSequence]:

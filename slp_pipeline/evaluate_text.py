@@ -58,7 +58,8 @@ from PIL import Image, ImageDraw
 from pgmm.console import progress as progress_bar
 from pgmm.data.corpus import CorpusSentence
 from pgmm.data.synth.identity import make_identity
-from pgmm.data.synth.motion import sentence_pose, sentence_rng
+from pgmm.data.synth.lexicon import keyed_rng
+from pgmm.data.synth.motion import sentence_pose
 from pgmm.data.synth.render import render_frame
 from pgmm.data.synth.signer import SynthSigner, to_pose_sequence
 from pgmm.evaluation import atomic_write_text, write_doc_block
@@ -427,7 +428,7 @@ class PoseSources:
         self.chain, self.language, self.identity = chain, language, identity
         self.person: Signer = chain.synthesizer.registry.get(signer_name)
         self.text2pose = chain.synthesizer.text2pose(language)
-        rest = sentence_pose([], 1, make_identity(identity), sentence_rng(0, f"signer/{identity}"))
+        rest = sentence_pose([], 1, make_identity(identity), keyed_rng(0, f"signer/{identity}"))
         self.rest_depth = rest.depth[0]
 
     def make(self, source: str, sentence: CorpusSentence) -> DrivingPoses:

@@ -57,7 +57,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pgmm.data.synth.identity import make_identity
-from pgmm.data.synth.motion import sentence_pose, sentence_rng
+from pgmm.data.synth.lexicon import keyed_rng
+from pgmm.data.synth.motion import sentence_pose
 from pgmm.data.synth.render import render_frame
 from pgmm.pose.layout import NUM_WHOLEBODY
 from slp_pipeline.store import Store, cache_dir
@@ -237,7 +238,7 @@ def _digest(image: np.ndarray, pose: np.ndarray, *extra: bytes) -> str:
 def synth_rest_signer(identity_id: int, size: int = STORED_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """One rest-pose frame of a SynthSigner identity and its exact whole-body pose."""
     identity = make_identity(identity_id)
-    pose = sentence_pose([], 1, identity, sentence_rng(0, f"signer/{identity_id}"))
+    pose = sentence_pose([], 1, identity, keyed_rng(0, f"signer/{identity_id}"))
     image = render_frame(pose.keypoints[0], pose.depth[0], identity, size, 4)
     points = np.concatenate([pose.keypoints[0], pose.confidence[0][:, None]], -1)
     return np.asarray(image, np.uint8), points.astype(np.float32)

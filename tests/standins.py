@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from pgmm.data.synth.identity import make_identity
-from pgmm.data.synth.lexicon import Sign, build_lexicon
-from pgmm.data.synth.motion import sentence_pose, sentence_rng, timeline
+from pgmm.data.synth.lexicon import Sign, build_lexicon, keyed_rng
+from pgmm.data.synth.motion import sentence_pose, timeline
 from pgmm.data.synth.signer import to_pose_sequence
 from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
@@ -82,7 +82,7 @@ class SynthTextToPose:
     def generate_stream(self, text: str, chunk_frames: int = 16) -> Iterator[PoseSequence]:
         signs = self._signs(text)
         frames = self.FRAMES_PER_WORD * len(signs)
-        pose = sentence_pose(signs, frames, make_identity(0), sentence_rng(0, text))
+        pose = sentence_pose(signs, frames, make_identity(0), keyed_rng(0, text))
         seq = to_canonical(to_pose_sequence(pose))
         for start in range(0, len(seq), chunk_frames):
             yield seq[start : start + chunk_frames]

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pgmm.data.synth.identity import make_identity
-from pgmm.data.synth.lexicon import build_lexicon
-from pgmm.data.synth.motion import sentence_pose, sentence_rng
+from pgmm.data.synth.lexicon import build_lexicon, keyed_rng
+from pgmm.data.synth.motion import sentence_pose
 from pgmm.data.synth.signer import to_pose_sequence
 from pgmm.pose.sequence import PoseSequence
 from text2pose.canonical import to_canonical
@@ -46,7 +46,7 @@ class FakeTextToPose:
         lexicon = build_lexicon({self.language: sorted(set(words))})
         signs = [lexicon[(self.language, w)] for w in words]
         frames = min(self.max_frames, FRAMES_PER_WORD * len(words))
-        pose = sentence_pose(signs, frames, make_identity(0), sentence_rng(0, text))
+        pose = sentence_pose(signs, frames, make_identity(0), keyed_rng(0, text))
         return to_canonical(to_pose_sequence(pose))
 
     def generate_stream(self, text: str, chunk_frames: int = 16) -> Iterator[PoseSequence]:

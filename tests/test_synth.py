@@ -21,8 +21,8 @@ from pgmm.data.synth.identity import (
     corpus_identity,
     make_identity,
 )
-from pgmm.data.synth.lexicon import Sign
-from pgmm.data.synth.motion import sentence_pose, sentence_rng, timeline
+from pgmm.data.synth.lexicon import Sign, keyed_rng
+from pgmm.data.synth.motion import sentence_pose, timeline
 from pgmm.data.synth.render import render_frame
 from pgmm.data.synth.signer import SynthSigner, to_pose_sequence
 from pgmm.pose import layout as L
@@ -141,11 +141,11 @@ def test_face_sign_brings_the_hand_to_the_face(signer: SynthSigner) -> None:
         end_handshape="B",
         orientation="up_palm_in",
     )
-    pose = sentence_pose([sign], 60, ident, sentence_rng(0, "chin"))
+    pose = sentence_pose([sign], 60, ident, keyed_rng(0, "chin"))
     mid = 30
     hand = pose.keypoints[mid, L.RIGHT_HAND].mean(0)
     chin = pose.keypoints[mid, L.FACE_OFFSET + 8]
-    rest = sentence_pose([], 60, ident, sentence_rng(0, "rest")).keypoints[mid, L.RIGHT_HAND]
+    rest = sentence_pose([], 60, ident, keyed_rng(0, "rest")).keypoints[mid, L.RIGHT_HAND]
     assert np.linalg.norm(hand - chin) < 0.12
     assert np.linalg.norm(rest.mean(0) - chin) > 0.3
 
@@ -168,7 +168,7 @@ def test_render_is_deterministic_and_labels_sit_on_the_hand(signer: SynthSigner)
         end_handshape="5",
         orientation="up_palm_out",
     )
-    pose = sentence_pose([sign], 40, ident, sentence_rng(0, "label"))
+    pose = sentence_pose([sign], 40, ident, keyed_rng(0, "label"))
     t = 20
     a = render_frame(pose.keypoints[t], pose.depth[t], ident, 256)
     b = render_frame(pose.keypoints[t], pose.depth[t], ident, 256)
@@ -184,7 +184,7 @@ def test_render_is_deterministic_and_labels_sit_on_the_hand(signer: SynthSigner)
 
 
 def test_renders_differ_between_identities(signer: SynthSigner) -> None:
-    pose = sentence_pose([], 3, make_identity(0), sentence_rng(0, "x"))
+    pose = sentence_pose([], 3, make_identity(0), keyed_rng(0, "x"))
     a = render_frame(pose.keypoints[1], pose.depth[1], make_identity(0), 64)
     b = render_frame(pose.keypoints[1], pose.depth[1], make_identity(10), 64)
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 10

@@ -18,7 +18,7 @@ import numpy as np
 
 from pgmm.data.synth.hand import HANDSHAPES, frame_from_directions, hand_points, rotate
 from pgmm.data.synth.identity import Identity
-from pgmm.data.synth.lexicon import DIRECTIONS, LOCATIONS, ORIENTATIONS, Sign, keyed_rng
+from pgmm.data.synth.lexicon import DIRECTIONS, LOCATIONS, ORIENTATIONS, Sign
 from pgmm.pose import layout as L
 
 FPS = 25.0
@@ -114,10 +114,6 @@ class SentencePose:
 
     def __len__(self) -> int:
         return self.keypoints.shape[0]
-
-
-# A sentence's motion draws from the same keyed generator (key: the sentence and its signer).
-sentence_rng = keyed_rng
 
 
 # --------------------------------------------------------------------------- sign evaluation

@@ -13,8 +13,8 @@ import numpy as np
 
 from pgmm.data.corpus import LANGUAGES, SPLITS, CorpusSentence, load_corpus
 from pgmm.data.synth.identity import Identity, corpus_identity, make_identity
-from pgmm.data.synth.lexicon import Sign, build_lexicon
-from pgmm.data.synth.motion import FPS, SentencePose, sentence_pose, sentence_rng
+from pgmm.data.synth.lexicon import Sign, build_lexicon, keyed_rng
+from pgmm.data.synth.motion import FPS, SentencePose, sentence_pose
 from pgmm.data.synth.render import render_frame
 from pgmm.pose.sequence import PoseSequence
 
@@ -70,7 +70,7 @@ class SynthSigner:
             self.signs(sentence.language, sentence.glosses),
             sentence.num_frames,
             ident,
-            sentence_rng(self.seed, f"{sentence.id}/{ident.id}"),
+            keyed_rng(self.seed, f"{sentence.id}/{ident.id}"),
         )
 
     def render(
