@@ -22,7 +22,7 @@ from pgmm.metrics.recognizer import (
 )
 from pgmm.metrics.wer import GlossRecognizer, wer_for_videos
 from pgmm.pose.sequence import PoseSequence
-from pgmm.training.recognizer import augment_keypoints, train_recognizer
+from pgmm.training.recognizer import augment_keypoints, cache_reads, train_recognizer
 
 VOCAB = ("A", "B", "C")
 
@@ -103,6 +103,22 @@ def test_augmentation_keeps_shape_and_ctc_feasibility() -> None:
         assert 6 * 12 <= len(out) <= math.ceil(100 * 1.25)
         assert (out[:, 5, 2] == 0).all()  # a missing point never becomes visible
         assert ((out[..., 2] == 0) | ((out[..., 2] >= 0.5) & (out[..., 2] <= 1))).all()
+
+
+def test_augmentation_can_keep_an_estimators_confidences() -> None:
+    """Readings of a real estimator keep their own peak heights (only dropped points change)."""
+    kp = random_keypoints(60)
+    kp[..., 2] = np.linspace(0.05, 0.95, 36, dtype=np.float32)  # one height per point
+    out = augment_keypoints(
+        kp, np.random.default_rng(1), 6, point_drop=0.0, rescale_confidence=False
+    )
+    assert np.array_equal(out[..., 2], np.broadcast_to(kp[0, :, 2], out[..., 2].shape))
+    dropped = augment_keypoints(
+        kp, np.random.default_rng(1), 6, point_drop=0.5, rescale_confidence=False
+    )
+    kept = dropped[..., 2] > 0
+    assert 0.3 < kept.mean() < 0.7
+    assert np.array_equal(dropped[..., 2][kept], np.broadcast_to(kp[0, :, 2], kept.shape)[kept])
 
 
 # --------------------------------------------------------------------------- model I/O
@@ -269,6 +285,53 @@ def test_training_learns_and_resumes(shared_data, tmp_path) -> None:
     assert torch.equal(again.log_probs([kp])[0], model.log_probs([kp])[0])
     with pytest.raises(ValueError, match="no zh/dev sentences"):
         train_recognizer(signer, "zh", tmp_path, steps=10, **kwargs)
+
+
+def test_readings_are_cached_per_sentence_and_resume(shared_data, tmp_path) -> None:
+    """The estimator reads SynthSigner's video of each sentence once; a second call (a resumed
+    run) reads the files, and a half-written temporary file is redone, never used."""
+    from pgmm.data.synth.signer import SynthSigner
+
+    signer = SynthSigner(data_dir=shared_data, languages=["de"])
+    sentences = signer.sentences("dev", "de")[:2]
+    estimator = _FakeEstimator()
+    reads = cache_reads(signer, sentences, estimator, tmp_path, progress=False)
+    assert [r.shape for r in reads] == [(s.num_frames, 36, 3) for s in sentences]
+    assert all(r.dtype == np.float16 for r in reads)
+    assert sum(estimator.calls) == sum(s.num_frames for s in sentences)
+    # Frames differ in brightness as the signer moves, so the fake readings vary over time.
+    assert float(np.ptp(reads[0][:, 0, 0].astype(np.float32))) > 0
+    (tmp_path / f"{sentences[1].id}.npy").unlink()
+    (tmp_path / f"{sentences[1].id}.tmp.npy").write_bytes(b"half")
+    again = cache_reads(signer, sentences, estimator, tmp_path, progress=False)
+    assert sum(estimator.calls) == sum(s.num_frames for s in sentences) + sentences[1].num_frames
+    assert all(np.array_equal(a, b) for a, b in zip(reads, again, strict=True))
+
+
+def test_training_with_readings_mixes_them_into_batches(shared_data, tmp_path, monkeypatch) -> None:
+    """``read_by``: a share of each batch are the estimator's readings (confidences kept), the
+    rest exact poses (confidences rescaled), as without it."""
+    import pgmm.training.recognizer as rec
+    from pgmm.data.synth.signer import SynthSigner
+
+    signer = SynthSigner(data_dir=shared_data, languages=["de"])
+    seen: list[bool] = []
+    original = rec.augment_keypoints
+
+    def spy(*args, **kw):
+        seen.append(kw.get("rescale_confidence", True))
+        return original(*args, **kw)
+
+    monkeypatch.setattr(rec, "augment_keypoints", spy)
+    train_recognizer(
+        signer, "de", tmp_path, steps=4, split="dev", max_sentences=3, batch_size=8,
+        config={"hidden": 16, "rnn_hidden": 16, "rnn_layers": 1}, progress=False,
+        num_threads=1, read_by=_FakeEstimator(), read_fraction=0.5,
+    )  # fmt: skip
+    assert len(list((tmp_path / "reads" / "dev").glob("*.npy"))) == 3
+    assert len(seen) == 32 and 8 <= seen.count(False) <= 24
+    with pytest.raises(ValueError, match="read_fraction"):
+        train_recognizer(signer, "de", tmp_path / "x", steps=1, split="dev", read_fraction=0.0)
 
 
 def test_interrupted_training_resumes_exactly(shared_data, tmp_path, monkeypatch) -> None:

@@ -606,6 +606,23 @@ def sentence_keypoints(signer: SynthSigner, sentence: CorpusSentence) -> np.ndar
 
 
 @torch.no_grad()
+def read_keypoints(
+    signer: SynthSigner, sentence: CorpusSentence, estimator: PoseEstimator, size: int = 128
+) -> np.ndarray:
+    """PGMM36 keypoints ``(T, 36, 3)`` that ``estimator`` reads from SynthSigner's own video of
+    one sentence (its corpus signer, drawn at ``size``).
+
+    SynthSigner's drawing is the perfect renderer of its poses, so this is what a video reader
+    (the end-to-end evaluation's evaluator) hands the recogniser at best: exact poses seen
+    through the estimator's errors. A recogniser trained on it learns to read videos through
+    that estimator; no renderer's output is involved, so no renderer can be favoured by it.
+    """
+    pose = signer.pose(sentence)
+    frames = np.stack(list(signer.render(pose, signer.identity_for(sentence), size)))
+    return video_keypoints(frames, estimator).numpy()
+
+
+@torch.no_grad()
 def evaluate_recognizer(
     model: PoseCTCRecognizer,
     signer: SynthSigner,
@@ -614,19 +631,26 @@ def evaluate_recognizer(
     max_sentences: int | None = None,
     beam_width: int = 1,
     batch_size: int = 32,
+    samples: Sequence[np.ndarray] | None = None,
 ) -> float:
     """Corpus WER of ``model`` on SynthSigner's *ground-truth* poses of a split.
 
     This is the recogniser's ceiling: WER on ``P_e`` keypoints of generated videos can only be
-    worse, and the gap between the two is what the generated videos lose.
+    worse, and the gap between the two is what the generated videos lose. ``samples``: the
+    keypoints to read instead, one per sentence of the split (e.g. :func:`read_keypoints`).
     """
     language = language or model.config.language
     sentences = signer.sentences(split, language)[:max_sentences]
     if not sentences:
         raise ValueError(f"no {language}/{split} sentences in the SynthSigner corpus")
+    if samples is not None and len(samples) != len(sentences):
+        raise ValueError(f"{len(samples)} keypoint samples for {len(sentences)} sentences")
     hypotheses: list[list[str]] = []
     for start in range(0, len(sentences), batch_size):
         chunk = sentences[start : start + batch_size]
-        samples = [sentence_keypoints(signer, s) for s in chunk]
-        hypotheses += model.recognize_batch(samples, beam_width, batch_size)
+        if samples is None:
+            batch = [sentence_keypoints(signer, s) for s in chunk]
+        else:
+            batch = list(samples[start : start + batch_size])
+        hypotheses += model.recognize_batch(batch, beam_width, batch_size)
     return word_error_rate([s.glosses for s in sentences], hypotheses)
