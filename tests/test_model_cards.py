@@ -70,6 +70,23 @@ def test_recognizer_de_card(shared_data: Path) -> None:
     assert evaluate_recognizer(model, signer, "test", "de") == pytest.approx(wer, abs=0.0005)
 
 
+def test_recognizer_de_read_card(shared_data: Path, tmp_path: Path) -> None:
+    """Test-split WER of the video reader from exact poses and from the evaluator's readings
+    of SynthSigner's videos (read afresh: ~10 min on one thread); 3 places in the card."""
+    from pgmm.training.recognizer import cache_reads
+
+    sentences, wer_poses, wer_read = table_row("recognizer/de_read", "test", 3)
+    signer = SynthSigner(data_dir=shared_data, languages=["de"])
+    test = signer.sentences("test", "de")
+    assert len(test) == sentences
+    model = PoseCTCRecognizer.from_pretrained(MODELS / "recognizer" / "de_read")
+    assert evaluate_recognizer(model, signer, "test", "de") == pytest.approx(wer_poses, abs=0.0005)
+    evaluator = HRNetLite.from_pretrained(MODELS / "evaluator").eval()
+    reads = cache_reads(signer, test, evaluator, tmp_path, progress=False)
+    got = evaluate_recognizer(model, signer, "test", "de", samples=reads)
+    assert got == pytest.approx(wer_read, abs=0.0005)
+
+
 # --------------------------------------------------------------------------- text2pose
 def t2g_scores(language: str, split: str, data_dir: Path, limit: int | None = None) -> dict:
     """Gloss BLEU/chrF of the shipped T2G on a split, decoded as ``slp text2pose eval`` does

@@ -310,26 +310,32 @@ def test_readings_are_cached_per_sentence_and_resume(shared_data, tmp_path) -> N
 
 def test_training_with_readings_mixes_them_into_batches(shared_data, tmp_path, monkeypatch) -> None:
     """``read_by``: a share of each batch are the estimator's readings (confidences kept), the
-    rest exact poses (confidences rescaled), as without it."""
+    rest exact poses (confidences rescaled), as without it; ``read_sentences`` reads only the
+    first sentences, and read items are drawn among those."""
     import pgmm.training.recognizer as rec
     from pgmm.data.synth.signer import SynthSigner
 
     signer = SynthSigner(data_dir=shared_data, languages=["de"])
     seen: list[bool] = []
+    read_lengths: set[int] = set()
     original = rec.augment_keypoints
 
     def spy(*args, **kw):
         seen.append(kw.get("rescale_confidence", True))
+        if not seen[-1]:
+            read_lengths.add(len(args[0]))
         return original(*args, **kw)
 
     monkeypatch.setattr(rec, "augment_keypoints", spy)
     train_recognizer(
         signer, "de", tmp_path, steps=4, split="dev", max_sentences=3, batch_size=8,
         config={"hidden": 16, "rnn_hidden": 16, "rnn_layers": 1}, progress=False,
-        num_threads=1, read_by=_FakeEstimator(), read_fraction=0.5,
+        num_threads=1, read_by=_FakeEstimator(), read_fraction=0.5, read_sentences=2,
     )  # fmt: skip
-    assert len(list((tmp_path / "reads" / "dev").glob("*.npy"))) == 3
+    assert len(list((tmp_path / "reads" / "dev").glob("*.npy"))) == 2
     assert len(seen) == 32 and 8 <= seen.count(False) <= 24
+    first_two = {s.num_frames for s in signer.sentences("dev", "de")[:2]}
+    assert read_lengths <= first_two
     with pytest.raises(ValueError, match="read_fraction"):
         train_recognizer(signer, "de", tmp_path / "x", steps=1, split="dev", read_fraction=0.0)
 

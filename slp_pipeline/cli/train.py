@@ -268,6 +268,12 @@ def register_recognizer(train: argparse._SubParsersAction) -> None:
         default=0.5,
         help="with --read-by: share of each batch taken from the readings",
     )
+    rec.add_argument(
+        "--read-sentences",
+        type=int,
+        help="with --read-by: read only the first N training sentences (exact poses still come "
+        "from all of them)",
+    )
     rec.add_argument("--data-dir", type=Path, help="shared data folder (default: $SLP_SHARED_DATA)")
     rec.add_argument(
         "--threads",
@@ -316,6 +322,7 @@ def run_recognizer(args: argparse.Namespace) -> int:
         device=args.device,
         read_by=estimator,
         read_fraction=args.read_fraction,
+        read_sentences=args.read_sentences,
     )
     wer = evaluate_recognizer(
         model, signer, "dev", args.language, args.eval_sentences, beam_width=args.beam_width
