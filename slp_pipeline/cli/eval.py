@@ -90,7 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--recognizer",
         type=Path,
         help="PoseCTCRecognizer folder for WER, reading the evaluator's keypoints "
-        "(e.g. models/recognizer/de; --task text: default models/recognizer/LANGUAGE)",
+        "(e.g. models/recognizer/de; --task text: default models/recognizer/de_read for "
+        "German, models/recognizer/zh for Chinese)",
     )
     ev.add_argument("--max-videos", type=int)
     ev.add_argument("--max-frames", type=int, help="evaluate only the first N frames per video")
