@@ -5,6 +5,10 @@ by the independent ``models/evaluator`` (P_e only draws driving heatmaps). One J
 
     python scripts/renderer_scores.py --splits dev test models/pgmm/full-small \
         outputs/runs/renderer_long/model
+
+``--ceiling`` adds a row per split and task for SynthSigner's own drawing of the driving poses
+(in the held-out source's look for cross-person), read by the same evaluator: what a perfect
+renderer would score on the hand columns (``pgmm.evaluation.keypoint_ceiling``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import json
 
 import torch
 
-from pgmm.evaluation import evaluate
+from pgmm.data.synth.dataset import RenderedSynthSigner
+from pgmm.evaluation import TASKS, evaluate, keypoint_ceiling
 from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import HRNetLite
 from pgmm.training.distributed import build_dataset
@@ -22,7 +27,8 @@ from pgmm.training.distributed import build_dataset
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", help="PGMM folders")
+    parser.add_argument("models", nargs="*", help="PGMM folders")
+    parser.add_argument("--ceiling", action="store_true", help="also score a perfect renderer")
     parser.add_argument("--splits", nargs="+", default=["dev"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -31,9 +37,19 @@ def main() -> None:
     evaluator = HRNetLite.from_pretrained("models/evaluator")
     for split in args.splits:
         data = build_dataset("synth", split, 128, 4)
+        if args.ceiling:
+            assert isinstance(data, RenderedSynthSigner)
+            for task in TASKS:
+                scores = keypoint_ceiling(data, task, evaluator, max_frames=48)
+                ceiling = {k: round(v, 4) for k, v in scores.items() if isinstance(v, float)}
+                print(
+                    json.dumps(
+                        {"split": split, "model": "synth (ceiling)", "task": task, **ceiling}
+                    )
+                )
         for folder in args.models:
             model = PGMM.from_pretrained(folder).eval()
-            for task in ("reconstruction", "cross-person"):
+            for task in TASKS:
                 row = evaluate(model, data, task, drive="pose", estimator=estimator,
                                evaluator=evaluator, max_frames=48, progress=False)  # fmt: skip
                 scores = {k: round(v, 4) for k, v in row["metrics"].items() if isinstance(v, float)}

@@ -24,6 +24,7 @@ from pgmm.evaluation import (
     METRIC_COLUMNS,
     MetricAccumulator,
     evaluate,
+    keypoint_ceiling,
     markdown_table,
     network_digest,
     write_doc_block,
@@ -283,6 +284,46 @@ def test_cross_person_reports_only_metrics_without_ground_truth(
     assert len(frames) == 4
     driving0 = data.load_frames(0)[0].astype(np.float64)
     assert np.abs(frames[0, :, :128] - driving0).mean() > 10
+
+
+class RecordingEvaluator(ConstantEvaluator):
+    """A constant reader that keeps every image it was shown."""
+
+    def __init__(self, points: torch.Tensor) -> None:
+        super().__init__(points)
+        self.seen: list[torch.Tensor] = []
+
+    def keypoints(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen.append(images.clone())
+        return super().keypoints(images)
+
+
+@pytest.mark.parametrize("task", ["reconstruction", "cross-person"])
+def test_keypoint_ceiling_reads_synthsigners_drawing_of_the_driving_poses(
+    data: RenderedSynthSigner, task: str
+) -> None:
+    """The ceiling shows the evaluator the real video (reconstruction) or the same motion drawn
+    in the held-out source's look (cross-person, identity 10 for video 0) and scores it against
+    the driving poses exactly as evaluate() scores a generated video."""
+    reader = RecordingEvaluator(constant_evaluator().points)
+    m = keypoint_ceiling(data, task, reader, max_frames=5, batch_size=2)
+    seen = torch.cat(reader.seen)
+    real = video(data, 0, 5)
+    if task == "reconstruction":
+        assert torch.equal(seen, real)
+    else:
+        look = data.signer.identity_for(data.sentences[0], 10)
+        pose = data.signer.pose(data.sentences[0])
+        drawn = np.stack([f for f, _ in zip(data.signer.render(pose, look, 128), range(5))])
+        assert torch.equal(seen, torch.from_numpy(drawn).permute(0, 3, 1, 2).float() / 255)
+        assert (seen - real).abs().mean() > 0.04  # another look, not the driving video
+    truth = truth36(data, 0, 5).double().numpy()
+    found = reader.points[None, :, :2].expand(5, -1, -1).double().numpy()
+    visible = truth[..., 2] > 0
+    assert m["ke_hands"] == pytest.approx(keypoint_error(found, truth, visible)["hands"])
+    assert m["pck_hands"] == pytest.approx(pck(found, truth, visible, threshold=0.05)["hands"])
+    with pytest.raises(ValueError, match="task must be one of"):
+        keypoint_ceiling(data, "photo", reader)
 
 
 def test_unlabelled_dataset_uses_the_pose_estimator(data: RenderedSynthSigner) -> None:

@@ -106,8 +106,14 @@ class RenderedSynthSigner(SignVideoDataset):
         )
         return [own, self.signer.pose(sentence, other)]
 
-    def load_frames(self, i: int, size: int | None = None) -> np.ndarray:
-        look = self.signer.identity_for(self.sentences[i], self.identity)
+    def load_frames(
+        self, i: int, size: int | None = None, look_of: int | None = None
+    ) -> np.ndarray:
+        """Video ``i``'s frames; ``look_of`` draws the same motion in another identity's look
+        (what a perfect cross-person renderer with that identity as the source would draw)."""
+        look = self.signer.identity_for(
+            self.sentences[i], self.identity if look_of is None else look_of
+        )
         return np.concatenate(
             [np.stack(list(self.signer.render(p, look, size or self.size))) for p in self._poses(i)]
         )
