@@ -107,3 +107,33 @@ def test_cross_identity_fraction_crosses_that_share_of_the_videos(shared_data: P
     assert again.crossed == half.crossed and again.cache_key() == half.cache_key()
     with pytest.raises(ValueError, match="fraction"):
         RenderedSynthSigner("train", 64, max_videos=2, signer=signer, cross_identity=1.5)
+
+
+def test_random_looks_redraw_the_same_body_in_another_look(shared_data: Path) -> None:
+    """A random-look video keeps its identity's motion and labels (the keypoints a pose
+    estimator learns), changes the pixels, is the same on every construction, and never takes
+    the id of a corpus or held-out identity."""
+    signer = SynthSigner(data_dir=shared_data)
+    plain = RenderedSynthSigner("train", 64, max_videos=40, signer=signer)
+    mixed = RenderedSynthSigner("train", 64, max_videos=40, signer=signer, random_looks=0.5)
+    drawn = [i for i, look in enumerate(mixed.looks) if look is not None]
+    assert 8 < len(drawn) < 32  # a hash of the sentence id: roughly the fraction
+    i, j = drawn[0], mixed.looks.index(None)
+    assert np.array_equal(mixed.load_poses(i).data, plain.load_poses(i).data)
+    assert np.abs(mixed.load_frames(i)[:3].astype(float) - plain.load_frames(i)[:3]).mean() > 10
+    assert np.array_equal(mixed.load_frames(j)[:3], plain.load_frames(j)[:3])
+    again = RenderedSynthSigner("train", 64, max_videos=40, signer=signer, random_looks=0.5)
+    assert np.array_equal(again.load_frames(i)[:2], mixed.load_frames(i)[:2])
+    looks = [look for look in mixed.looks if look is not None]
+    assert len({(look.skin, look.cloth, look.background) for look in looks}) == len(looks)
+    assert all(look.id >= 1000 and not look.held_out for look in looks)
+    body = signer.identity_for(mixed.sentences[i])
+    assert (mixed.looks[i].shoulder_width, mixed.looks[i].cam_scale) == (  # type: ignore[union-attr]
+        body.shoulder_width,
+        body.cam_scale,
+    )
+    assert mixed.cache_key() != plain.cache_key()
+    with pytest.raises(ValueError, match="fraction"):
+        RenderedSynthSigner("train", 64, max_videos=2, signer=signer, random_looks=-0.1)
+    with pytest.raises(ValueError, match="SynthSigner"):
+        build_dataset("/nonexistent", "train", 64, 2, random_looks=0.5)

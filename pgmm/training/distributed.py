@@ -89,13 +89,15 @@ def build_dataset(
     max_videos: int | None,
     balanced: bool = False,
     cross_identity: float = 0.0,
+    random_looks: float = 0.0,
 ) -> SignVideoDataset:
     """``synth`` renders SynthSigner on the fly; ``NAME:DIR`` or ``DIR`` reads a dataset.
 
     ``max_videos`` keeps the first N videos, or with ``balanced`` N spread over the signers
     (:func:`~pgmm.data.loaders.spread_over_signers`). ``cross_identity``: the fraction of
     SynthSigner videos that end in another identity's motion
-    (:class:`~pgmm.data.synth.dataset.RenderedSynthSigner`).
+    (:class:`~pgmm.data.synth.dataset.RenderedSynthSigner`); ``random_looks``: the fraction
+    drawn in a random look (for pose estimators).
 
     Shared by ``slp train`` and the distributed workers, which rebuild the dataset from this
     description rather than receive it pickled (a rendered corpus or an open video index does
@@ -105,12 +107,21 @@ def build_dataset(
         from pgmm.data.synth.dataset import RenderedSynthSigner
 
         return RenderedSynthSigner(
-            split, size, max_videos=max_videos, balanced=balanced, cross_identity=cross_identity
+            split,
+            size,
+            max_videos=max_videos,
+            balanced=balanced,
+            cross_identity=cross_identity,
+            random_looks=random_looks,
         )
     if cross_identity:
         raise ValueError(
             "cross-identity videos need SynthSigner (--data synth): a recorded "
             "corpus has no frames of one person moving as another"
+        )
+    if random_looks:
+        raise ValueError(
+            "random looks need SynthSigner (--data synth): a recorded corpus cannot be redrawn"
         )
     name, _, root = spec.rpartition(":") if ":" in spec else ("synthsigner", "", spec)
     dataset = load_dataset(name, root, split, size)

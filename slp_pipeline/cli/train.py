@@ -35,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     pe.add_argument("--max-videos", type=int, help="use only the first N training videos")
     pe.add_argument("--preset", choices=("cpu", "gpu", "evaluator"), default="cpu")
     pe.add_argument("--seed", type=int, default=0, help="data order, augmentation and init")
+    pe.add_argument(
+        "--random-looks",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="this fraction of the SynthSigner videos drawn in random looks (skin, clothes, "
+        "background), so the network reads looks it never saw (default: 0)",
+    )
     pe.add_argument("--device", default="cpu")
     pe.set_defaults(func=run_pose_estimator)
 
@@ -112,7 +120,9 @@ def run_pose_estimator(args: argparse.Namespace) -> int:
     from pgmm.training.distributed import build_dataset
     from pgmm.training.pose_estimator import evaluate_pck, train_pose_estimator
 
-    data = build_dataset(args.data, "train", args.size, args.max_videos)
+    data = build_dataset(
+        args.data, "train", args.size, args.max_videos, random_looks=args.random_looks
+    )
     model = train_pose_estimator(data, args.out, HRNETLITE_PRESETS[args.preset], args.steps,
                                  args.batch_size, seed=args.seed, device=args.device)  # fmt: skip
     results = {}

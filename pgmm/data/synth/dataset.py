@@ -15,7 +15,12 @@ import numpy as np
 
 from pgmm.data.corpus import LANGUAGES
 from pgmm.data.loaders import SignVideoDataset, VideoRecord, spread_over_signers
-from pgmm.data.synth.identity import NUM_CORPUS_IDENTITIES
+from pgmm.data.synth.identity import (
+    NUM_CORPUS_IDENTITIES,
+    RANDOM_LOOK_IDS,
+    Identity,
+    random_look,
+)
 from pgmm.data.synth.motion import SentencePose
 from pgmm.data.synth.signer import SynthSigner, to_pose_sequence
 from pgmm.pose.sequence import PoseSequence
@@ -37,6 +42,10 @@ class RenderedSynthSigner(SignVideoDataset):
     to keep the source's torso where it is -- which cross-person animation (held-out
     identities 10/11 driven by corpus poses) punishes; with all videos crossed, reconstruction
     suffers instead (docs/results.md), hence a fraction.
+
+    ``random_looks`` (pose-estimator training): this fraction of the videos (a stable choice by
+    sentence id) is drawn in a random look (:func:`~pgmm.data.synth.identity.random_look`) on
+    its identity's body, so a pose estimator learns to read looks it was never shown.
     """
 
     name = "synthsigner-rendered"
@@ -54,6 +63,7 @@ class RenderedSynthSigner(SignVideoDataset):
         cross_identity: float = 0.0,
         data_dir: str | Path | None = None,
         signer: SynthSigner | None = None,
+        random_looks: float = 0.0,
     ) -> None:
         self.signer = signer or SynthSigner(seed, data_dir, languages)
         self.identity = identity
@@ -70,6 +80,16 @@ class RenderedSynthSigner(SignVideoDataset):
             zlib.crc32(f"cross|{s.id}".encode()) % 1000 < 1000 * self.cross_identity
             for s in self.sentences
         ]
+        self.random_looks = float(random_looks)
+        if not 0.0 <= self.random_looks <= 1.0:
+            raise ValueError(f"random_looks must be a fraction in [0, 1], got {random_looks}")
+        self.looks: list[Identity | None] = [None] * len(self.sentences)
+        for i, s in enumerate(self.sentences):
+            key = zlib.crc32(f"look|{s.id}".encode())
+            if key % 1000 < 1000 * self.random_looks:
+                rng = np.random.default_rng([self.signer.seed, key])
+                base = self.signer.identity_for(s, self.identity)
+                self.looks[i] = random_look(base, rng, RANDOM_LOOK_IDS + i)
         self.root = Path("synthsigner://")
         self.records = [
             VideoRecord(
@@ -84,7 +104,7 @@ class RenderedSynthSigner(SignVideoDataset):
         # The frames depend on the signer's seed and the forced identity as well.
         return (
             f"{super().cache_key()}|seed={self.signer.seed}|identity={self.identity}"
-            f"|cross={self.cross_identity:g}"
+            f"|cross={self.cross_identity:g}|looks={self.random_looks:g}"
         )
 
     def frame_size(self, i: int) -> tuple[int, int]:
@@ -111,9 +131,11 @@ class RenderedSynthSigner(SignVideoDataset):
     ) -> np.ndarray:
         """Video ``i``'s frames; ``look_of`` draws the same motion in another identity's look
         (what a perfect cross-person renderer with that identity as the source would draw)."""
-        look = self.signer.identity_for(
-            self.sentences[i], self.identity if look_of is None else look_of
-        )
+        look = self.looks[i] if look_of is None else None
+        if look is None:
+            look = self.signer.identity_for(
+                self.sentences[i], self.identity if look_of is None else look_of
+            )
         return np.concatenate(
             [np.stack(list(self.signer.render(p, look, size or self.size))) for p in self._poses(i)]
         )
