@@ -1,7 +1,7 @@
 """Scores of renderer folders as their model cards give them: pose-driven reconstruction and
 cross-person on the first 4 SynthSigner videos of each split, 48 frames each, hand columns read
-by the independent ``models/evaluator`` (P_e only draws driving heatmaps). One JSON line per
-(split, model, task).
+by the independent ``models/evaluator`` (or ``--evaluator``; P_e only draws driving heatmaps).
+One JSON line per (split, model, task).
 
     python scripts/renderer_scores.py --splits dev test models/pgmm/full-small \
         outputs/runs/renderer_long/model
@@ -31,10 +31,13 @@ def main() -> None:
     parser.add_argument("--ceiling", action="store_true", help="also score a perfect renderer")
     parser.add_argument("--splits", nargs="+", default=["dev"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--evaluator", default="models/evaluator", help="pose network that reads the frames"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     estimator = HRNetLite.from_pretrained("models/pose_estimator")
-    evaluator = HRNetLite.from_pretrained("models/evaluator")
+    evaluator = HRNetLite.from_pretrained(args.evaluator)
     for split in args.splits:
         data = build_dataset("synth", split, 128, 4)
         if args.ceiling:
