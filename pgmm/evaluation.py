@@ -12,10 +12,13 @@ Tasks (``evaluate(task=...)``):
   SynthSigner the first frame of the *same sentence* rendered for a held-out identity (10 and
   11 alternate over the videos; the corpus videos use identities 0-9, so the driving signer
   always differs), on other datasets the first frame of the next video by a different signer.
-  No video of that source person performing the driving motion exists, so every metric that
-  needs ground-truth pixels (L1, SSIM, LPIPS, TCD) is ``"n/a (...)"``; pose fidelity is
-  measured against the driving poses, FVD against the real driving videos (a distribution
-  comparison that needs no pairing) and WER against the driving video's glosses.
+  On SynthSigner the exact target exists -- the driving poses drawn in the source's look --
+  so L1, SSIM, LPIPS and TCD compare with it: without them the hand columns reward a renderer
+  that draws the hands in place but drops the source's look (a pale, generic figure is read
+  *better* than identity 11 itself, docs/results.md). On other datasets no video of the source
+  person performing the driving motion exists, and those columns are ``"n/a (...)"``. Pose
+  fidelity is measured against the driving poses, FVD against the real driving videos (a
+  distribution comparison that needs no pairing) and WER against the driving video's glosses.
 
 Heatmaps: from the dataset's ground-truth poses when it has them (rendered with
 :func:`pgmm.pose.heatmaps.pose_heatmaps`, the exact maps the model was trained on), else
@@ -133,8 +136,22 @@ _CROSS = {
     "pck_hands": "share of the driving signer's visible hand points that evaluator(generated) "
     "finds within 0.05",
 }
+_EXACT = "SynthSigner's drawing of the driving poses in the source person's look (exact)"
+_CROSS_SYNTH = {
+    **_CROSS,
+    "l1": f"mean |generated - target| over pixels, channels and frames; target: {_EXACT}",
+    "ssim": f"SSIM (Gaussian 11x11, sigma 1.5) of generated vs target frames; target: {_EXACT}",
+    "lpips": f"LPIPS v0.1 distance of generated vs target frames; target: {_EXACT}",
+    "tcd": "share of pixels whose change w.r.t. the target's neighbour frames disagrees by > 0.5;"
+    f" target: {_EXACT}",
+}
 #: What each column means, per task (also written into ``metrics.json`` and ``metrics.md``).
-COLUMN_DEFINITIONS: dict[str, dict[str, str]] = {"reconstruction": _RECON, "cross-person": _CROSS}
+#: ``"cross-person"`` on SynthSigner has an exact target video, elsewhere none.
+COLUMN_DEFINITIONS: dict[str, dict[str, str]] = {
+    "reconstruction": _RECON,
+    "cross-person": _CROSS,
+    "cross-person (SynthSigner)": _CROSS_SYNTH,
+}
 
 BATCH_SIZE = 16  # frames per model call: bounds activation memory at 256^2 on CPU
 FVD_CLIP_FRAMES = 16  # the clip length of the FVD reference implementation
@@ -388,6 +405,13 @@ def _held_out_identity(dataset: RenderedSynthSigner, i: int) -> int:
     return held[i % len(held)]
 
 
+def _cross_person_target(dataset: RenderedSynthSigner, i: int, frames: int) -> torch.Tensor:
+    """The exact cross-person target of video ``i``: its driving poses drawn in the look of
+    the held-out identity that is its source (the first ``frames`` frames)."""
+    drawn = dataset.load_frames(i, look_of=_held_out_identity(dataset, i))
+    return _to_tensor(drawn[:frames])
+
+
 def _cross_person_source(
     dataset: SignVideoDataset, i: int
 ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
@@ -495,6 +519,8 @@ class _EvaluationRun:
 
     def __post_init__(self) -> None:
         self.device = next(self.model.parameters()).device
+        exact = self.task == "cross-person" and isinstance(self.dataset, RenderedSynthSigner)
+        self.definitions = "cross-person (SynthSigner)" if exact else self.task
         self.needs_heatmaps = self.model.config.uses_pose or self.drive == "pose"
 
     def heatmaps(self, points: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
@@ -554,15 +580,29 @@ class _EvaluationRun:
                 pred = self.model.reconstruct(src, driving.to(self.device), maps)
             yield driving, batch_points, pred.float().clamp(0, 1).cpu()
 
-    def score_frames(
-        self, pred: torch.Tensor, driving: torch.Tensor, points: torch.Tensor | None
-    ) -> None:
-        """Per-frame columns of one batch: L1, SSIM and LPIPS against the real frames (only
-        reconstruction has them), and the evaluator's keypoints of the generated frames against
-        the driving poses -- or, without poses, against its own reading of the real frames --
-        for keypoint error and PCK."""
+    def target(self, i: int, driving: torch.Tensor) -> torch.Tensor | None:
+        """The frames the pixel columns compare video ``i`` with: the real video for
+        reconstruction; for cross-person on SynthSigner its exact drawing in the source's look
+        (:func:`_cross_person_target`); elsewhere none exists."""
         if self.task == "reconstruction":
-            self.metrics.add_frames(pred, driving)
+            return driving
+        if isinstance(self.dataset, RenderedSynthSigner):
+            return _cross_person_target(self.dataset, i, len(driving))
+        return None
+
+    def score_frames(
+        self,
+        pred: torch.Tensor,
+        driving: torch.Tensor,
+        points: torch.Tensor | None,
+        target: torch.Tensor | None,
+    ) -> None:
+        """Per-frame columns of one batch: L1, SSIM and LPIPS against the target frames (where
+        the task has them, :meth:`target`), and the evaluator's keypoints of the generated
+        frames against the driving poses -- or, without poses, against its own reading of the
+        real frames -- for keypoint error and PCK."""
+        if target is not None:
+            self.metrics.add_frames(pred, target)
         if self.evaluator is None:
             return
         found = self.evaluator.keypoints(pred.to(self.device)).cpu()
@@ -574,28 +614,39 @@ class _EvaluationRun:
         self.keypoint_references.add(reference)
         self.metrics.add_keypoints(found, truth)
 
-    def score_video(self, video: torch.Tensor, target: torch.Tensor, glosses: list[str]) -> None:
-        """Whole-video columns: TCD against the real video (reconstruction only), the FVD clips
-        of the real and generated videos, and WER against the video's glosses."""
-        if self.task == "reconstruction":
+    def score_video(
+        self,
+        video: torch.Tensor,
+        driving: torch.Tensor,
+        target: torch.Tensor | None,
+        glosses: list[str],
+    ) -> None:
+        """Whole-video columns: TCD against the target video (where there is one), the FVD
+        clips of the real driving and the generated videos, and WER against the video's
+        glosses."""
+        if target is not None:
             self.metrics.add_tcd(video, target, self.batch_size)
-        self.metrics.add_fvd(target, video)
+        self.metrics.add_fvd(driving, video)
         self.metrics.recognize(video, glosses)
         self.frames += len(video)
 
     def evaluate_video(self, i: int, max_frames: int | None, writer: VideoWriter | None) -> None:
         """Generate and score video ``i``; with ``writer``, append its source | driving |
         generated frames to the comparison video."""
-        target, points = _load_video(self.dataset, i, max_frames)
-        source, source_points = self.source(i, target, points)
-        generated = []
-        for driving, batch_points, pred in self.generate(source, source_points, target, points):
+        real, points = _load_video(self.dataset, i, max_frames)
+        source, source_points = self.source(i, real, points)
+        target = self.target(i, real)
+        generated: list[torch.Tensor] = []
+        for driving, batch_points, pred in self.generate(source, source_points, real, points):
+            done = sum(len(g) for g in generated)
+            batch_target = None if target is None else target[done : done + len(pred)]
             generated.append(pred)
-            self.score_frames(pred, driving, batch_points)
+            self.score_frames(pred, driving, batch_points, batch_target)
             if writer is not None:
                 tile = source.cpu().expand(driving.shape[0], -1, -1, -1)
                 writer.write(_to_uint8(torch.cat([tile, driving, pred], dim=3)))
-        self.score_video(torch.cat(generated), target, self.dataset.records[i].gloss.split())
+        glosses = self.dataset.records[i].gloss.split()
+        self.score_video(torch.cat(generated), real, target, glosses)
 
     def row(self, label: str, videos: int, max_frames: int | None) -> dict[str, Any]:
         """The result row (see :func:`evaluate`), with the settings a reader needs to know
@@ -611,7 +662,7 @@ class _EvaluationRun:
             "videos": videos,
             "frames": self.frames,
             "metrics": self.metrics.result(),
-            "definitions": dict(COLUMN_DEFINITIONS[self.task]),
+            "definitions": dict(COLUMN_DEFINITIONS[self.definitions]),
             "settings": {
                 "image_size": cfg.image_size,
                 "max_frames": max_frames,
@@ -677,12 +728,13 @@ def evaluate(
         if network is not None:
             network.eval()
     no_ground_truth = {k: _NO_GT_REASON for k in ("l1", "ssim", "lpips", "tcd")}
+    exact_target = isinstance(dataset, RenderedSynthSigner)  # cross-person: drawn exactly
     metrics = MetricAccumulator(
         lpips,
         i3d,
         recognizer,
         evaluator_given=evaluator is not None,
-        unavailable=no_ground_truth if task == "cross-person" else None,
+        unavailable=None if task == "reconstruction" or exact_target else no_ground_truth,
     )
     run = _EvaluationRun(model, dataset, task, drive, estimator, evaluator, metrics, batch_size)
     out = Path(out_dir) if out_dir is not None else None
@@ -731,8 +783,7 @@ def keypoint_ceiling(
         if points is None:
             raise ValueError(f"{dataset.name} video {i} has no poses to score against")
         if task == "cross-person":
-            drawn = dataset.load_frames(i, look_of=_held_out_identity(dataset, i))
-            frames = _to_tensor(drawn[: len(points)])
+            frames = _cross_person_target(dataset, i, len(points))
         for start in range(0, len(points), batch_size):
             with torch.no_grad():
                 found = evaluator.keypoints(frames[start : start + batch_size].to(device))
@@ -768,12 +819,16 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def markdown_report(rows: Sequence[Mapping[str, Any]]) -> str:
     """``metrics.md``: the table plus what every column means for the tasks it contains."""
     parts = ["# PGMM evaluation\n", markdown_table(rows)]
-    for task in dict.fromkeys(row.get("task", "") for row in rows):
-        if task not in COLUMN_DEFINITIONS:
+    explained: list[Mapping[str, str]] = []
+    for row in rows:  # a row's own definitions: cross-person has two sets (exact target or not)
+        task = row.get("task", "")
+        definitions = row.get("definitions") or COLUMN_DEFINITIONS.get(task)
+        if not definitions or definitions in explained:
             continue
+        explained.append(definitions)
         parts.append(f"\n**{task}** columns:\n")
         for key, label in METRIC_COLUMNS.items():
-            parts.append(f"- {label}: {COLUMN_DEFINITIONS[task][key]}\n")
+            parts.append(f"- {label}: {definitions[key]}\n")
     return "".join(parts)
 
 

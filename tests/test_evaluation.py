@@ -19,6 +19,7 @@ import torch
 from tiny import TINY_PGMM
 
 from pgmm import evaluation as ev
+from pgmm.data.loaders import SignVideoDataset
 from pgmm.data.synth.dataset import RenderedSynthSigner
 from pgmm.data.synth.signer import SynthSigner
 from pgmm.evaluation import (
@@ -40,6 +41,7 @@ from pgmm.models.config import PGMMConfig
 from pgmm.models.pgmm import PGMM
 from pgmm.models.pose_estimator import HRNetLite, HRNetLiteConfig, PoseEstimator
 from pgmm.pose.heatmaps import pose_heatmaps, render_heatmaps
+from pgmm.pose.sequence import PoseSequence
 from pgmm.video import probe, read_video
 from slp_pipeline import evaluate_text
 from slp_pipeline.cli import eval as cli_eval
@@ -249,10 +251,21 @@ def test_oracle_model_scores_perfectly(checkpoint: Path, data: RenderedSynthSign
     assert m["tcd"] == pytest.approx(tcd(real, real))
 
 
-def test_cross_person_reports_only_metrics_without_ground_truth(
+class GreyModel(PGMM):
+    """Draws every frame mid-grey: its pixel scores follow from the target alone."""
+
+    @torch.no_grad()
+    def animate(self, state, driving_heatmaps):  # type: ignore[override]
+        return torch.full((driving_heatmaps.shape[0], 3, 128, 128), 0.5)
+
+
+def test_cross_person_on_synthsigner_scores_pixels_against_the_exact_target(
     checkpoint: Path, data: RenderedSynthSigner, tmp_path: Path
 ) -> None:
-    model = PGMM.from_pretrained(checkpoint)
+    """SynthSigner can draw what cross-person should produce -- the driving poses in the
+    held-out source's look -- so the pixel columns compare with that drawing, while the
+    keypoint columns still read the generated frames against the driving poses."""
+    model = GreyModel.from_pretrained(checkpoint)
     evaluator = constant_evaluator()
     row = evaluate(
         model,
@@ -265,9 +278,15 @@ def test_cross_person_reports_only_metrics_without_ground_truth(
         progress=False,
     )
     m = row["metrics"]
-    for key in PIXEL_COLUMNS:
-        assert m[key] == "n/a (cross-person: no ground-truth video)", key
+    target = torch.from_numpy(data.load_frames(0, look_of=10)[:4].copy())
+    target = target.permute(0, 3, 1, 2).float() / 255
+    grey = torch.full_like(target, 0.5)
+    assert m["l1"] == pytest.approx(l1(grey, target), abs=1e-6)
+    assert m["ssim"] == pytest.approx(ssim(grey, target), abs=1e-6)
+    assert m["l1"] != pytest.approx(l1(grey, video(data, 0, 4)), abs=1e-3)  # not the driving video
+    assert m["lpips"].startswith("n/a (weights not found at")
     assert m["fvd"].startswith("n/a (weights not found at")
+    assert "source person's look (exact)" in row["definitions"]["l1"]
     # The evaluator's reading of every generated frame against the *driving* signer's poses.
     truth = truth36(data, 0, 4).double().numpy()
     found = evaluator.points[None, :, :2].expand(4, -1, -1).double().numpy()
@@ -279,12 +298,42 @@ def test_cross_person_reports_only_metrics_without_ground_truth(
     assert row["settings"]["sources"] == ["identity 10"]
     assert row["settings"]["keypoint_reference"] == ["ground-truth poses"]
     assert row["settings"]["evaluator"] == network_digest(evaluator)
-    assert "no ground-truth video of the source person" in row["definitions"]["l1"]
     # The source tile shows the held-out identity, not the driving signer's first frame.
     frames, _ = read_video(tmp_path / "comparison.mp4")
     assert len(frames) == 4
     driving0 = data.load_frames(0)[0].astype(np.float64)
     assert np.abs(frames[0, :, :128] - driving0).mean() > 10
+
+
+class Recorded(SignVideoDataset):
+    """SynthSigner videos seen as a recorded corpus: frames and poses, nothing to redraw."""
+
+    name = "recorded"
+
+    def __init__(self, inner: RenderedSynthSigner) -> None:  # no folder to scan
+        self.inner, self.records = inner, inner.records
+        self.root, self.split, self.size = inner.root, inner.split, inner.size
+
+    def load_frames(self, i: int, size: int | None = None) -> np.ndarray:
+        return self.inner.load_frames(i, size)
+
+    def load_poses(self, i: int, size: int | None = None) -> PoseSequence | None:
+        return self.inner.load_poses(i, size)
+
+
+def test_cross_person_without_an_exact_target_has_no_pixel_columns(
+    checkpoint: Path, data: RenderedSynthSigner
+) -> None:
+    recorded = Recorded(RenderedSynthSigner("dev", 128, max_videos=4, signer=data.signer))
+    row = evaluate(
+        GreyModel.from_pretrained(checkpoint), recorded, "cross-person",
+        evaluator=constant_evaluator(), max_videos=1, max_frames=3, drive="pose", progress=False,
+    )  # fmt: skip
+    for key in PIXEL_COLUMNS:
+        assert row["metrics"][key] == "n/a (cross-person: no ground-truth video)", key
+    assert "no ground-truth video of the source person" in row["definitions"]["l1"]
+    assert row["settings"]["sources"] == [f"signer {recorded.records[3].signer}"]
+    assert isinstance(row["metrics"]["pck_hands"], float)
 
 
 class RecordingEvaluator(ConstantEvaluator):
