@@ -405,6 +405,12 @@ def _held_out_identity(dataset: RenderedSynthSigner, i: int) -> int:
     return held[i % len(held)]
 
 
+def _has_pixel_target(task: str, dataset: SignVideoDataset) -> bool:
+    """Whether the pixel columns have frames to compare with: the real video for
+    reconstruction, the exact drawing for cross-person on SynthSigner, none otherwise."""
+    return task == "reconstruction" or isinstance(dataset, RenderedSynthSigner)
+
+
 def _cross_person_target(dataset: RenderedSynthSigner, i: int, frames: int) -> torch.Tensor:
     """The exact cross-person target of video ``i``: its driving poses drawn in the look of
     the held-out identity that is its source (the first ``frames`` frames)."""
@@ -519,7 +525,7 @@ class _EvaluationRun:
 
     def __post_init__(self) -> None:
         self.device = next(self.model.parameters()).device
-        exact = self.task == "cross-person" and isinstance(self.dataset, RenderedSynthSigner)
+        exact = self.task == "cross-person" and _has_pixel_target(self.task, self.dataset)
         self.definitions = "cross-person (SynthSigner)" if exact else self.task
         self.needs_heatmaps = self.model.config.uses_pose or self.drive == "pose"
 
@@ -584,11 +590,12 @@ class _EvaluationRun:
         """The frames the pixel columns compare video ``i`` with: the real video for
         reconstruction; for cross-person on SynthSigner its exact drawing in the source's look
         (:func:`_cross_person_target`); elsewhere none exists."""
+        if not _has_pixel_target(self.task, self.dataset):
+            return None
         if self.task == "reconstruction":
             return driving
-        if isinstance(self.dataset, RenderedSynthSigner):
-            return _cross_person_target(self.dataset, i, len(driving))
-        return None
+        assert isinstance(self.dataset, RenderedSynthSigner)
+        return _cross_person_target(self.dataset, i, len(driving))
 
     def score_frames(
         self,
@@ -637,9 +644,10 @@ class _EvaluationRun:
         source, source_points = self.source(i, real, points)
         target = self.target(i, real)
         generated: list[torch.Tensor] = []
+        done = 0  # frames generated so far: where this batch's target frames start
         for driving, batch_points, pred in self.generate(source, source_points, real, points):
-            done = sum(len(g) for g in generated)
             batch_target = None if target is None else target[done : done + len(pred)]
+            done += len(pred)
             generated.append(pred)
             self.score_frames(pred, driving, batch_points, batch_target)
             if writer is not None:
@@ -728,13 +736,12 @@ def evaluate(
         if network is not None:
             network.eval()
     no_ground_truth = {k: _NO_GT_REASON for k in ("l1", "ssim", "lpips", "tcd")}
-    exact_target = isinstance(dataset, RenderedSynthSigner)  # cross-person: drawn exactly
     metrics = MetricAccumulator(
         lpips,
         i3d,
         recognizer,
         evaluator_given=evaluator is not None,
-        unavailable=None if task == "reconstruction" or exact_target else no_ground_truth,
+        unavailable=None if _has_pixel_target(task, dataset) else no_ground_truth,
     )
     run = _EvaluationRun(model, dataset, task, drive, estimator, evaluator, metrics, batch_size)
     out = Path(out_dir) if out_dir is not None else None
