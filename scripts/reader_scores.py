@@ -5,8 +5,9 @@ renderer seen through the end-to-end evaluation's evaluator). One JSON line per 
     python scripts/reader_scores.py --language de --split dev models/recognizer/de \
         outputs/runs/recognizer_de_read/model
 
-The readings are cached per sentence in ``--reads`` (default ``outputs/reads/LANG/SPLIT``), so
-comparing more recognisers, or re-running, reads no frame twice.
+The readings are cached per sentence in ``--reads`` (default
+``outputs/reads/ESTIMATOR_DIGEST/LANG/SPLIT``, so a retrained estimator never reuses another's
+readings), and comparing more recognisers, or re-running, reads no frame twice.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from pgmm.data.synth.signer import SynthSigner
+from pgmm.evaluation import network_digest
 from pgmm.metrics.recognizer import PoseCTCRecognizer, evaluate_recognizer
 from pgmm.models.pose_estimator import HRNetLite
 from pgmm.training.recognizer import cache_reads
@@ -36,7 +38,9 @@ def main() -> None:
     signer = SynthSigner(languages=[args.language])
     sentences = signer.sentences(args.split, args.language)
     estimator = HRNetLite.from_pretrained(args.estimator).eval()
-    folder = args.reads or Path("outputs/reads") / args.language / args.split
+    folder = args.reads or (
+        Path("outputs/reads") / network_digest(estimator) / args.language / args.split
+    )
     reads = cache_reads(signer, sentences, estimator, folder)
     for path in args.recognizers:
         model = PoseCTCRecognizer.from_pretrained(path).eval()

@@ -134,9 +134,9 @@ SHEET_FRAMES = 4  # frames per sentence on the contact sheet
 BEGIN, END = "<!-- e2e:{lang}:begin -->", "<!-- e2e:{lang}:end -->"
 
 _MAKE = {
-    "evaluator": "slp train pose-estimator --preset evaluator --seed 1 --out "
-    "outputs/runs/evaluator, then python scripts/ship_models.py "
-    "evaluator=outputs/runs/evaluator/model",
+    "evaluator": "slp train pose-estimator --preset evaluator --seed 1 --max-videos 300 "
+    "--random-looks 0.5 --steps 6000 --out outputs/runs/evaluator, then python "
+    "scripts/ship_models.py evaluator=outputs/runs/evaluator/model",
     "recognizer": "slp train recognizer --language {lang} --out outputs/runs/RUN (the German "
     "default: --read-by models/evaluator --read-sentences 3000 --steps 4000 --hidden 96), then "
     "python scripts/ship_models.py recognizer/NAME=outputs/runs/RUN/model",
