@@ -306,6 +306,12 @@ def test_readings_are_cached_per_sentence_and_resume(shared_data, tmp_path) -> N
     again = cache_reads(signer, sentences, estimator, tmp_path, progress=False)
     assert sum(estimator.calls) == sum(s.num_frames for s in sentences) + sentences[1].num_frames
     assert all(np.array_equal(a, b) for a, b in zip(reads, again, strict=True))
+    # Another estimator (other weights) is refused: the folder holds the first one's readings.
+    other = _FakeEstimator()
+    with torch.no_grad():
+        other.anchor.add_(0.01)
+    with pytest.raises(ValueError, match="readings by another estimator"):
+        cache_reads(signer, sentences, other, tmp_path, progress=False)
 
 
 def test_training_with_readings_mixes_them_into_batches(shared_data, tmp_path, monkeypatch) -> None:

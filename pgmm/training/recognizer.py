@@ -75,8 +75,20 @@ def cache_reads(
     Drawing and reading cost ~7 ms a frame on one core, i.e. ~15 min per 1,000 PHOENIX
     sentences, so each reading is written as soon as it is made (to a temporary name, then
     renamed): an interrupted run keeps every finished sentence and resumes with the next.
+    The folder records which estimator made its readings (``estimator.txt``, the weights'
+    digest) and refuses another one: a retrained estimator must never be scored, or a
+    recogniser trained, on its predecessor's readings by accident.
     """
+    from pgmm.evaluation import network_digest  # the digest every result records
+
     folder.mkdir(parents=True, exist_ok=True)
+    digest, marker = network_digest(estimator), folder / "estimator.txt"
+    if marker.is_file() and (made_by := marker.read_text().strip()) != digest:
+        raise ValueError(
+            f"{folder} holds readings by another estimator (digest {made_by}; this one is "
+            f"{digest}): use another folder, or delete this one to read again"
+        )
+    marker.write_text(digest + "\n")
     out = []
     for sentence in progress_bar(sentences, desc="reads", unit="sent", disable=not progress):
         path = folder / f"{sentence.id}.npy"
