@@ -110,7 +110,8 @@ def main() -> None:
     print(
         f"{int(shown.sum())} finger pairs the real frames separate, of {shown.numel()} "
         f"({len(real)} frames × 2 hands × {len(NEIGHBOURS)} pairs); "
-        f"real gap contrast {float(real_contrast[shown].mean()):.3f}"
+        f"real gap contrast {float(real_contrast[shown].mean()):.3f}, finger points "
+        f"{float(apart[shown].median()):.1f} px apart (median)"
     )
     rendered = {}
     for path in args.models:
