@@ -128,6 +128,8 @@ def test_cli_workers_dispatches_to_train_distributed(tmp_path: Path, monkeypatch
     assert main([*argv, "--gpu"]) == 0
     assert calls.pop()[-1]["use_gpu"]
     assert main([*argv, "--workers", "0"]) == 2
+    assert main([*argv, "--workers", "2", "--random-looks", "0.5", "--cross-identity"]) == 0
+    assert calls.pop()[2] == DatasetSpec("synth", "train", None, False, 1.0, 0.5)
 
 
 def test_one_rank_group_matches_the_single_process_trainer_and_resumes(

@@ -97,7 +97,8 @@ def build_dataset(
     (:func:`~pgmm.data.loaders.spread_over_signers`). ``cross_identity``: the fraction of
     SynthSigner videos that end in another identity's motion
     (:class:`~pgmm.data.synth.dataset.RenderedSynthSigner`); ``random_looks``: the fraction
-    drawn in a random look (for pose estimators).
+    drawn in a random look (pose estimators that read unseen signers; renderers that must copy
+    a new signer's look from the source instead of painting the training signers').
 
     Shared by ``slp train`` and the distributed workers, which rebuild the dataset from this
     description rather than receive it pickled (a rendered corpus or an open video index does
@@ -142,10 +143,17 @@ class DatasetSpec:
     max_videos: int | None = None
     balanced: bool = False
     cross_identity: float = 0.0
+    random_looks: float = 0.0
 
     def build(self, size: int) -> SignVideoDataset:
         return build_dataset(
-            self.data, self.split, size, self.max_videos, self.balanced, self.cross_identity
+            self.data,
+            self.split,
+            size,
+            self.max_videos,
+            self.balanced,
+            self.cross_identity,
+            self.random_looks,
         )
 
 

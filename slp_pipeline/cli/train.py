@@ -71,6 +71,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "video's pairs re-pose one body onto another's proportions (cross-person animation)",
     )
     pg.add_argument(
+        "--random-looks",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="SynthSigner only: this fraction of the training videos drawn in a random look "
+        "(source and driving frames alike), so the renderer learns to copy the source's look "
+        "rather than paint its training signers' (default: 0)",
+    )
+    pg.add_argument(
         "--appearance-jitter",
         type=float,
         help="recolour each training pair (same transform for source and driving) with this "
@@ -154,7 +163,12 @@ def run_pgmm(args: argparse.Namespace) -> int:
     if distributed and (args.init_from or args.validate_every):
         raise ValueError("--init-from and --validate-every are for single-process training")
     data = DatasetSpec(
-        args.data, "train", args.max_videos, args.balanced_identities, args.cross_identity
+        args.data,
+        "train",
+        args.max_videos,
+        args.balanced_identities,
+        args.cross_identity,
+        args.random_looks,
     )
     state: TrainState
     if distributed:

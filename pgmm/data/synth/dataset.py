@@ -43,9 +43,10 @@ class RenderedSynthSigner(SignVideoDataset):
     identities 10/11 driven by corpus poses) punishes; with all videos crossed, reconstruction
     suffers instead (docs/results.md), hence a fraction.
 
-    ``random_looks`` (pose-estimator training): this fraction of the videos (a stable choice by
-    sentence id) is drawn in a random look (:func:`~pgmm.data.synth.identity.random_look`) on
-    its identity's body, so a pose estimator learns to read looks it was never shown.
+    ``random_looks``: this fraction of the videos (a stable choice by sentence id) is drawn in
+    a random look (:func:`~pgmm.data.synth.identity.random_look`) on its identity's body, so a
+    pose estimator learns to read looks it was never shown, and a renderer (whose pairs come
+    from one video, hence one look) to copy the source's look instead of its training signers'.
     """
 
     name = "synthsigner-rendered"
