@@ -30,10 +30,12 @@ LOG_NCOLS = 100
 QUIET_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
 #: Lines dropped: absl/glog INFO and WARNING records, TFLite's delegate notice, absl's note that
 #: it logs to stderr before InitializeLog. Searched, not matched at line starts: a record can
-#: follow a bar redraw, which ends without a newline.
+#: follow a bar redraw, which ends without a newline. TFLite writes its "INFO: " prefix and the
+#: notice in two calls, so a progress line can land between them: the notice is dropped without
+#: its prefix too (the stray "INFO: " then stays in front of that line).
 NATIVE_NOISE = re.compile(
     rb"(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.+-]+:\d+\] [^\n]*"
-    rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+    rb"|(?:INFO: )?Created TensorFlow Lite XNNPACK delegate for CPU\."
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb")\r?\n"
 )

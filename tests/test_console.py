@@ -57,6 +57,8 @@ def test_progress_disabled_prints_nothing() -> None:
         (NOISE, True),
         (b"I0000 00:00:1752489631.572373  129295 gl_context_egl.cc:85] EGL ready.\n", True),
         (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n", True),
+        # TFLite's prefix and notice are two writes; a progress line can come between them.
+        (b"Created TensorFlow Lite XNNPACK delegate for CPU.\n", True),
         (
             b"WARNING: All log messages before absl::InitializeLog() is called are written to "
             b"STDERR\n",
