@@ -84,7 +84,9 @@ def crop(frame: torch.Tensor, centre: torch.Tensor) -> Image.Image:
     x0, y0 = (int(round(float(v) - CROP / 2)) for v in centre)
     x0, y0 = min(max(x0, 0), size - CROP), min(max(y0, 0), size - CROP)
     pixels = (frame[:, y0 : y0 + CROP, x0 : x0 + CROP].permute(1, 2, 0).numpy() * 255).round()
-    return Image.fromarray(pixels.astype(np.uint8)).resize((CROP * 3, CROP * 3), Image.NEAREST)
+    return Image.fromarray(pixels.astype(np.uint8)).resize(
+        (CROP * 3, CROP * 3), Image.Resampling.NEAREST
+    )
 
 
 def main() -> None:
