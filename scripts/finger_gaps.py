@@ -109,6 +109,11 @@ def main() -> None:
     real_contrast, apart, gap = gap_contrast(real, fingers)
     both_seen = seen[:, :, [i for i, _ in NEIGHBOURS]] & seen[:, :, [j for _, j in NEIGHBOURS]]
     shown = both_seen & (apart >= args.min_apart) & (real_contrast >= args.min_contrast)
+    if not shown.any():
+        raise SystemExit(
+            "no finger pair is separated in the real frames of this selection: take more "
+            "--videos/--frames, or lower --min-apart/--min-contrast"
+        )
     print(
         f"{int(shown.sum())} finger pairs the real frames separate, of {shown.numel()} "
         f"({len(real)} frames × 2 hands × {len(NEIGHBOURS)} pairs); "
