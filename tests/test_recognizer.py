@@ -379,3 +379,36 @@ def test_interrupted_training_resumes_exactly(shared_data, tmp_path, monkeypatch
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_init_from_continues_a_saved_recogniser(shared_data, tmp_path) -> None:
+    """``init_from``: a new run starts from a saved model's weights (a zero-step run returns
+    them unchanged), inherits the settings it was not told, and refuses a model whose
+    architecture or vocabulary differs; a run folder with a checkpoint resumes instead."""
+    from pgmm.data.synth.signer import SynthSigner
+
+    signer = SynthSigner(data_dir=shared_data, languages=["de"])
+    arch = {"hidden": 16, "rnn_hidden": 16, "rnn_layers": 1, "dropout": 0.0}
+    kwargs = dict(split="dev", max_sentences=4, batch_size=2, progress=False, num_threads=1)
+    base = train_recognizer(signer, "de", tmp_path / "base", steps=2, config=arch, **kwargs)
+    base.half().save_pretrained(tmp_path / "shipped")  # shipped models are float16
+
+    cont = train_recognizer(
+        signer, "de", tmp_path / "cont", steps=3, lr=1e-9, init_from=tmp_path / "shipped", **kwargs
+    )  # no config: hidden 16 etc. come from the saved model, not the defaults
+    assert cont.config.hidden == 16 and next(cont.parameters()).dtype == torch.float32
+    for (name, a), b in zip(base.state_dict().items(), cont.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b, atol=1e-5), name  # lr 1e-9: the saved weights
+    state = json.loads((tmp_path / "cont/checkpoints/last/state.json").read_text())
+    assert state["step"] == 3
+
+    with pytest.raises(ValueError, match="hidden, rnn_hidden differ"):
+        train_recognizer(
+            signer, "de", tmp_path / "wide", steps=1, init_from=tmp_path / "shipped",
+            config={"hidden": 32, "rnn_hidden": 32}, **kwargs,
+        )  # fmt: skip
+    zh = SynthSigner(data_dir=shared_data, languages=["zh"])
+    with pytest.raises(ValueError, match="language, vocab differ"):
+        train_recognizer(
+            zh, "zh", tmp_path / "zh", steps=1, init_from=tmp_path / "shipped", **kwargs
+        )

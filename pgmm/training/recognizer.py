@@ -187,6 +187,7 @@ def train_recognizer(
     read_by: PoseEstimator | None = None,
     read_fraction: float = 0.5,
     read_sentences: int | None = None,
+    init_from: str | Path | None = None,
 ) -> PoseCTCRecognizer:
     """Train (or resume) a recogniser on SynthSigner poses of one corpus split.
 
@@ -215,6 +216,13 @@ def train_recognizer(
     reads poses and videos.
     ``read_sentences``: read only the first N of the training sentences (a reading costs ~1 s
     per sentence, an exact pose ~5 ms), while exact poses still come from all of them.
+
+    ``init_from``: a saved recogniser folder (e.g. the shipped ``models/recognizer/zh``) whose
+    weights start a new run instead of a random initialisation, with a fresh optimizer and a
+    fresh warm-up/cosine schedule over ``steps``. Why: a new machine has no run folder, only the
+    shipped float16 model, and an under-trained reader should be continued rather than trained
+    again from scratch. Its language and vocabulary must be this run's; ``config`` overrides must
+    agree with it. Ignored once the run folder has a checkpoint (the run then resumes).
     """
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
@@ -232,17 +240,22 @@ def train_recognizer(
     if not sentences:
         raise ValueError(f"no {language}/{split} sentences in the SynthSigner corpus")
     vocab = build_vocabulary(signer.sentences(None, language))
+    overrides: dict[str, Any] = {}
     if isinstance(config, RecognizerConfig):
         if config.language != language:
             raise ValueError(f"config is for {config.language!r}, training {language!r}")
+        overrides = {k: v for k, v in config.to_dict().items() if k not in ("language", "vocab")}
     else:
-        config = RecognizerConfig(language=language, vocab=vocab, **(config or {}))
+        overrides = dict(config or {})
+        config = RecognizerConfig(language=language, vocab=vocab, **overrides)
 
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / "last"
     torch.manual_seed(seed)
     found = find_checkpoint(ckpt)
-    if found is None:
+    if found is None and init_from is not None:
+        model = _initial_model(init_from, config, overrides, device)
+    elif found is None:
         model = PoseCTCRecognizer(config).to(device)
     else:
         model = PoseCTCRecognizer.from_pretrained(found, device)
@@ -305,6 +318,26 @@ def train_recognizer(
             loop.end_step(state["step"], loss=f"{running:.3f}")
     model.save_pretrained(run_dir / "model")
     return model.eval()
+
+
+def _initial_model(
+    init_from: str | Path, config: RecognizerConfig, overrides: dict[str, Any], device: str
+) -> PoseCTCRecognizer:
+    """The ``init_from`` recogniser in float32, checked against this run.
+
+    Its language and vocabulary must equal the run's, and every architecture setting the caller
+    asked for (``overrides``) must match; settings left at their defaults are taken from it.
+    """
+    model = PoseCTCRecognizer.from_pretrained(init_from, device).float()
+    have = model.config.to_dict()
+    wanted = {"language": config.language, "vocab": list(config.vocab), **overrides}
+    differing = sorted(key for key, value in wanted.items() if have.get(key) != value)
+    if differing:
+        raise ValueError(
+            f"init_from {init_from}: its {', '.join(differing)} differ from this run's "
+            "(continuing a recogniser needs the same language, vocabulary and architecture)"
+        )
+    return model
 
 
 @contextmanager

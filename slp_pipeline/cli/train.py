@@ -298,6 +298,14 @@ def register_recognizer(train: argparse._SubParsersAction) -> None:
         help="with --read-by: read only the first N training sentences (exact poses still come "
         "from all of them)",
     )
+    rec.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="MODEL",
+        help="start from this saved recogniser (e.g. the shipped models/recognizer/zh) with a "
+        "fresh optimizer and schedule, instead of a random initialisation; same language, "
+        "vocabulary and architecture (ignored when OUT already holds a checkpoint)",
+    )
     rec.add_argument("--data-dir", type=Path, help="shared data folder (default: $SLP_SHARED_DATA)")
     rec.add_argument(
         "--threads",
@@ -332,6 +340,8 @@ def run_recognizer(args: argparse.Namespace) -> int:
         if not (args.read_by / "config.json").is_file():
             raise ValueError(f"--read-by {args.read_by}: no pose estimator there (no config.json)")
         estimator = HRNetLite.from_pretrained(args.read_by).eval()
+    if args.init_from is not None and not (args.init_from / "config.json").is_file():
+        raise ValueError(f"--init-from {args.init_from}: no recogniser there (no config.json)")
     model = train_recognizer(
         signer,
         args.language,
@@ -347,6 +357,7 @@ def run_recognizer(args: argparse.Namespace) -> int:
         read_by=estimator,
         read_fraction=args.read_fraction,
         read_sentences=args.read_sentences,
+        init_from=args.init_from,
     )
     wer = evaluate_recognizer(
         model, signer, "dev", args.language, args.eval_sentences, beam_width=args.beam_width
