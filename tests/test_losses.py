@@ -21,6 +21,8 @@ from pgmm.losses import (
     background_loss,
     driving_keypoint_loss,
     equivariance_loss,
+    hand_detail_loss,
+    hand_mask,
     perceptual_loss,
     pose_distance_loss,
     warp_loss,
@@ -304,6 +306,42 @@ def test_driving_keypoint_loss_distils_towards_detached_targets() -> None:
     assert kp.grad is None and bg.grad is None
 
 
+# --------------------------------------------------------------------------- L_hands
+def test_hand_mask_covers_hand_points_only() -> None:
+    maps = torch.zeros(2, 36, 16, 16)
+    maps[0, 0, 2, 2] = 1.0  # the nose: not a hand channel
+    maps[0, 20, 8, 12] = 1.0  # a left-hand point
+    maps[1, 35, 4, 4] = 0.05  # a right-hand point below the threshold (an absent hand)
+    mask = hand_mask(maps, 64)
+    assert mask.shape == (2, 1, 64, 64)
+    assert mask[0, 0, 32:36, 48:52].eq(1).all() and mask[0].sum() == 16  # one 4x4 cell
+    assert mask[0, 0, 8:12, 8:12].eq(0).all() and mask[1].sum() == 0
+    with pytest.raises(ValueError, match="PGMM36"):
+        hand_mask(torch.zeros(1, 18, 16, 16), 64)
+
+
+def test_hand_detail_loss_hand_checked() -> None:
+    target = torch.zeros(1, 3, 8, 8)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1  # 16 pixels; 12 horizontal and 12 vertical neighbour pairs inside
+    prediction = target.clone()
+    prediction[..., 0, 0] = 1.0  # outside the mask: costs nothing
+    assert hand_detail_loss(prediction, target, mask).item() == 0.0
+    prediction[..., 3, 3] = 0.5  # one pixel inside: its own error + 2 edges each way
+    prediction.requires_grad_(True)
+    loss = hand_detail_loss(prediction, target, mask, eps=0.0)
+    assert loss.item() == pytest.approx((0.5 + 4 * 0.5) / (3 * 16))
+    loss.backward()
+    assert prediction.grad is not None and prediction.grad[..., 0, 0].eq(0).all()
+    # A uniform brightness offset inside the mask costs its pixel L1 only (edges unchanged).
+    shifted = target + 0.2 * mask
+    assert hand_detail_loss(shifted, target, mask, eps=0.0).item() == pytest.approx(
+        (0.2 * 16 + 0.2 * 0) / (3 * 16)
+    )
+    with pytest.raises(ValueError, match="equal"):
+        hand_detail_loss(prediction, target[:, :, :4], mask)
+
+
 # --------------------------------------------------------------------------- PGMMLoss
 def _tiny_step(variant: str, size: int = 64, **loss_weights: float):
     torch.manual_seed(0)
@@ -369,6 +407,7 @@ def test_warp_loss_reuses_the_forward_pass_features_exactly(variant: str) -> Non
 _IMAGE_PATH = {"kp_detector", "bg_motion", "dense_motion", "encoder", "posenet", "generator"}
 TERM_REACH: dict[str, tuple[set[str], tuple[str, ...]]] = {
     "perceptual": (_IMAGE_PATH, ("dense_motion.contribution_head.",)),
+    "hands": (_IMAGE_PATH, ("dense_motion.contribution_head.",)),
     "pose_distance": (_IMAGE_PATH, ("dense_motion.contribution_head.",)),
     "align": (_IMAGE_PATH, ("dense_motion.contribution_head.", "generator.final.")),
     "equivariance": ({"kp_detector"}, ()),
@@ -379,7 +418,7 @@ TERM_REACH: dict[str, tuple[set[str], tuple[str, ...]]] = {
 
 
 def test_each_loss_term_trains_exactly_the_parts_it_must() -> None:
-    config, model, batch, _ = _tiny_step("full")
+    config, model, batch, _ = _tiny_step("full", hands=1.0)
     with torch.no_grad():  # zero-initialised heads (identity background) block gradients at init
         for p in model.parameters():
             p.add_(1e-3 * torch.randn_like(p))

@@ -1,5 +1,6 @@
 """PGMM's training losses, one small function per term, combined by :class:`PGMMLoss`."""
 
+from pgmm.losses.hands import hand_detail_loss, hand_mask
 from pgmm.losses.motion import background_loss, equivariance_loss, warp_loss
 from pgmm.losses.perceptual import ImagePyramid, Vgg19Features, perceptual_loss
 from pgmm.losses.pose import align_loss, driving_keypoint_loss, pose_distance_loss
@@ -13,6 +14,8 @@ __all__ = [
     "background_loss",
     "driving_keypoint_loss",
     "equivariance_loss",
+    "hand_detail_loss",
+    "hand_mask",
     "perceptual_loss",
     "pose_distance_loss",
     "warp_loss",

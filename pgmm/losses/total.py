@@ -15,6 +15,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from pgmm.losses.hands import hand_detail_loss, hand_mask
 from pgmm.losses.motion import background_loss, equivariance_loss, warp_loss
 from pgmm.losses.perceptual import TPSMM_SCALES, Vgg19Features, perceptual_loss
 from pgmm.losses.pose import align_loss, driving_keypoint_loss, pose_distance_loss
@@ -90,7 +91,7 @@ class PGMMLoss(nn.Module):
             model: the PGMM that produced ``out`` (its keypoint detector, background predictor
                 and encoder are run again by the equivariance, background and warp losses).
             batch: ``"source"``, ``"driving"`` ``(B, 3, H, W)`` in [0, 1],
-                ``"driving_heatmaps"`` (for L_pd) and ``"source_heatmaps"``.
+                ``"driving_heatmaps"`` (for L_pd and L_hands) and ``"source_heatmaps"``.
             out: ``model(source, driving, driving_heatmaps, source_heatmaps, with_align=...)``;
                 its ``Y_d`` must be set when L_align is weighted and the pose-driven head's
                 predictions when ``driving_keypoints`` is.
@@ -138,6 +139,9 @@ class PGMMLoss(nn.Module):
             terms["pose_distance"] = w["pose_distance"] * pose_distance_loss(
                 self.estimator, out.prediction, batch["driving_heatmaps"]
             )
+        if w["hands"] > 0:
+            mask = hand_mask(batch["driving_heatmaps"], out.prediction.shape[-1])
+            terms["hands"] = w["hands"] * hand_detail_loss(out.prediction, driving, mask)
         if w["align"] > 0:
             if out.Y_d is None:
                 raise ValueError("L_align is weighted but `out` has no Y_d: use with_align=True")

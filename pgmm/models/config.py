@@ -52,6 +52,7 @@ def default_loss_weights(variant: str = "full") -> dict[str, float]:
         "driving_keypoints": 10.0,  # distillation of the pose-driven keypoint head
         "pose_distance": 0.0,  # L_pd
         "align": 0.0,  # L_align
+        "hands": 0.0,  # L_hands (ours, pgmm/losses/hands.py): opt-in, no shipped recipe uses it
     }
     if variant in ("pfm_pd", "full"):
         weights["pose_distance"] = 10.0

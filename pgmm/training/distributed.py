@@ -226,7 +226,7 @@ def has_unused_parameters(config: PGMMConfig) -> bool:
         # Under CMM the generator makes its own flow; TPSMM's flow mixing only feeds the warp loss.
         or (config.motion == "cmm" and w["warp"] == 0)
         # The image path (E_I, P_d, G) is reached only through the generated frame or Y_s.
-        or w["perceptual"] + w["pose_distance"] + w["align"] == 0
+        or w["perceptual"] + w["pose_distance"] + w["align"] + w["hands"] == 0
     )
 
 
