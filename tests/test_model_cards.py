@@ -61,13 +61,14 @@ def table_row(folder: str, first_cell: str, cells: int) -> list[float]:
 
 
 # --------------------------------------------------------------------------- recognizer
-def test_recognizer_de_card(shared_data: Path) -> None:
+@pytest.mark.parametrize("language", ["de", "zh"])
+def test_recognizer_card(language: str, shared_data: Path) -> None:
     """Test-split WER on ground-truth SynthSigner poses, greedy; the card rounds to 3 places."""
-    sentences, wer = table_row("recognizer/de", "test", 2)
-    signer = SynthSigner(data_dir=shared_data, languages=["de"])
-    assert len(signer.sentences("test", "de")) == sentences
-    model = PoseCTCRecognizer.from_pretrained(MODELS / "recognizer" / "de")
-    assert evaluate_recognizer(model, signer, "test", "de") == pytest.approx(wer, abs=0.0005)
+    sentences, wer = table_row(f"recognizer/{language}", "test", 2)
+    signer = SynthSigner(data_dir=shared_data, languages=[language])
+    assert len(signer.sentences("test", language)) == sentences
+    model = PoseCTCRecognizer.from_pretrained(MODELS / "recognizer" / language)
+    assert evaluate_recognizer(model, signer, "test", language) == pytest.approx(wer, abs=0.0005)
 
 
 def test_recognizer_de_read_card(shared_data: Path, tmp_path: Path) -> None:
