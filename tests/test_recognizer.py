@@ -412,3 +412,16 @@ def test_init_from_continues_a_saved_recogniser(shared_data, tmp_path) -> None:
         train_recognizer(
             zh, "zh", tmp_path / "zh", steps=1, init_from=tmp_path / "shipped", **kwargs
         )
+
+
+def test_cli_init_from_without_a_model_fails_clearly(tmp_path, capsys) -> None:
+    """``slp train recognizer --init-from`` a folder without a model: one line, exit 2."""
+    from slp_pipeline.cli import main
+
+    rc = main(
+        ["train", "recognizer", "--language", "de", "--out", str(tmp_path / "run"),
+         "--init-from", str(tmp_path / "missing"), "--steps", "1"]
+    )  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--init-from" in err and "no recogniser there" in err and "Traceback" not in err
