@@ -240,7 +240,7 @@ def train_recognizer(
     if not sentences:
         raise ValueError(f"no {language}/{split} sentences in the SynthSigner corpus")
     vocab = build_vocabulary(signer.sentences(None, language))
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any]  # the architecture settings the caller asked for
     if isinstance(config, RecognizerConfig):
         if config.language != language:
             raise ValueError(f"config is for {config.language!r}, training {language!r}")
