@@ -22,11 +22,7 @@ from pgmm.pose import layout as L
 
 #: PGMM36 keypoint groups: the 28 hand channels (8..35) and all 36 channels.
 PGMM36_GROUPS: dict[str, tuple[int, ...]] = {
-    "hands": tuple(
-        i
-        for i, name in enumerate(L.PGMM36)
-        if name.removeprefix("left_").removeprefix("right_") in L.HAND_NAMES
-    ),
+    "hands": tuple(range(L.NUM_PGMM)[L.PGMM36_HANDS]),
     "whole_body": tuple(range(L.NUM_PGMM)),
 }
 

@@ -92,8 +92,8 @@ PGMM36 = (
     + [f"{side}_{n}" for side in _SIDES for n in _HAND14]
 )
 NUM_PGMM = len(PGMM36)  # 36
-#: The 28 hand channels of PGMM36 (both hands' 14 points), in order.
-PGMM36_HANDS = slice(8, NUM_PGMM)
+#: The 28 hand channels of PGMM36 (both hands' 14 points, 8..35; built above as one block).
+PGMM36_HANDS = slice(PGMM36.index("left_hand_root"), NUM_PGMM)
 #: PGMM36 index -> WHOLEBODY133 index.
 PGMM36_FROM_WHOLEBODY = np.array([WB[n] for n in PGMM36], dtype=np.int64)
 # Chains within each hand's 14 points: root to the tips of thumb, index, middle, ring, pinky.
