@@ -11,6 +11,7 @@ import signal
 import pytest
 import sacrebleu
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from pgmm.data.corpus import load_corpus
@@ -177,7 +178,12 @@ def test_t2g_save_load_identical(overfit, tmp_path) -> None:
     out, _ = overfit
     model = TextToGloss.from_pretrained(out / "model")
     model.save_pretrained(tmp_path / "copy")
+    # The tied output projection is stored once, as the decoder embedding, and re-tied on load.
+    with safe_open(str(tmp_path / "copy" / "t2g.safetensors"), "pt") as stored:
+        names = stored.keys()
+    assert "lm_head.weight" not in names
     again = TextToGloss.from_pretrained(tmp_path / "copy")
+    assert again.model.lm_head.weight is again.model.model.decoder.embed_tokens.weight
     batch = model.encode_text(["morgen regnet es im norden ."])
     with torch.no_grad():
         a = model.model(**batch, decoder_input_ids=torch.tensor([[1, 5, 6]])).logits

@@ -212,8 +212,14 @@ class TextToGloss(torch.nn.Module):
         config = json.dumps(asdict(self.config), indent=2, ensure_ascii=False)
         atomic_write(directory / CONFIG_NAME, config)
         for index, member in enumerate(self.members):
-            # Marian ties lm_head to the decoder embedding; safetensors refuses shared storage.
-            state = {k: v.detach().cpu().clone() for k, v in member.state_dict().items()}
+            # Marian ties lm_head to the decoder embedding: the matrix is stored once (safetensors
+            # refuses shared storage, and a second copy costs ~0.3 MB per member of the budget of
+            # models/); loading re-ties it.
+            state = {
+                k: v.detach().cpu().clone()
+                for k, v in member.state_dict().items()
+                if not (k == "lm_head.weight" and _lm_head_tied(member))
+            }
             if int8:
                 state = _quantize(state)
             atomic_write(directory / weights_name(index), save(state, {"format": "pt"}))
@@ -245,13 +251,18 @@ class TextToGloss(torch.nn.Module):
             except Exception as e:  # safetensors raises its own types on corrupt bytes
                 raise ValueError(f"{path}: unreadable weights ({e})") from e
             missing, unexpected = member.load_state_dict(state, strict=False)
-            missing = [k for k in missing if not k.endswith("lm_head.weight")]
+            missing = [k for k in missing if not (k == "lm_head.weight" and _lm_head_tied(member))]
             if missing or unexpected:
                 raise ValueError(
                     f"{path} does not match its config: missing {missing[:3]}, "
                     f"unexpected {unexpected[:3]}"
                 )
         return model.eval()
+
+
+def _lm_head_tied(member: MarianMTModel) -> bool:
+    """True when the output projection *is* the decoder's embedding (one parameter)."""
+    return member.lm_head.weight is member.model.decoder.embed_tokens.weight
 
 
 def weights_name(member: int) -> str:
