@@ -5,8 +5,8 @@ through the chain a user of ``POST /v1/sign`` gets -- text -> text2pose -> retar
 signer -> heatmaps -> renderer -> frames -- and asks whether the signing can be *read back*:
 an independent pose estimator (the *evaluator*, ``models/evaluator``, which no renderer was
 trained against) reads keypoints from every frame, a pose CTC recogniser
-(:data:`DEFAULT_RECOGNIZERS`; for German one also trained on the evaluator's readings of
-SynthSigner's videos, never of a renderer's) reads glosses from them, and these are scored
+(:data:`DEFAULT_RECOGNIZERS`: for each language one also trained on the evaluator's readings
+of SynthSigner's videos, never of a renderer's) reads glosses from them, and these are scored
 against the corpus glosses (WER, and BLEU-4 with sacrebleu on gloss strings).
 
 Rows split the chain so that the weakest stage shows (:func:`plan_rows`):
@@ -121,7 +121,10 @@ DEFAULT_EVALUATOR = Path("models/evaluator")
 #: perfect renderer's video nearly as well as the poses (test WER 0.111 vs 0.098, where the
 #: pose-only ``de`` reads that video at 0.463): a video row's WER is then the video's, not the
 #: reader's (models/recognizer/de_read/MODEL_CARD.md). Chinese has no such reader yet.
-DEFAULT_RECOGNIZERS = {"de": Path("models/recognizer/de_read"), "zh": Path("models/recognizer/zh")}
+DEFAULT_RECOGNIZERS = {
+    "de": Path("models/recognizer/de_read"),
+    "zh": Path("models/recognizer/zh_read"),
+}
 #: The evaluator reads frames at the size it was trained at (``slp train pose-estimator``'s
 #: default); larger renders (the 256-px skeleton) are downscaled, antialiased.
 EVALUATOR_SIZE = 128
@@ -137,8 +140,9 @@ _MAKE = {
     "evaluator": "slp train pose-estimator --preset evaluator --seed 1 --max-videos 300 "
     "--random-looks 0.5 --steps 6000 --out outputs/runs/evaluator, then python "
     "scripts/ship_models.py evaluator=outputs/runs/evaluator/model",
-    "recognizer": "slp train recognizer --language {lang} --out outputs/runs/RUN (the German "
-    "default: --read-by models/evaluator --read-sentences 3000 --steps 4000 --hidden 96), then "
+    "recognizer": "slp train recognizer --language {lang} --out outputs/runs/RUN (the shipped "
+    "readers: --read-by models/evaluator --read-sentences 3000 --steps 4000; the cards of "
+    "models/recognizer/{lang}_read), then "
     "python scripts/ship_models.py recognizer/NAME=outputs/runs/RUN/model",
     "text2pose": "slp train text2pose --stage t2g --lang {lang} and --stage g2p, then slp "
     "text2pose pack (docs/text2pose.md)",

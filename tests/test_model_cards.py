@@ -71,20 +71,24 @@ def test_recognizer_card(language: str, shared_data: Path) -> None:
     assert evaluate_recognizer(model, signer, "test", language) == pytest.approx(wer, abs=0.0005)
 
 
-def test_recognizer_de_read_card(shared_data: Path, tmp_path: Path) -> None:
-    """Test-split WER of the video reader from exact poses and from the evaluator's readings
-    of SynthSigner's videos (read afresh: ~10 min on one thread); 3 places in the card."""
+@pytest.mark.parametrize("language", ["de", "zh"])
+def test_recognizer_read_card(language: str, shared_data: Path, tmp_path: Path) -> None:
+    """Test-split WER of a video reader (``recognizer/<lang>_read``) from exact poses and from
+    the evaluator's readings of SynthSigner's videos (read afresh: ~10 min on one thread for
+    de, ~20 for zh); 3 places in the card."""
     from pgmm.training.recognizer import cache_reads
 
-    sentences, wer_poses, wer_read = table_row("recognizer/de_read", "test", 3)
-    signer = SynthSigner(data_dir=shared_data, languages=["de"])
-    test = signer.sentences("test", "de")
+    folder = f"recognizer/{language}_read"
+    sentences, wer_poses, wer_read = table_row(folder, "test", 3)
+    signer = SynthSigner(data_dir=shared_data, languages=[language])
+    test = signer.sentences("test", language)
     assert len(test) == sentences
-    model = PoseCTCRecognizer.from_pretrained(MODELS / "recognizer" / "de_read")
-    assert evaluate_recognizer(model, signer, "test", "de") == pytest.approx(wer_poses, abs=0.0005)
+    model = PoseCTCRecognizer.from_pretrained(MODELS / folder)
+    got_poses = evaluate_recognizer(model, signer, "test", language)
+    assert got_poses == pytest.approx(wer_poses, abs=0.0005)
     evaluator = HRNetLite.from_pretrained(MODELS / "evaluator").eval()
     reads = cache_reads(signer, test, evaluator, tmp_path, progress=False)
-    got = evaluate_recognizer(model, signer, "test", "de", samples=reads)
+    got = evaluate_recognizer(model, signer, "test", language, samples=reads)
     assert got == pytest.approx(wer_read, abs=0.0005)
 
 

@@ -91,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="PoseCTCRecognizer folder for WER, reading the evaluator's keypoints "
         "(e.g. models/recognizer/de; --task text: default models/recognizer/de_read for "
-        "German, models/recognizer/zh for Chinese)",
+        "German, models/recognizer/zh_read for Chinese)",
     )
     ev.add_argument("--max-videos", type=int)
     ev.add_argument("--max-frames", type=int, help="evaluate only the first N frames per video")
