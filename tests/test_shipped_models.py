@@ -58,6 +58,20 @@ def test_renderers_and_pose_estimator_load() -> None:
     HRNetLite.from_pretrained(MODELS / "pose_estimator")
 
 
+def test_end_to_end_readers_are_shipped_video_readers() -> None:
+    """``slp eval --task text`` reads every language with a shipped reader that was trained on
+    the evaluator's readings of video (the ``*_read`` folders), for the language it scores."""
+    from pgmm.metrics.recognizer import PoseCTCRecognizer
+    from slp_pipeline.evaluate_text import DEFAULT_RECOGNIZERS
+
+    assert set(DEFAULT_RECOGNIZERS) == {"de", "zh"}
+    for language, folder in DEFAULT_RECOGNIZERS.items():
+        assert folder.name == f"{language}_read"
+        reader = PoseCTCRecognizer.from_pretrained(REPO / folder)
+        assert reader.config.language == language
+        assert (REPO / folder / "MODEL_CARD.md").is_file()
+
+
 def test_synthesize_with_the_shipped_models(tmp_path: Path) -> None:
     serve = yaml.safe_load((REPO / "configs/serve/cpu.yaml").read_text())
     config = pipeline_config(serve).resolved(REPO)
