@@ -116,11 +116,11 @@ DEFAULT_SENTENCES = 6
 SYNTH = "synth"
 DEFAULT_RENDERERS = (SYNTH, SKELETON, "full", "tpsmm")
 DEFAULT_EVALUATOR = Path("models/evaluator")
-#: The recogniser that reads each language's table by default. German's was trained on the
+#: The recogniser that reads each language's table by default. Each was trained on the
 #: evaluator's keypoints of SynthSigner's videos as well as on exact poses, so it reads the
-#: perfect renderer's video nearly as well as the poses (test WER 0.111 vs 0.098, where the
-#: pose-only ``de`` reads that video at 0.463): a video row's WER is then the video's, not the
-#: reader's (models/recognizer/de_read/MODEL_CARD.md). Chinese has no such reader yet.
+#: perfect renderer's video far better than a pose-only reader does (test numbers in
+#: models/recognizer/{de,zh}_read/MODEL_CARD.md): a video row's WER is then mostly the video's,
+#: not the reader's.
 DEFAULT_RECOGNIZERS = {
     "de": Path("models/recognizer/de_read"),
     "zh": Path("models/recognizer/zh_read"),

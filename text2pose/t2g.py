@@ -215,10 +215,11 @@ class TextToGloss(torch.nn.Module):
             # Marian ties lm_head to the decoder embedding: the matrix is stored once (safetensors
             # refuses shared storage, and a second copy costs ~0.3 MB per member of the budget of
             # models/); loading re-ties it.
+            skip = {"lm_head.weight"} if _lm_head_tied(member) else set()
             state = {
                 k: v.detach().cpu().clone()
                 for k, v in member.state_dict().items()
-                if not (k == "lm_head.weight" and _lm_head_tied(member))
+                if k not in skip
             }
             if int8:
                 state = _quantize(state)
