@@ -7,7 +7,10 @@ it in which every file the training-step work changed (:data:`CHANGED`, code and
 both arms and the comparison isolates this one. The parent sends each worker a few steps at a
 time, round robin (old full, new full, old tpsmm, new tpsmm, old full, ...), so load from other
 jobs on a shared machine hits every arm alike: read the ratios. Each worker runs PyTorch on one
-thread; only one computes at a time.
+thread (``--threads 1 2`` adds old and new full-small arms on two intra-op threads: what ``slp
+train pgmm`` uses on an otherwise idle 2-core machine, since it leaves torch's thread count at
+the core count); only one computes at a time, so a multi-thread arm only measures its threads'
+gain when nothing else runs on the machine.
 
 Data: ``--videos`` SynthSigner train videos rendered on the fly (``RenderedSynthSigner``, what
 ``slp train pgmm`` trains on by default), ``pairs_per_video`` from the config (20), batches
@@ -76,6 +79,7 @@ class Arm:
     model: dict[str, Any] = field(default_factory=dict)  # PGMMConfig overrides
     model_from: str = ""  # whose *-small.yaml model section; default: the arm's own tree
     step_seed_offset: int = 0  # other random draws per step (the noise control)
+    threads: int = 1  # torch intra-op threads of the worker
 
 
 @dataclass
@@ -108,7 +112,7 @@ def _worker(spec: dict[str, Any]) -> None:
     from pgmm.training.config import TrainConfig
     from pgmm.training.trainer import PGMMTrainer
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(spec["threads"])
     import yaml
 
     config = yaml.safe_load(Path(spec["config"]).read_text())
@@ -241,11 +245,12 @@ class Worker:
             "model": arm.model,
             "videos": videos,
             "step_seed_offset": arm.step_seed_offset,
+            "threads": arm.threads,
         }
         # Imported here, not at the top: a worker runs this file on the old tree's pgmm.
         from pgmm.data.corpus import default_data_dir
 
-        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(arm.threads)}
         env.setdefault("SLP_SHARED_DATA", str(default_data_dir()))
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
@@ -320,14 +325,26 @@ def run_arms(arms: list[Arm], trees: dict[str, Path], videos: int, rounds: int, 
 
 
 def speed_table(results: list[ArmResult], batch: int) -> str:
-    old = {r.arm.variant: r.times.samples_per_s(batch) for r in results if r.arm.tree == "old"}
+    """Speed of every arm, against the old arm of its variant on one thread (the issue's
+    "today") and, for a multi-thread arm, against the old arm on as many threads."""
+    old = {
+        (r.arm.variant, r.arm.threads): r.times.samples_per_s(batch)
+        for r in results
+        if r.arm.tree == "old"
+    }
     rows = []
     for r in results:
         t, speed = r.times, r.times.samples_per_s(batch)
-        speedup = f"{speed / old[r.arm.variant]:.2f}x" if r.arm.variant in old else ""
+        one = old.get((r.arm.variant, 1))
+        same = old.get((r.arm.variant, r.arm.threads))
+        vs_one = f"{speed / one:.2f}x" if one else ""
+        vs_same = f"{speed / same:.2f}x" if same and r.arm.threads > 1 else ""
         data_s, step_s = statistics.mean(t.data_s), statistics.mean(t.step_s)
-        rows.append([r.arm.name, f"{data_s:.3f}", f"{step_s:.2f}", f"{speed:.2f}", speedup])
-    return md_table(["arm", "data s/step", "step s/step", "samples/s", "speed-up vs old"], rows)
+        rows.append([r.arm.name, str(r.arm.threads), f"{data_s:.3f}", f"{step_s:.2f}",
+                     f"{speed:.2f}", vs_one, vs_same])  # fmt: skip
+    header = ["arm", "threads", "data s/step", "step s/step", "samples/s",
+              "speed-up vs old, 1 thread", "vs old, same threads"]  # fmt: skip
+    return md_table(header, rows)
 
 
 def profile_table(results: list[ArmResult]) -> str:
@@ -362,6 +379,13 @@ def main() -> int:
     parser.add_argument("--videos", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4, help="speed: half epochs per arm")
     parser.add_argument("--steps", type=int, default=20, help="losses: steps per arm")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="speed: full-small arms on these thread counts (1 is always run)",
+    )
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "train_step.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -380,6 +404,11 @@ def main() -> int:
                 Arm("old tpsmm-small", "old", "tpsmm"),
                 Arm("new tpsmm-small", "new", "tpsmm"),
             ]
+            for n in sorted(set(args.threads) - {1}):
+                arms += [
+                    Arm(f"old full-small, {n} threads", "old", "full", threads=n),
+                    Arm(f"new full-small, {n} threads", "new", "full", threads=n),
+                ]
             steps = args.videos * pairs // batch // 2  # half an epoch per round
             results = run_arms(arms, trees, args.videos, args.rounds, steps, not args.no_profile)
         else:
@@ -400,7 +429,7 @@ def main() -> int:
         "command": " ".join(["python", "bench/train_step.py", *sys.argv[1:]]),
         "baseline": args.baseline,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average "
-                   f"{os.getloadavg()[0]:.1f} at the end, 1 torch thread per arm",
+                   f"{os.getloadavg()[0]:.1f} at the end, torch threads per arm as named",
         "seconds": round(seconds, 1),
         "videos": args.videos, "pairs_per_video": pairs, "batch": batch,
         "arms": [dataclasses.asdict(r) for r in results],
@@ -423,6 +452,13 @@ def main() -> int:
               f"(median of rounds {speed['speedup_full_small_median_round']:.2f}x); "
               f"step time full/tpsmm: old {speed['full_over_tpsmm_old']:.2f}, "
               f"new {speed['full_over_tpsmm_new']:.2f}")  # fmt: skip
+        for n in sorted(set(args.threads) - {1}):
+            multi = by[f"new full-small, {n} threads"].times.samples_per_s(batch)
+            speed[f"speedup_full_small_{n}_threads_vs_old_1"] = multi / old.times.samples_per_s(
+                batch
+            )
+            print(f"new full-small on {n} threads / old on 1: "
+                  f"{speed[f'speedup_full_small_{n}_threads_vs_old_1']:.2f}x")  # fmt: skip
         if not args.no_profile:
             print(profile_table(results))
     else:
