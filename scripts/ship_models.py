@@ -4,6 +4,9 @@ Large weight files are stored as float16: the shipped models must fit in the rep
 (< 80 MiB in all), and every loader copies weights into its float32 parameters
 (``load_state_dict`` casts), so inference is unchanged apart from the rounding of the weights
 themselves (relative 5e-4). Small files stay float32. Folders are replaced, never piled up.
+``--int8`` stores the weight matrices of the named folders as int8 with one scale per output
+channel instead (half of float16; :func:`pgmm.checkpoint.quantize_int8`), for a model whose card
+reports its scores as stored.
 
 Example (the commands behind models/ are in each MODEL_CARD.md)::
 
@@ -21,12 +24,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from pgmm.checkpoint import quantize_int8
+
 ROOT = Path(__file__).resolve().parents[1]
 HALF_ABOVE_BYTES = 2**20  # only P_e (0.7 MB) stays float32
 KEEP = ("MODEL_CARD.md",)  # hand-written files that survive a re-ship
 
 
-def ship(name: str, source: Path, models: Path) -> int:
+def ship(name: str, source: Path, models: Path, int8: bool = False) -> int:
     if not source.is_dir():
         raise SystemExit(f"not a model folder: {source}")
     target = models / name
@@ -37,11 +42,14 @@ def ship(name: str, source: Path, models: Path) -> int:
     for path in tmp.rglob("*.safetensors"):
         if path.stat().st_size > HALF_ABOVE_BYTES:
             state = load_file(str(path))
+            if int8:
+                state = quantize_int8(state)
             half = {
                 k: v.half() if v.is_floating_point() and v.dtype == torch.float32 else v
                 for k, v in state.items()
             }
-            save_file(half, str(path), metadata={"format": "pt", "stored_as": "float16"})
+            stored = "int8" if int8 else "float16"
+            save_file(half, str(path), metadata={"format": "pt", "stored_as": stored})
     for k, text in kept.items():
         (tmp / k).write_text(text)
     shutil.rmtree(target, ignore_errors=True)
@@ -54,10 +62,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("items", nargs="+", help="NAME=SOURCE_FOLDER, e.g. pgmm/full-small=DIR")
     parser.add_argument("--models", type=Path, default=ROOT / "models")
+    parser.add_argument(
+        "--int8", action="store_true", help="store these folders' weight matrices as int8"
+    )
     args = parser.parse_args()
     for item in args.items:
         name, _, source = item.partition("=")
-        size = ship(name, Path(source), args.models)
+        size = ship(name, Path(source), args.models, int8=args.int8)
         print(f"models/{name}: {size / 2**20:.1f} MiB")
     total = sum(p.stat().st_size for p in args.models.rglob("*") if p.is_file())
     print(f"models/ total: {total / 2**20:.1f} MiB")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from pgmm.pose import layout as L
 from text2pose.data import G2PData
@@ -27,7 +28,9 @@ from text2pose.dictionary import (
     build_dictionary,
     medoid,
     min_jerk,
+    pack_cores,
     resample,
+    unpack_cores,
 )
 from text2pose.pipeline import PIPELINE_NAME, TextToPose, load_g2p
 
@@ -207,6 +210,47 @@ def test_save_load_round_trip(model: GlossDictionary, tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "dict" / "config.json").read_text())
     assert meta["model_type"] == "GlossDictionary" and meta["language"] == "de"
     assert model.cores.shape[1] == L.NUM_WHOLEBODY - len(UNLABELLED)  # only labelled joints
+
+
+def test_packed_clips_are_as_fine_as_float16() -> None:
+    """uint8 steps above each clip's own minimum: within half a step (a clip spanning 0.3 of
+    the frame: 6e-4) of the float clip, finer than float16 itself is near 1 (ulp 9.8e-4); one
+    byte a value plus one float16 frame a clip (the minimum), against two bytes a value."""
+    rng = np.random.default_rng(0)
+    clips = [
+        (rng.uniform(0.2, 0.9, (1, 40, 2)) + rng.uniform(-0.15, 0.15, (n, 40, 2))).astype(
+            np.float32
+        )
+        for n in (1, 9, 14)
+    ]
+    arrays = pack_cores(clips)
+    frames = unpack_cores(arrays)
+    for clip, a, b, step in zip(clips, arrays["offsets"], arrays["offsets"][1:],
+                                arrays["cores_step"], strict=False):  # fmt: skip
+        assert np.all(np.abs(frames[a:b] - clip) <= step / 2 + 1e-6)
+        assert step.max() <= 0.3 / 255 + 1e-6
+    stored = sum(arrays[k].nbytes for k in ("cores_q", "cores_low", "cores_step"))
+    assert stored == (24 + 3 * 2) * 40 * 2 + 3 * 2 * 4
+
+
+def test_float16_folders_from_before_the_packing_still_load(
+    model: GlossDictionary, tmp_path: Path
+) -> None:
+    """A folder written with ``cores`` float16 (stop 36 and before) loads, packed on the way
+    in, generates what it did to within a quantisation step, and saves in the packed form."""
+    folder = model.save_pretrained(tmp_path / "new")
+    arrays = load_file(str(folder / "model.safetensors"))
+    legacy = {k: v for k, v in arrays.items() if not k.startswith("cores_")}
+    legacy["cores"] = model.cores.astype(np.float16)
+    save_file(legacy, str(folder / "model.safetensors"))
+    old = GlossDictionary.from_pretrained(folder)
+    assert "cores" not in old.arrays and old.arrays["cores_q"].dtype == np.uint8
+    assert np.abs(old.cores - model.cores).max() < 2e-3
+    glosses = [["A", "C", "B"]]
+    for a, b in zip(model.generate(glosses), old.generate(glosses), strict=True):
+        assert a.data.shape == b.data.shape and np.abs(a.data - b.data).max() < 2e-3
+    again = GlossDictionary.from_pretrained(old.save_pretrained(tmp_path / "again"))
+    np.testing.assert_array_equal(again.cores, old.cores)
 
 
 def test_corrupt_folder_is_a_clear_error(model: GlossDictionary, tmp_path: Path) -> None:

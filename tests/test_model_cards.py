@@ -184,7 +184,8 @@ def test_renderer_card(name: str, shared_data: Path) -> None:
             rf"evaluator hand keypoint error {NUMBER} \(evaluator hand PCK@0\.05 {NUMBER}\)",
         )
     )
-    # The evaluator's reading is of the shipped float16 file: only the card's rounding.
+    # The evaluator's reading is of the shipped file (float16; tpsmm-small int8): only the
+    # card's rounding.
     m = renderer_metrics(name, int(videos), int(frames), shared_data, reader="evaluator")
     assert m["ke_hands"] == pytest.approx(ev_ke, abs=0.0005)
     assert m["pck_hands"] == pytest.approx(ev_pck, abs=0.005)

@@ -41,6 +41,11 @@ each core is resampled in time to its planned length. A gloss never seen in trai
 previous pose for the pooled transition + core length: it keeps the sentence's rhythm and
 signs nothing rather than a wrong sign.
 
+Storage: each clip is kept as uint8 steps above its own per-joint minimum (float16), one step
+size per clip and axis. A clip spans a small part of the frame, so the steps (about 4e-4 of
+the frame) are as fine as float16's own rounding near 1 and the file is 40 % smaller -- room
+in the < 80 MiB of ``models/``.
+
 Caveat: SynthSigner itself builds sentences from per-gloss signs joined by minimum-jerk
 transitions, so this family is favoured by construction on our data; on real signing a
 dictionary of citation forms loses the context-dependent changes of a sign.
@@ -176,6 +181,37 @@ def resample(frames: np.ndarray, count: int, centres: bool = False) -> np.ndarra
     return frames[lo] * (1.0 - w) + frames[hi] * w
 
 
+def pack_cores(clips: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Clips ``(n_i, J, 2)`` -> the stored arrays: ``offsets`` (G + 1,) int64, ``cores_q``
+    (F, J, 2) uint8, ``cores_low`` (G, J, 2) float16 (each clip's per-joint minimum, rounded
+    down so every step count is >= 0) and ``cores_step`` (G, 2) float32."""
+    quantized, lows, steps = [], [], []
+    for clip in clips:
+        clip = np.asarray(clip, np.float32)
+        low = clip.min(0).astype(np.float16)
+        above = low.astype(np.float32) > clip.min(0)
+        low[above] = np.nextafter(low[above], np.float16(-np.inf))
+        span = clip - low.astype(np.float32)
+        step = np.maximum(span.max((0, 1)) / 255.0, 1e-8).astype(np.float32)
+        quantized.append(np.clip(np.round(span / step), 0, 255).astype(np.uint8))
+        lows.append(low)
+        steps.append(step)
+    return {
+        "offsets": np.concatenate([[0], np.cumsum([len(c) for c in clips])]).astype(np.int64),
+        "cores_q": np.concatenate(quantized),
+        "cores_low": np.stack(lows),
+        "cores_step": np.stack(steps),
+    }
+
+
+def unpack_cores(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The ``(F, J, 2)`` float32 clip frames of :func:`pack_cores`' arrays."""
+    clip = np.repeat(np.arange(len(arrays["cores_low"])), np.diff(arrays["offsets"]))
+    step = arrays["cores_step"].astype(np.float32)[clip][:, None, :]
+    low = arrays["cores_low"].astype(np.float32)[clip]
+    return arrays["cores_q"].astype(np.float32) * step + low
+
+
 def transition_share(profile: np.ndarray, threshold: float) -> float:
     """Where the transition of a gloss ends, as a fraction of its segment.
 
@@ -218,29 +254,36 @@ class GlossDictionary:
         vocab: GlossVocab,
         arrays: dict[str, np.ndarray],
     ) -> None:
-        """``arrays``: ``cores`` (F, J, 2) float16, ``offsets`` (G + 1,) int64 into the cores,
-        ``core_frames``, ``transition_frames`` and ``length_bias`` (G,) (each gloss's term in
-        the sentence-length model), ``joints`` (J,) the whole-body joints stored, ``rest``
-        (133, 2) the rest pose (also fills joints not stored)."""
+        """``arrays``: the clips as :func:`pack_cores` stores them (``offsets``, ``cores_q``,
+        ``cores_low``, ``cores_step``), ``core_frames``, ``transition_frames`` and
+        ``length_bias`` (G,) (each gloss's term in the sentence-length model), ``joints`` (J,)
+        the whole-body joints stored, ``rest`` (133, 2) the rest pose (also fills joints not
+        stored). Folders from before the packing hold ``cores`` (F, J, 2) float16 instead; they
+        are packed here, so a model always saves what it generates from."""
         self.config, self.timing, self.vocab = config, timing, vocab
         glosses = len(vocab) - len(GlossVocab.SPECIALS)
+        joints = np.asarray(arrays.get("joints", np.zeros(0)), np.int64)
+        offsets = np.asarray(arrays.get("offsets", np.zeros(1)), np.int64)
+        if "cores" in arrays:  # the float16 layout of stop 36 and before
+            old = np.asarray(arrays["cores"])
+            if old.ndim != 3 or offsets[-1] != len(old) or (np.diff(offsets) < 1).any():
+                raise ValueError("dictionary offsets must rise from 0 to the number of core frames")
+            clips = [old[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+            arrays = {k: v for k, v in arrays.items() if k != "cores"} | pack_cores(clips)
+        frames = len(arrays["cores_q"]) if "cores_q" in arrays else 0
         expect = {"offsets": (glosses + 1,), "core_frames": (glosses,),
                   "transition_frames": (glosses,), "length_bias": (glosses,),
-                  "rest": (L.NUM_WHOLEBODY, 2)}  # fmt: skip
+                  "rest": (L.NUM_WHOLEBODY, 2), "cores_q": (frames, len(joints), 2),
+                  "cores_low": (glosses, len(joints), 2), "cores_step": (glosses, 2)}  # fmt: skip
         for name, shape in expect.items():
             if name not in arrays or arrays[name].shape != shape:
                 found = arrays[name].shape if name in arrays else "missing"
                 raise ValueError(f"dictionary array {name!r}: expected {shape}, got {found}")
-        joints = np.asarray(arrays["joints"], np.int64)
-        cores = arrays["cores"]
-        if cores.ndim != 3 or cores.shape[1:] != (len(joints), 2):
-            raise ValueError(f"dictionary cores must be (F, {len(joints)}, 2), got {cores.shape}")
-        offsets = np.asarray(arrays["offsets"], np.int64)
-        if offsets[0] != 0 or offsets[-1] != len(cores) or (np.diff(offsets) < 1).any():
+        if offsets[0] != 0 or offsets[-1] != frames or (np.diff(offsets) < 1).any():
             raise ValueError("dictionary offsets must rise from 0 to the number of core frames")
         self.arrays = arrays
         self.joints, self.offsets = joints, offsets
-        self.cores = cores.astype(np.float32)
+        self.cores = unpack_cores(arrays)
         self.core_frames = arrays["core_frames"].astype(np.float64)
         self.transition_frames = arrays["transition_frames"].astype(np.float64)
         self.length_bias = arrays["length_bias"].astype(np.float64)
@@ -574,8 +617,7 @@ def build_dictionary(data: G2PData, config: DictionaryConfig | None = None) -> G
     firsts = [corpus.frames(k, 0, 1) for k in range(min(len(data), config.medoid_candidates))]
     rest = firsts[medoid([f[:, joints] for f in firsts], 1, np.ones(len(joints)))][0]
     arrays = {
-        "cores": np.concatenate(cores).astype(np.float16),
-        "offsets": np.concatenate([[0], np.cumsum([len(c) for c in cores])]).astype(np.int64),
+        **pack_cores(cores),
         "core_frames": np.asarray(core_frames, np.float16),
         "transition_frames": np.asarray(trans_frames, np.float16),
         "length_bias": np.zeros(len(core_frames), np.float16),

@@ -18,14 +18,13 @@ import torch
 from safetensors.torch import load_file, save
 from transformers import MarianConfig, MarianMTModel
 
-from pgmm.checkpoint import DictConfig, atomic_write
+from pgmm.checkpoint import DictConfig, atomic_write, dequantize_int8, quantize_int8
 from pgmm.metrics.wer import edit_counts
 from text2pose.normalize import normalize_sentence
 from text2pose.tokenizer import BOS, EOS, PAD, Tokenizer, pad_ids
 
 CONFIG_NAME, WEIGHTS_NAME = "t2g_config.json", "t2g.safetensors"
 DECODINGS = ("beam", "mbr")
-SCALE_SUFFIX = ":int8_scale"
 SRC_TOKENIZER, GLOSS_TOKENIZER = "text.spm", "gloss.spm"
 
 
@@ -222,7 +221,7 @@ class TextToGloss(torch.nn.Module):
                 if k not in skip
             }
             if int8:
-                state = _quantize(state)
+                state = quantize_int8(state)
             atomic_write(directory / weights_name(index), save(state, {"format": "pt"}))
         self.text_tok.save(directory / SRC_TOKENIZER)
         self.gloss_tok.save(directory / GLOSS_TOKENIZER)
@@ -248,7 +247,7 @@ class TextToGloss(torch.nn.Module):
             if not path.is_file():
                 raise FileNotFoundError(f"text-to-gloss model incomplete: {path}")
             try:
-                state = _dequantize(load_file(str(path)))
+                state = dequantize_int8(load_file(str(path)))
             except Exception as e:  # safetensors raises its own types on corrupt bytes
                 raise ValueError(f"{path}: unreadable weights ({e})") from e
             missing, unexpected = member.load_state_dict(state, strict=False)
@@ -282,33 +281,6 @@ def minimum_bayes_risk(candidates: list[list[str]], weights: list[float]) -> int
         for hyp in candidates
     ]
     return risk.index(min(risk))
-
-
-def _quantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Symmetric int8 per row for every matrix; ``KEY{SCALE_SUFFIX}`` holds the row scales."""
-    out = {}
-    for key, value in state.items():
-        if value.dim() < 2 or not value.is_floating_point():
-            out[key] = value
-            continue
-        rows = value.float().flatten(1)
-        scale = rows.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127
-        out[key] = (rows / scale).round().clamp(-127, 127).to(torch.int8).view_as(value)
-        out[key + SCALE_SUFFIX] = scale.squeeze(1)
-    return out
-
-
-def _dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Float weights of a state ``_quantize`` wrote (a float state passes unchanged)."""
-    out = {}
-    for key, value in state.items():
-        if key.endswith(SCALE_SUFFIX):
-            continue
-        if value.dtype == torch.int8:
-            scale = state[key + SCALE_SUFFIX].float()
-            value = (value.float().flatten(1) * scale.unsqueeze(1)).view_as(value)
-        out[key] = value
-    return out
 
 
 def _log_likelihood(
