@@ -442,9 +442,11 @@ def _half_written(run: Path) -> None:
     (root / ".tmp").mkdir(exist_ok=True)
     (root / ".tmp" / "model.safetensors").write_bytes(b"half a checkpoint")
     # The swap's first rename, not its second (a SIGKILL after an earlier swap may have left
-    # a stale .old, which the swap deletes first).
-    shutil.rmtree(root / ".old", ignore_errors=True)
-    (root / "last").replace(root / ".old")
+    # a stale .old, which the swap deletes first). If the SIGKILL itself fell between the two
+    # renames, ``last`` is already gone and ``.old`` holds the checkpoint: that is this state.
+    if (root / "last").exists():
+        shutil.rmtree(root / ".old", ignore_errors=True)
+        (root / "last").replace(root / ".old")
 
 
 def _stop_kinds(launch: Callable[..., Run], run: Path, rerun: bool) -> dict[str, int]:
