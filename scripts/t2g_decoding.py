@@ -18,6 +18,8 @@ sentences: a constraint).
         --g2p models/text2pose/de/g2p --recognizer models/recognizer/de --length DIR
     python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g outputs/t2g_ens/de_s1/model \
         --lang de --setting 5,1.0,2,mbr,1.0 --write outputs/t2g_ens/de_2 --int8
+    python scripts/t2g_decoding.py --t2g models/text2pose/de/t2g outputs/t2g_ens/de_s4/model \
+        --members 0 1 2 4 --lang de --g2p models/text2pose/de/g2p --recognizer models/recognizer/de
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ def main() -> int:
         help="save the --t2g folder(s) with the single --setting as one T2G folder DIR and stop",
     )  # fmt: skip
     parser.add_argument(
+        "--members", type=int, nargs="+", metavar="I",
+        help="keep only these members of the pooled --t2g folders (0-based, in folder order)",
+    )  # fmt: skip
+    parser.add_argument(
         "--int8", action="store_true", help="with --write: int8 weights (a quarter of float32)"
     )
     parser.add_argument(
@@ -113,11 +119,11 @@ def main() -> int:
     if args.write is not None:
         if len(grid) != 1:
             parser.error("--write needs exactly one --setting")
-        model = TextToGloss.ensemble(models, **asdict(grid[0]))
+        model = TextToGloss.ensemble(models, args.members, **asdict(grid[0]))
         model.save_pretrained(args.write, int8=args.int8)
-        print(f"{args.write}: {len(models)} member(s), {grid[0]}, int8={args.int8}")
+        print(f"{args.write}: {model.config.members} member(s), {grid[0]}, int8={args.int8}")
         return 0
-    model = TextToGloss.ensemble(models)
+    model = TextToGloss.ensemble(models, args.members)
     pairs = corpus_pairs(args.lang, args.split)
     texts, gold = [t for t, _ in pairs], [list(g) for _, g in pairs]
     path = None
@@ -132,6 +138,7 @@ def main() -> int:
         length = None if args.length is None else SentenceLength.from_pretrained(args.length)
         path = (g2p, recognizer, length, [len(p) for p in data.poses[: len(pairs)]])
     folders = " + ".join(f"`{f}`" for f in args.t2g)
+    folders += "" if args.members is None else f", members {args.members}"
     print(f"**{args.lang} {args.split}** ({len(pairs)} sentences; {folders})\n")
     header = "beams | length penalty | no-repeat n-gram | decoding | gloss WER ↓ | BLEU-4 ↑"
     header += " | length ratio | s"

@@ -359,6 +359,15 @@ def test_ensemble_decodes_saves_and_loads(overfit, shared_data, tmp_path) -> Non
             assert torch.equal(x, y)
     assert again.translate_normalized(texts) == ensemble.translate_normalized(texts)
     assert len(TextToGloss.ensemble([again, first]).members) == 3  # an ensemble brings all
+    # keep: a subset of the pooled members, in the order given (member 1 is the perturbed one)
+    swapped = TextToGloss.ensemble([again, first], keep=[2, 1])
+    assert swapped.config.members == 2
+    pooled = [*again.members, *first.members]
+    for mine, theirs in zip(swapped.members, [pooled[2], pooled[1]], strict=True):
+        for x, y in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True):
+            assert torch.equal(x, y)
+    with pytest.raises(ValueError, match="pooled members"):
+        TextToGloss.ensemble([again, first], keep=[3])
     (tmp_path / "ens" / weights_name(1)).unlink()
     with pytest.raises(FileNotFoundError, match="incomplete"):
         TextToGloss.from_pretrained(tmp_path / "ens")

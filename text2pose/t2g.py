@@ -186,15 +186,23 @@ class TextToGloss(torch.nn.Module):
         return self.translate_normalized(norm, num_beams)
 
     @classmethod
-    def ensemble(cls, models: list[TextToGloss], **decoding: Any) -> TextToGloss:
+    def ensemble(
+        cls, models: list[TextToGloss], keep: list[int] | None = None, **decoding: Any
+    ) -> TextToGloss:
         """One T2G decoding with every member of ``models`` (same recipe, other seeds; an
         ensemble brings all its members). Their tokenizers must be the same (the recipe trains
         them deterministically from the data), since candidates are pooled as token ids.
-        ``decoding`` overrides config fields."""
+        ``keep``: indices into that pooled member list, to build a subset (e.g. to swap one
+        shipped member for a new one without loading the rest twice). ``decoding`` overrides
+        config fields."""
         first = models[0]
         if len({(m.text_tok.proto, m.gloss_tok.proto) for m in models}) > 1:
             raise ValueError("ensemble members must share their tokenizers")
         members = [member for model in models for member in model.members]
+        if keep is not None:
+            if not keep or any(not 0 <= i < len(members) for i in keep):
+                raise ValueError(f"keep must index the {len(members)} pooled members, got {keep}")
+            members = [members[i] for i in keep]
         config = replace(first.config, **{**decoding, "members": len(members)})
         out = cls(config, first.text_tok, first.gloss_tok)
         for target, member in zip(out.members, members, strict=True):
