@@ -20,8 +20,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/slp demo --out outputs/demo
 
-# mypy checks the modules listed under [tool.mypy] in pyproject.toml (the list grows as more
-# of the tree is clean).
+# mypy checks the packages listed under [tool.mypy] in pyproject.toml (all four).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

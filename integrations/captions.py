@@ -153,7 +153,7 @@ def parse_vtt(text: str, language: str | None = None) -> list[Cue]:
         raise CaptionError(f"malformed WebVTT cue: {exc}") from exc
     raw = [
         (i, _timestamp_s(cap.start_time), _timestamp_s(cap.end_time), cap.raw_text)
-        for i, cap in enumerate(captions, start=1)
+        for i, cap in enumerate(captions.captions, start=1)
     ]
     return _finish(raw, language, "WebVTT")
 

@@ -34,11 +34,11 @@ import math
 import os
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import closing
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from itertools import chain
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import av
 import numpy as np
@@ -98,7 +98,7 @@ def sign_track(
     num_frames: int,
     log: TimingLog,
     progress: bool = False,
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """Yield the sign track as uint8 ``(n, H, W, 3)`` chunks, ``num_frames`` frames at ``fps``.
 
     ``cues`` must be ordered and start on distinct instants, as ``captions.load_captions`` returns
@@ -210,11 +210,27 @@ def _retime(
     return index, step * ratio, length
 
 
+T = TypeVar("T")
+
+
+@contextmanager
+def _closed_after(stream: Iterator[T]) -> Generator[Iterator[T], None, None]:
+    """``contextlib.closing`` for any iterator: a renderer's generator is closed on exit (it
+    stops rendering the rest of a cue cut short), and a plain iterator, which has no
+    ``close``, is left alone instead of failing on exit."""
+    try:
+        yield stream
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
 def _collect(renderer: SignRenderer, cue: Cue, limit: int) -> tuple[np.ndarray, bool]:
     """The cue's clip (at most ``limit`` frames) and whether the renderer had more."""
     height, width = renderer.size
     chunks, count = [np.zeros((0, height, width, 3), np.uint8)], 0
-    with closing(iter(renderer.render(cue.text, cue.language))) as stream:
+    with _closed_after(iter(renderer.render(cue.text, cue.language))) as stream:
         for chunk in stream:
             chunks.append(_check_frames(chunk, height, width, "render"))
             count += len(chunk)
@@ -417,7 +433,7 @@ def _audio_stream(
 
 
 def _timed(
-    packets: Iterable[av.Packet], streams: dict[int, av.stream.Stream], offset_s: float
+    packets: Iterable[av.Packet], streams: Mapping[int, av.stream.Stream], offset_s: float
 ) -> Iterator[tuple[float, av.Packet]]:
     """Packets re-targeted to ``streams[input index]``, shifted by ``offset_s``, keyed by
     decode time in seconds."""

@@ -38,7 +38,7 @@ import numbers
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from fractions import Fraction
@@ -52,6 +52,7 @@ from av.stream import Disposition
 from av.video.reformatter import (
     ColorPrimaries,
     ColorRange,
+    Colorspace,
     ColorTrc,
     Interpolation,
     VideoReformatter,
@@ -143,7 +144,7 @@ def probe(path: PathLike) -> VideoInfo:
     return _probe_file(path, _DEFAULT_FPS)
 
 
-def iter_frames(path: PathLike, size: Size = None) -> Iterator[np.ndarray]:
+def iter_frames(path: PathLike, size: Size = None) -> Generator[np.ndarray, None, None]:
     """Yield ``(H, W, 3)`` uint8 RGB frames of a video file or image folder, one at a time.
 
     ``size`` is ``None`` (native), ``S`` (resize to SxS) or ``(width, height)``; resizing uses
@@ -249,7 +250,9 @@ def _load_image(path: Path) -> np.ndarray:
         raise VideoError(f"{path}: unreadable image ({_one_line(exc)})") from exc
 
 
-def _iter_images(images: list[Path], target: tuple[int, int] | None) -> Iterator[np.ndarray]:
+def _iter_images(
+    images: list[Path], target: tuple[int, int] | None
+) -> Generator[np.ndarray, None, None]:
     first_shape = None
     for image_path in images:
         frame = _resize(_load_image(image_path), target)
@@ -279,7 +282,7 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.Vide
     # Cover art in audio files is exposed as a one-frame "video" stream; it is not a video.
     streams = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
     if not streams:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        kinds: list[str] = sorted({s.type for s in container.streams}) or ["none"]
         raise VideoError(f"{path}: no video stream (streams: {', '.join(kinds)})")
     stream = streams[0]
     if stream.codec_context is None:
@@ -305,7 +308,9 @@ def _probe_file(path: Path, default_fps: float) -> VideoInfo:
         return VideoInfo(ctx.width, ctx.height, fps, int(num_frames), ctx.name)
 
 
-def _iter_video(path: Path, target: tuple[int, int] | None) -> Iterator[np.ndarray]:
+def _iter_video(
+    path: Path, target: tuple[int, int] | None
+) -> Generator[np.ndarray, None, None]:
     with _open_input(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
@@ -514,7 +519,7 @@ class VideoWriter:
             yuv = self._reformatter.reformat(
                 rgb,
                 format="yuv420p",
-                dst_colorspace="ITU709",
+                dst_colorspace=Colorspace.ITU709,
                 dst_color_range="MPEG",
                 interpolation=_SWS_FLAGS,
             )

@@ -289,6 +289,31 @@ def test_renderer_is_not_asked_for_frames_that_cannot_be_shown() -> None:
     assert log[0]["frames"] == 50 and log[0]["speed"] == MAX_SPEED
 
 
+def test_renderer_may_return_a_list_and_a_cut_generator_is_closed() -> None:
+    """A renderer may hand back any iterable of chunks (a list has no ``close``, which
+    ``contextlib.closing`` would call); a generator cut short is closed at once."""
+
+    class Listing(BoxRenderer):
+        def render(self, text: str, language: str) -> Iterator[np.ndarray]:
+            return iter(list(super().render(text, language)))
+
+    log = plan([cue(1, 0.0, 2.0, "hallo")], Listing(), 25.0, 3.0)
+    assert log[0]["frames"] > 0
+    closed = []
+
+    class Endless(BoxRenderer):
+        def render(self, text: str, language: str) -> Iterator[np.ndarray]:
+            try:
+                while True:
+                    yield np.full((8, *self.size, 3), 200, np.uint8)
+            finally:
+                closed.append(text)
+
+    with pytest.warns(TrackWarning, match="trimmed"):
+        plan([cue(1, 0.0, 1.0, "x")], Endless(), 25.0, 2.0)
+    assert closed == ["x"]
+
+
 def test_bad_renderer_output_is_reported() -> None:
     class Wrong(BoxRenderer):
         def render(self, text: str, language: str) -> Iterator[np.ndarray]:

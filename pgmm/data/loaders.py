@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -118,8 +118,9 @@ class SignVideoDataset(Dataset):
     pose registration live here so they are identical for every corpus.
     """
 
-    name: ClassVar[str] = "dataset"
-    layout: ClassVar[str] = ""  # one sentence describing the expected tree, used in errors
+    # Class-level defaults; FrameCache takes its wrapped dataset's on the instance.
+    name: str = "dataset"
+    layout: str = ""  # one sentence describing the expected tree, used in errors
 
     def __init__(self, root: str | Path, split: str = "train", size: int = 128) -> None:
         if split not in SPLITS:
@@ -208,6 +209,13 @@ class SignVideoDataset(Dataset):
         data[..., 1] = (data[..., 1] * height - top) / side
         size = size or self.size
         return PoseSequence(data, pose.fps, pose.layout, size, size)
+
+    def require_poses(self, i: int, size: int | None = None) -> PoseSequence:
+        """:meth:`load_poses` for a caller that cannot go on without them (a labelled clip)."""
+        poses = self.load_poses(i, size)
+        if poses is None:
+            raise ValueError(f"{self.name} video {i} ({self.records[i].id}) has no poses")
+        return poses
 
     def load_video(self, i: int) -> tuple[np.ndarray, PoseSequence | None]:
         """Record ``i``'s frames and poses, checked to pair 1:1 (a mismatch means a stale or
@@ -305,7 +313,7 @@ def _read_table(path: Path, required: Sequence[str], delimiter: str) -> list[tup
     The '|'-separated corpus files are read without quote handling: German and Chinese
     sentences contain '"' characters that are text, not CSV quoting.
     """
-    quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
+    quoting: Literal[0, 3] = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
     rows: list[tuple[int, dict]] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -600,9 +608,9 @@ class WLASL(SignVideoDataset):
             min(max(x1 / w, 0.0), 1.0), min(max(y1 / h, 0.0), 1.0),
         )  # fmt: skip
         # WLASL frames are 1-based and inclusive; frame_end -1 means "to the end of the video".
-        begin, end = max(start - 1, 0), (end if end > 0 else None)
+        begin, last = max(start - 1, 0), (end if end > 0 else None)
         total = info.num_frames or None  # 0: the container does not say
-        stop = end if total is None else min(end or total, total)
+        stop = last if total is None else min(last or total, total)
         return VideoRecord(
             id=str(inst["video_id"]),
             split=self.split,
@@ -613,7 +621,7 @@ class WLASL(SignVideoDataset):
             language="ase",
             num_frames=None if stop is None else max(stop - begin, 0),
             bbox=bbox,
-            frame_range=None if begin == 0 and end is None else (begin, end),
+            frame_range=None if begin == 0 and last is None else (begin, last),
         )
 
 

@@ -13,10 +13,10 @@ body at all is kept, all-zero confidence, so frames and labels stay aligned 1:1.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -119,9 +119,7 @@ def label_video(
     info = probe(path)
     total = info.num_frames if max_frames is None else min(max_frames, info.num_frames)
     frames: list[np.ndarray] = []
-    # iter_frames is a generator (closable) though annotated as an Iterator.
-    frame_stream = cast(Generator[np.ndarray, None, None], iter_frames(path))
-    with holistic() as graph, closing(frame_stream) as stream:
+    with holistic() as graph, closing(iter_frames(path)) as stream:
         bar = progress_bar(
             stream, total=total, unit="frame", desc="labelling", disable=not progress
         )

@@ -301,9 +301,9 @@ def adapt_signer(
     train = LabelledClip(video, labels_path, "train", size, split.train)
     val = LabelledClip(video, labels_path, "dev", size, split.validation)
     test = LabelledClip(video, labels_path, "test", size, split.test)
-    val_frames, val_poses = val.load_frames(0), val.load_poses(0).data
-    test_frames, test_poses = test.load_frames(0), test.load_poses(0).data
-    source, source_pose = train.load_frames(0)[0], train.load_poses(0).data[0]
+    val_frames, val_poses = val.load_frames(0), val.require_poses(0).data
+    test_frames, test_poses = test.load_frames(0), test.require_poses(0).data
+    source, source_pose = train.load_frames(0)[0], train.require_poses(0).data[0]
 
     mcfg = dataclasses.replace(
         base.config, loss_weights={**base.config.loss_weights, "pose_distance": 0.0}

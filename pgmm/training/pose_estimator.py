@@ -70,7 +70,7 @@ def evaluate_pck(
     preds, targets = [], []
     for i in range(len(dataset)):
         frames = dataset.load_frames(i)
-        poses = dataset.load_poses(i)
+        poses = dataset.require_poses(i)
         idx = torch.linspace(0, len(frames) - 1, frames_per_video).round().long()
         images = torch.from_numpy(frames[idx.numpy()]).permute(0, 3, 1, 2).float() / 255
         preds.append(model.keypoints(images.to(device)).cpu())

@@ -112,7 +112,9 @@ class RenderedSynthSigner(SignVideoDataset):
         return self.size, self.size
 
     def num_frames(self, i: int) -> int:
-        return self.records[i].num_frames
+        n = self.records[i].num_frames
+        assert n is not None  # every SynthSigner record is built with its length
+        return n
 
     def _poses(self, i: int) -> list[SentencePose]:
         """Video ``i``'s motion: its identity's, then (``cross_identity``) another's."""

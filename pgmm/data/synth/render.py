@@ -25,8 +25,9 @@ _FINGERS = ([1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16], [17, 
 _PALM = [0, 1, 5, 9, 13, 17]
 
 
-def _shade(color: tuple, k: float) -> tuple[int, int, int]:
-    return tuple(min(255, max(0, int(c * k))) for c in color)
+def _shade(color: tuple[int, int, int], k: float) -> tuple[int, int, int]:
+    r, g, b = (min(255, max(0, int(c * k))) for c in color)
+    return (r, g, b)
 
 
 @lru_cache(maxsize=64)
@@ -98,7 +99,7 @@ def _capsule(draw: ImageDraw.ImageDraw, a, b, ra: float, rb: float, fill) -> Non
     )
 
 
-def _pts(p: np.ndarray) -> list[tuple[float, float]]:
+def _pts(p: np.ndarray | list[np.ndarray]) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in p]
 
 
@@ -138,7 +139,7 @@ def _draw_hair(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray, 
         ]
     )
     draw.polygon(_pts(cap), fill=hair)
-    r = np.linalg.norm(right)
+    r = float(np.linalg.norm(right))
     if style == "bun":
         _ellipse(draw, centre + up * 1.75, 0.45 * r, fill=hair)
     elif style == "curly":
@@ -150,7 +151,7 @@ def _draw_hair(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray, 
 def _draw_face(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray) -> None:
     skin = identity.skin
     centre, right, up = _head_frame(face)
-    r = np.linalg.norm(right)
+    r = float(np.linalg.norm(right))
     for k in (0, 16):  # ears
         c = face[k] + (face[k] - centre) * 0.08 - up * 0.05
         _ellipse(draw, c, 0.2 * r, 0.3 * r, fill=_shade(skin, 0.92))
@@ -163,7 +164,7 @@ def _draw_face(draw: ImageDraw.ImageDraw, identity: Identity, face: np.ndarray) 
     for eye in (face[36:42], face[42:48]):
         draw.polygon(_pts(eye), fill=(245, 245, 240))
         c = eye.mean(0)
-        half_h = max(np.linalg.norm(eye[1] - eye[5]), np.linalg.norm(eye[2] - eye[4])) / 2
+        half_h = float(max(np.linalg.norm(eye[1] - eye[5]), np.linalg.norm(eye[2] - eye[4]))) / 2
         ir = 0.085 * r
         ih = min(ir, half_h)
         if ih > 0.01 * r:
@@ -319,6 +320,6 @@ def render_frame(
         side: float(depth[off : off + 21].mean())
         for side, off in (("left", L.LEFT_HAND_OFFSET), ("right", L.RIGHT_HAND_OFFSET))
     }
-    for side in sorted(hand_depth, key=hand_depth.get):
+    for side in sorted(hand_depth, key=lambda s: hand_depth[s]):
         _draw_arm_and_hand(draw, identity, kp, depth * px, side, unit)
     return np.asarray(img.reduce(supersample))
