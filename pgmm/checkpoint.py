@@ -125,9 +125,13 @@ def read_config(
     return meta
 
 
-def quantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def quantize_int8(
+    state: dict[str, torch.Tensor], modules: tuple[str, ...] | None = None
+) -> dict[str, torch.Tensor]:
     """Symmetric int8 with one scale per row (per output channel of a convolution) for every
-    float tensor of two or more dimensions; ``KEY:int8_scale`` holds the scales.
+    float tensor of two or more dimensions; ``KEY:int8_scale`` holds the scales. ``modules``:
+    only the tensors under these top-level modules (e.g. a renderer's motion estimation, whose
+    rounding moves pixels less than the image path's; the rest is left as it is).
 
     A quarter of float32, half of float16: what lets more models fit the < 80 MiB of
     ``models/``. Per-row scales keep a small output channel from being rounded to nothing by a
@@ -135,7 +139,8 @@ def quantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """
     out = {}
     for key, value in state.items():
-        if value.dim() < 2 or not value.is_floating_point():
+        skipped = modules is not None and key.split(".")[0] not in modules
+        if skipped or value.dim() < 2 or not value.is_floating_point():
             out[key] = value
             continue
         rows = value.float().flatten(1)

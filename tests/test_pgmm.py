@@ -187,6 +187,19 @@ def test_int8_folder_loads_within_half_a_step_per_channel(tmp_path: Path) -> Non
     assert (a - b).abs().mean() < 0.01
 
 
+def test_int8_can_be_limited_to_some_modules() -> None:
+    """``--int8-modules`` (the shipped full-small: motion estimation int8, image path float)."""
+    state = tiny("full").state_dict()
+    motion = ("dense_motion", "kp_detector", "bg_motion")
+    quantized = quantize_int8(state, motion)
+    for key, value in state.items():
+        packed = value.dim() >= 2 and value.is_floating_point() and key.split(".")[0] in motion
+        assert (quantized[key].dtype == torch.int8) == packed, key
+        if not packed:
+            assert torch.equal(quantized[key], value), key
+    assert any(k.startswith("generator.") and v.dim() >= 2 for k, v in state.items())
+
+
 def test_wrong_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     tiny("tpsmm").save_pretrained(tmp_path / "tpsmm")
     with pytest.raises(CheckpointError, match="'tpsmm'.*'full'"):
