@@ -137,6 +137,10 @@ def quantize_int8(
     ``models/``. Per-row scales keep a small output channel from being rounded to nothing by a
     large one. Vectors (biases, norms) and integer buffers stay as they are.
     """
+    if modules is not None:
+        unknown = set(modules) - {key.split(".")[0] for key in state}
+        if unknown:
+            raise ValueError(f"no weights under module(s) {sorted(unknown)} to store as int8")
     out = {}
     for key, value in state.items():
         skipped = modules is not None and key.split(".")[0] not in modules

@@ -9,7 +9,9 @@ jittered from the seed, so identities are visually distinct for every seed.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -108,22 +110,20 @@ class Identity:
         return self.id in HELD_OUT_IDENTITIES
 
 
+def rgb(values: Iterable[Any]) -> tuple[int, int, int]:
+    """Three numbers as an ``(r, g, b)`` tuple of Python ints (what Pillow and the type need)."""
+    red, green, blue = (int(v) for v in values)
+    return (red, green, blue)
+
+
 def _jitter(
     rng: np.random.Generator, color: tuple[int, int, int], amount: int
 ) -> tuple[int, int, int]:
-    c = np.clip(np.array(color) + rng.integers(-amount, amount + 1, 3), 0, 255)
-    r, g, b = (int(v) for v in c)
-    return (r, g, b)
-
-
-def _random_rgb(rng: np.random.Generator) -> tuple[int, int, int]:
-    r, g, b = (int(v) for v in rng.integers(0, 256, 3))
-    return (r, g, b)
+    return rgb(np.clip(np.array(color) + rng.integers(-amount, amount + 1, 3), 0, 255))
 
 
 def _mix(a: tuple[int, ...], b: tuple[int, ...], t: float) -> tuple[int, int, int]:
-    red, green, blue = (int(round((1 - t) * x + t * y)) for x, y in zip(a, b, strict=True))
-    return (red, green, blue)
+    return rgb(round((1 - t) * x + t * y) for x, y in zip(a, b, strict=True))
 
 
 def make_identity(identity_id: int, seed: int = 0) -> Identity:
@@ -192,8 +192,8 @@ def random_look(base: Identity, rng: np.random.Generator, look_id: int) -> Ident
         raise ValueError(f"random looks are numbered from {RANDOM_LOOK_IDS}, got {look_id}")
     a, b = rng.integers(0, len(_SKIN), 2)
     skin = _jitter(rng, _mix(_SKIN[a], _SKIN[b], float(rng.uniform())), 10)
-    cloth = _random_rgb(rng)
-    background = _random_rgb(rng)
+    cloth = rgb(rng.integers(0, 256, 3))
+    background = rgb(rng.integers(0, 256, 3))
     return dataclasses.replace(
         base,
         id=look_id,
@@ -201,11 +201,11 @@ def random_look(base: Identity, rng: np.random.Generator, look_id: int) -> Ident
         hair=_jitter(rng, _HAIR[int(rng.integers(len(_HAIR)))], 20),
         hair_style=HAIR_STYLES[int(rng.integers(len(HAIR_STYLES)))],
         cloth=cloth,
-        cloth2=_mix(cloth, _random_rgb(rng), 0.55),
+        cloth2=_mix(cloth, rgb(rng.integers(0, 256, 3)), 0.55),
         pattern=PATTERNS[int(rng.integers(len(PATTERNS)))],
         pattern_scale=float(rng.uniform(0.035, 0.07)),
         background=background,
-        background2=_mix(background, _random_rgb(rng), 0.3),
+        background2=_mix(background, rgb(rng.integers(0, 256, 3)), 0.3),
         background_style=BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))],
         lips=_mix(skin, (170, 60, 70), 0.45),
         iris=_jitter(rng, ((60, 40, 25), (50, 90, 140), (60, 110, 70))[int(rng.integers(3))], 10),

@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pgmm.data.synth.identity import Identity
+from pgmm.data.synth.identity import Identity, rgb
 from pgmm.pose import layout as L
 
 _F = L.FACE_OFFSET
@@ -26,8 +26,7 @@ _PALM = [0, 1, 5, 9, 13, 17]
 
 
 def _shade(color: tuple[int, int, int], k: float) -> tuple[int, int, int]:
-    r, g, b = (min(255, max(0, int(c * k))) for c in color)
-    return (r, g, b)
+    return rgb(min(255, max(0, int(c * k))) for c in color)
 
 
 @lru_cache(maxsize=64)
