@@ -317,7 +317,8 @@ def test_minimum_bayes_risk_picks_the_consensus() -> None:
 
 def test_log_likelihood_is_what_generate_scored(overfit, shared_data) -> None:
     """The ensemble's rescoring must see the same probabilities as the beam search: the summed
-    log-probability of a greedy output equals generate's own transition scores."""
+    log-probability of a greedy output equals generate's own transition scores -- also when the
+    candidates come in another order, several per sentence, each sentence encoded once."""
     out, _ = overfit
     model = TextToGloss.from_pretrained(out / "model")
     texts = [t for t, _ in corpus_pairs("de", "train", shared_data)[:3]]
@@ -332,7 +333,9 @@ def test_log_likelihood_is_what_generate_scored(overfit, shared_data) -> None:
         steps = steps.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         labels[labels == PAD] = -100
         expected = steps.masked_fill(labels == -100, 0).sum(1)
-        assert torch.allclose(_log_likelihood(model.model, batch, labels), expected, atol=1e-4)
+        for owner in (torch.arange(3), torch.tensor([2, 0, 2, 1, 0])):
+            scores = _log_likelihood(model.model, batch, owner, labels[owner])
+            assert torch.allclose(scores, expected[owner], atol=1e-4)
 
 
 def test_ensemble_decodes_saves_and_loads(overfit, shared_data, tmp_path) -> None:
