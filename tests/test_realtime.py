@@ -152,7 +152,22 @@ def test_bench_baseline_is_the_pipeline_before_the_real_time_work(bench: ModuleT
     baseline = bench.SETTINGS[0]
     assert (baseline.first_chunk_frames, baseline.threads, baseline.precision) == (16, 1, "fp32")
     assert len(set(bench.SETTINGS)) == len(bench.SETTINGS)
-    assert bench.FASTEST.threads == 2 and bench.FASTEST.precision == "bf16"
+    fastest = bench.fastest(bench.SETTINGS)
+    assert fastest.threads == 2 and fastest.precision == "bf16"
+
+
+def test_bench_skips_bf16_where_the_cpu_emulates_it(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU without bf16 instructions the bf16 rows time a setting no user gets (``fast``
+    renders float32 there): they are dropped, and the fastest setting left is float32."""
+    monkeypatch.setattr(bench, "cpu_computes_bf16", lambda: False)
+    kept = bench.settings_for("cpu")
+    assert kept[0] == bench.SETTINGS[0] and all(s.precision == "fp32" for s in kept)
+    assert len(kept) == len([s for s in bench.SETTINGS if s.precision == "fp32"])
+    assert bench.fastest(kept).threads == 2
+    monkeypatch.setattr(bench, "cpu_computes_bf16", lambda: True)
+    assert bench.settings_for("cpu") == bench.SETTINGS
 
 
 def test_bench_frame_distance(bench: ModuleType) -> None:
