@@ -166,10 +166,11 @@ class TextToGloss(torch.nn.Module):
         owner = torch.tensor([i for i, pool in enumerate(pools) for _ in pool])
         labels = pad_ids([[*ids, EOS] for pool in pools for ids in pool], -100)
         labels = labels.to(batch["input_ids"].device)
-        owner = owner.to(labels.device)
+        # ``owner`` stays on the host for the per-sentence selection below (``scores`` is there).
+        on_device = owner.to(labels.device)
         log_prob = torch.zeros(len(labels), device=labels.device)
         for member in self.members:
-            log_prob = log_prob + _log_likelihood(member, batch, owner, labels)
+            log_prob = log_prob + _log_likelihood(member, batch, on_device, labels)
         log_prob = log_prob / len(self.members)
         scores = (log_prob / (labels != -100).sum(1) ** self.config.length_penalty).cpu()
         chosen = []
