@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,3 +76,20 @@ def write_report(path: Path, report: dict[str, Any], note: str = "") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {path}{note}")
+
+
+def tree_at(revision: str, changed: tuple[str, ...], into: Path) -> Path:
+    """This tree's ``pgmm`` and ``configs`` copied under ``into``, with the files ``changed``
+    as they were at git ``revision``: the *old* arm of a before/after benchmark, so that only
+    the work that changed those files differs between the arms. A file that did not exist at
+    ``revision`` is removed from the copy."""
+    for folder in ("pgmm", "configs"):
+        shutil.copytree(ROOT / folder, into / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in changed:
+        done = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:{path}"],
+                              capture_output=True)  # fmt: skip
+        if done.returncode == 0:
+            (into / path).write_bytes(done.stdout)
+        else:
+            (into / path).unlink(missing_ok=True)
+    return into

@@ -42,7 +42,6 @@ import dataclasses
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, ROOT, write_report  # noqa: E402
+from common import RESULTS, ROOT, tree_at, write_report  # noqa: E402
 
 from pgmm.report import md_table  # noqa: E402
 
@@ -282,7 +281,8 @@ CHANGED = (
     "pgmm/models/pgmm.py", "pgmm/models/generator.py", "pgmm/models/posenet.py",
     "pgmm/models/pfm.py", "pgmm/losses/total.py", "pgmm/losses/perceptual.py",
     "pgmm/losses/pose.py", "pgmm/losses/motion.py", "pgmm/training/trainer.py",
-    "pgmm/training/config.py",
+    "pgmm/training/config.py", "pgmm/allocator.py", "pgmm/models/cmm.py",
+    "pgmm/models/hourglass.py", "pgmm/models/encoder.py",
     "pgmm/data/loaders.py", "pgmm/data/samplers.py", "pgmm/data/synth/dataset.py",
     *(f"configs/pgmm/{v}-small.yaml" for v in ("tpsmm", "pose_sum", "pfm", "pfm_pd", "full")),
 )  # fmt: skip
@@ -292,18 +292,6 @@ CHANGED = (
 #: the checkpoint helpers): taken as of the baseline too. They hold checkpoint I/O, not step
 #: work, so the comparison is unchanged.
 OLD_IMPORTS = ("pgmm/training/common.py",)
-
-
-def export_tree(revision: str, into: Path) -> Path:
-    """This tree's ``pgmm`` and ``configs`` under ``into``, :data:`CHANGED` (and
-    :data:`OLD_IMPORTS`) as of ``revision``."""
-    for folder in ("pgmm", "configs"):
-        shutil.copytree(ROOT / folder, into / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for path in (*CHANGED, *OLD_IMPORTS):
-        old = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:{path}"],
-                             check=True, capture_output=True).stdout  # fmt: skip
-        (into / path).write_bytes(old)
-    return into
 
 
 def run_arms(arms: list[Arm], trees: dict[str, Path], videos: int, rounds: int, steps: int,
@@ -402,7 +390,7 @@ def main() -> int:
         return 0
     batch, pairs = 4, 20
     with tempfile.TemporaryDirectory(prefix="train-step-old-") as old_tree:
-        trees = {"old": export_tree(args.baseline, Path(old_tree)), "new": ROOT}
+        trees = {"old": tree_at(args.baseline, CHANGED + OLD_IMPORTS, Path(old_tree)), "new": ROOT}
         start = time.perf_counter()
         if args.part == "speed":
             arms = [

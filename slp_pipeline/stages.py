@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pgmm.allocator import keep_freed_memory
 from pgmm.models.pgmm import PGMM, SourceState
 from pgmm.models.pose_estimator import HRNetLite
 from pgmm.pose.heatmaps import argmax_decode, pose_heatmaps
@@ -468,6 +469,8 @@ class PGMMRenderer:
     ) -> None:
         self.name = name
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # ~20 % of a CPU animate() was page faults (pgmm.allocator)
         self.model = model.to(self.device).eval()
         self.size = model.config.image_size
         self.dtype = resolve_precision(precision, self.device)  # autocast dtype of animate()

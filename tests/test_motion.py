@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from pgmm.models.bg_motion import BackgroundMotion
+from pgmm.models.cmm import blend_deformations, resize_grid
 from pgmm.models.dense_motion import DenseMotion
-from pgmm.models.hourglass import DownBlock2d, Hourglass, ResBlock2d, UpBlock2d
+from pgmm.models.hourglass import DownBlock2d, Hourglass, InstanceNorm2d, ResBlock2d, UpBlock2d
 from pgmm.models.keypoint_detector import KeypointDetector
 from pgmm.models.resnet import ResNet18, load_pretrained_backbone
 from pgmm.models.tps import TPS, apply_affine, make_coordinate_grid, random_tps
@@ -345,3 +346,48 @@ def test_tps_survives_collinear_and_coincident_points() -> None:
     assert torch.isfinite(grid).all()
     same = torch.zeros(1, 1, 5, 2)
     assert torch.isfinite(TPS.fit(same, same).warp_grid(6, 6)).all()
+
+
+def test_instance_norm_is_torchs_instance_norm_with_the_same_weights() -> None:
+    # The group-norm kernel must compute the same thing as nn.InstanceNorm2d(affine=True),
+    # forward and backward, and load its state dict: shipped checkpoints hold the latter's keys.
+    torch.manual_seed(0)
+    reference = torch.nn.InstanceNorm2d(6, affine=True)
+    torch.nn.init.normal_(reference.weight)
+    torch.nn.init.normal_(reference.bias)
+    ours = InstanceNorm2d(6)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = (torch.randn(3, 6, 9, 7) * 4 + 2).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    expected, got = reference(x), ours(x2)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    expected.square().sum().backward()
+    got.square().sum().backward()
+    assert x.grad is not None and x2.grad is not None and ours.weight.grad is not None
+    torch.testing.assert_close(x2.grad, x.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+    # A sample's statistics are its own: the batch does not leak into it (unlike batch norm).
+    torch.testing.assert_close(ours(x2[:1]), got[:1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (32, 32), (64, 64), (128, 96)])
+@pytest.mark.parametrize("chunk", [1, 3, 8, 30])
+def test_blend_deformations_is_the_weighted_sum_of_resized_grids(
+    size: tuple[int, int], chunk: int
+) -> None:
+    # The reference is what CMM computed before: resize every grid, weight, sum.
+    torch.manual_seed(1)
+    grids = (torch.rand(2, 5, 32, 32, 2) * 2 - 1).requires_grad_()
+    logits = torch.randn(2, 5, *size, requires_grad=True)
+    weights = torch.softmax(logits, dim=1)
+    expected = (weights.unsqueeze(-1) * resize_grid(grids, size)).sum(dim=1)
+    got = blend_deformations(weights, grids, chunk=chunk)
+    assert got.shape == (2, *size, 2)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    direction = torch.randn_like(expected)
+    grad_expected = torch.autograd.grad(
+        (expected * direction).sum(), (grids, logits), retain_graph=True
+    )
+    grad_got = torch.autograd.grad((got * direction).sum(), (grids, logits))
+    for a, b in zip(grad_got, grad_expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

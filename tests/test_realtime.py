@@ -178,3 +178,34 @@ def test_bench_frame_distance(bench: ModuleType) -> None:
     psnr, biggest, mean = bench.frame_distance(shifted, frames)
     assert biggest == 5 and mean == pytest.approx(5 / frames.size, abs=1e-4)
     assert psnr == pytest.approx(10 * np.log10(255**2 / (25 / frames.size)), abs=0.01)
+
+
+def test_bench_tree_at_takes_the_changed_files_from_the_revision(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    # The old arm of bench/render_cpu.py and bench/train_step.py: this tree, with the listed
+    # files as of a revision -- and a file that did not exist then removed, so the old arm
+    # cannot import new code by accident.
+    import subprocess
+
+    first = subprocess.run(
+        ["git", "-C", str(REPO), "rev-list", "--max-parents=0", "HEAD"],
+        capture_output=True,
+        text=True,
+    )
+    if first.returncode != 0 or not first.stdout.strip():
+        pytest.skip("no git history in this checkout")
+    revision = first.stdout.split()[0]
+    common = sys.modules["common"]  # loaded by bench/pipeline.py from its own folder
+    tree = common.tree_at(revision, ("pgmm/__init__.py", "pgmm/allocator.py"), tmp_path)
+    old_init = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{revision}:pgmm/__init__.py"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert (tree / "pgmm" / "__init__.py").read_bytes() == old_init
+    assert not (tree / "pgmm" / "allocator.py").exists()  # added long after the first commit
+    assert (tree / "pgmm" / "models" / "pgmm.py").read_bytes() == (
+        REPO / "pgmm" / "models" / "pgmm.py"
+    ).read_bytes()  # not listed: this tree's
+    assert (tree / "configs").is_dir()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pgmm.models.hourglass import DownBlock2d
+from pgmm.models.hourglass import DownBlock2d, InstanceNorm2d
 
 
 def pyramid_channels(block_expansion: int, max_features: int, num_down_blocks: int) -> list[int]:
@@ -30,7 +30,7 @@ class ImageEncoder(nn.Module):
         self.channels = pyramid_channels(block_expansion, max_features, num_down_blocks)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, self.channels[0], 7, padding=3),
-            nn.InstanceNorm2d(self.channels[0], affine=True),
+            InstanceNorm2d(self.channels[0]),
             nn.ReLU(inplace=True),
         )
         self.down = nn.ModuleList(

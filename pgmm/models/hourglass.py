@@ -19,6 +19,7 @@ from torch import nn
 __all__ = [
     "DownBlock2d",
     "Hourglass",
+    "InstanceNorm2d",
     "NormKind",
     "ResBlock2d",
     "UpBlock2d",
@@ -28,11 +29,30 @@ __all__ = [
 NormKind = Literal["instance", "batch"]
 
 
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d(channels, affine=True)``, computed by the group-norm kernel.
+
+    Group norm with one group per channel takes the same per-sample, per-channel statistics
+    and gives the same result up to float rounding (< 1e-6), with the same parameters and
+    state-dict keys, so checkpoints load either way. PyTorch runs instance norm as a batch norm
+    over a ``(1, B*C, H, W)`` view, about 5x slower on a CPU than its group-norm kernel (9.3 vs
+    1.8 ms for a 16x16x128x128 input, one thread): at 128^2 the norms were a tenth of a frame.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():  # ONNX has InstanceNormalization: export it as such
+            return super().forward(x)
+        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
 def norm_layer(kind: NormKind, channels: int) -> nn.Module:
     """Per-sample instance norm (TPSMM's choice: statistics independent of the batch, so a
     batch of 1 at inference behaves like training) or batch norm."""
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return InstanceNorm2d(channels)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     raise ValueError(f"norm must be 'instance' or 'batch', got {kind!r}")

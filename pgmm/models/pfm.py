@@ -16,11 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pgmm.models.hourglass import InstanceNorm2d
+
 
 def _conv_in_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1),
-        nn.InstanceNorm2d(cout, affine=True),
+        InstanceNorm2d(cout),
         nn.ReLU(inplace=True),
     )
 

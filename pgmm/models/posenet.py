@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pgmm.models.hourglass import InstanceNorm2d
+
 UPSAMPLING = ("transposed", "bilinear")
 
 
@@ -79,7 +81,7 @@ class PoseNet(nn.Module):
         coarse = self.channels[-1]
         self.stem = nn.Sequential(
             nn.Conv2d(num_keypoints, coarse, 3, padding=1),
-            nn.InstanceNorm2d(coarse, affine=True),
+            InstanceNorm2d(coarse),
             nn.ReLU(inplace=True),
         )
         ups = []
@@ -91,7 +93,7 @@ class PoseNet(nn.Module):
             ups.append(
                 nn.Sequential(
                     up,
-                    nn.InstanceNorm2d(cout, affine=True),
+                    InstanceNorm2d(cout),
                     nn.ReLU(inplace=True),
                 )
             )

@@ -32,6 +32,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
+from pgmm.allocator import keep_freed_memory
 from pgmm.data.loaders import FrameCache, SignVideoDataset
 from pgmm.data.samplers import FramePairDataset, VideoWindowSampler
 from pgmm.losses.total import PGMMLoss
@@ -138,6 +139,8 @@ class PGMMTrainer:
         self.mcfg, self.cfg = model_config, train_config
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # the step's activations reuse pages (pgmm.allocator)
         self.progress = progress
         if dataset.size != model_config.image_size:
             raise ValueError(
