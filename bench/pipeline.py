@@ -19,9 +19,13 @@
    length: the report gives each run's RSS growth over its first second, and the peak of its
    second half minus that of its first (a leak makes it positive, a swing does not).
 
+``--compile`` adds the fastest setting once more with the renderer compiled
+(``PipelineConfig.compile``); its compilation, paid once per process, is timed apart
+(``compile_s``, ~5 min on the 2-core CPU) and not counted in the row.
+
 Run: ``python bench/pipeline.py [--lengths 10 60 300] [--pgmm-seconds 20] [--repeats 2]
-[--device cpu|cuda]`` (~3 min on the idle 2-core machine, estimated from CPU time). Writes
-``bench/results/pipeline.json``.
+[--device cpu|cuda] [--compile]`` (~3 min on the idle 2-core machine without ``--compile``,
+estimated from CPU time). Writes ``bench/results/pipeline.json``.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class Setting:
     first_chunk_frames: int
     threads: int  # torch.set_num_threads for the whole run
     precision: str  # the renderer's autocast: fp32 | bf16
+    compiled: bool = False  # the renderer through torch.compile (PipelineConfig.compile)
 
 
 #: The first row is the baseline the others' frames are compared with (the pipeline before the
@@ -111,6 +116,11 @@ def settings_for(device: str) -> tuple[Setting, ...]:
 def fastest(settings: tuple[Setting, ...]) -> Setting:
     """The real-time setting (two threads, bf16 where the CPU computes it): the last row."""
     return settings[-1]
+
+
+def compiled(setting: Setting) -> Setting:
+    """``setting`` with the renderer compiled (``--compile``: opt-in, as it costs minutes)."""
+    return dataclasses.replace(setting, name=f"{setting.name}, compiled", compiled=True)
 
 
 @dataclass
@@ -286,15 +296,25 @@ def sentence_benchmark(repeats: int, device: str, settings: tuple[Setting, ...])
         assert isinstance(base, PGMMRenderer)
         load_s = time.perf_counter() - start
         person = synth.registry.get("default")
-        renderers = {  # one set of weights, two autocast settings
-            p: PGMMRenderer("full", base.model, base.device, p) for p in ("fp32", "bf16")
+        renderers = {  # one set of weights; each autocast setting, eager or compiled
+            (s.precision, s.compiled): PGMMRenderer(
+                "full", base.model, base.device, s.precision, compile=s.compiled
+            )
+            for s in settings
         }
+        compile_s = {}  # the compiled renderers' first chunk: compilation, paid once per process
+        for (precision, is_compiled), renderer in renderers.items():
+            if is_compiled:
+                torch.set_num_threads(max(s.threads for s in settings if s.compiled))
+                compile_s[precision] = round(renderer.warm_up(), 1)
+                print(f"  compiled the {precision} renderer in {compile_s[precision]} s")
 
         def run(setting: Setting, keep: list[np.ndarray] | None = None, **kw: Any) -> dict:
             torch.set_num_threads(setting.threads)
             t2p = Text2PoseStage(models_t2p, CHUNK_FRAMES, setting.first_chunk_frames)
             on_chunk = None if keep is None else keep.append
-            return stream(t2p, renderers[setting.precision], person, SENTENCE, on_chunk, **kw)
+            renderer = renderers[setting.precision, setting.compiled]
+            return stream(t2p, renderer, person, SENTENCE, on_chunk, **kw)
 
         for setting in settings:  # first-call allocations, lazy init, oneDNN kernel choice
             run(setting, max_chunks=2)
@@ -333,6 +353,7 @@ def sentence_benchmark(repeats: int, device: str, settings: tuple[Setting, ...])
         "peak_rss_MiB": round(rss_mib("VmHWM")),
         "load_average_1min_start_end": [round(x, 2) for x in load],
         "signer_encode_s": runs[settings[0]][0]["signer_encode_s"],
+        "compile_s": compile_s,
         "settings": [dataclasses.asdict(r) for r in rows],
     }
 
@@ -407,14 +428,14 @@ def print_table(sentence: dict) -> None:
         f"{sentence['load_average_1min_start_end']}"
     )
     print(
-        f"{'setting':<26}{'first':>6}{'thr':>4}{'prec':>6}{'1st frame':>10}{'wall':>9}"
+        f"{'setting':<36}{'first':>6}{'thr':>4}{'prec':>6}{'1st frame':>10}{'wall':>9}"
         f"{'RTF':>6}{'CPU s':>7}{'render':>8}{'PSNR dB':>9}{'max diff':>9}"
     )
     for r in rows:
         s = r["setting"]
         psnr = "same" if r["psnr_vs_baseline_db"] is None else f"{r['psnr_vs_baseline_db']:.1f}"
         print(
-            f"{s['name']:<26}{s['first_chunk_frames']:>6}{s['threads']:>4}{s['precision']:>6}"
+            f"{s['name']:<36}{s['first_chunk_frames']:>6}{s['threads']:>4}{s['precision']:>6}"
             f"{r['time_to_first_frame_s']:>9.2f}s{r['wall_s']:>8.2f}s"
             f"{r['real_time_factor']:>6.2f}{r['cpu_s']:>7.2f}"
             f"{r['stages_s']['render'] / r['wall_s']:>8.0%}{psnr:>9}"
@@ -430,6 +451,9 @@ def main() -> int:
     )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="renderer device: cpu | cuda | auto")
+    parser.add_argument(
+        "--compile", action="store_true", help="add the fastest setting, renderer compiled"
+    )
     parser.add_argument("--probe", nargs=2, metavar=("SECONDS", "RENDERER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -439,7 +463,8 @@ def main() -> int:
     settings = settings_for(args.device)
     if len(settings) < len(SETTINGS):
         print("bf16 settings skipped: this CPU has no bf16 instructions (oneDNN emulates them)")
-    sentence = sentence_benchmark(args.repeats, args.device, settings)
+    timed = (*settings, compiled(fastest(settings))) if args.compile else settings
+    sentence = sentence_benchmark(args.repeats, args.device, timed)
     print_table(sentence)
     print(f"(per-signer encode, cached by the service: {sentence['signer_encode_s']:.3f} s)")
     lengths = [(s, SKELETON) for s in args.lengths]

@@ -46,6 +46,7 @@ BASELINE = "71682ef"
 CHANGED = (
     "pgmm/allocator.py", "pgmm/models/cmm.py", "pgmm/models/hourglass.py",
     "pgmm/models/encoder.py", "pgmm/models/pfm.py", "pgmm/models/posenet.py",
+    "pgmm/models/generator.py",
 )  # fmt: skip
 MODEL = ROOT / "models" / "pgmm" / "full-small"
 FRAMES = 16

@@ -58,6 +58,10 @@ class PipelineConfig:
     # also renders in bf16 on CPUs with bf16 instructions: faster, frames within a few grey
     # levels of fp32 (docs/performance.md, "Pipeline").
     precision: str = "auto"
+    # torch.compile the PGMM renderers when they load (inductor; docs/performance.md, "The
+    # float32 CPU path"): 1.24x faster sentences on a CPU, after ~5 min of compiling per process.
+    # For long-lived services; a one-shot `slp synthesize` would spend more time compiling.
+    compile: bool = False
     chunk_frames: int = 16
     # A smaller first chunk shows the first frame sooner (stages.chunk_schedule). In-process
     # only (slp synthesize, slp caption): why the Serve graph keeps chunk_frames is in
@@ -95,6 +99,8 @@ class PipelineConfig:
         if not re.fullmatch(DEVICE, self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         resolve_precision(self.precision, torch.device("cpu"))  # an unknown name raises
+        if not isinstance(self.compile, bool):  # YAML "compile: yes" is a bool; "on" a str
+            raise ValueError(f"compile must be true or false, got {self.compile!r}")
         bad = [o for o in self.cors_origins if o != "*" and not re.fullmatch(ORIGIN, o)]
         if bad:
             raise ValueError(f"cors_origins must be '*' or scheme://host[:port]; got {bad}")

@@ -499,7 +499,17 @@ class Renderer:
         config = config.localized()  # models_uri: this node's copies (docs/cluster.md)
         self.registry = SignerRegistry(config.signers_dir, seed_builtins=False)
         self.renderers: dict[str, FrameRenderer[Any]] = {
-            name: load_renderer(name, spec, config.device, config.precision, config.skeleton_size)
+            name: load_renderer(
+                name,
+                spec,
+                config.device,
+                config.precision,
+                config.skeleton_size,
+                config.compile,
+                # The graph renders whole chunks (no short first chunk), batched up to
+                # max_batch_size of them: one compiled length, longer batches are cut into it.
+                (config.chunk_frames,),
+            )
             for name, spec in config.renderers.items()
         }
         # Ray's annotations of @serve.batch omit the setters it adds to the method.

@@ -136,7 +136,13 @@ class Synthesizer:
         cfg = self.config
         if name not in self._renderers:
             self._renderers[name] = load_renderer(
-                name, cfg.renderers[name], cfg.device, cfg.precision, cfg.skeleton_size
+                name,
+                cfg.renderers[name],
+                cfg.device,
+                cfg.precision,
+                cfg.skeleton_size,
+                cfg.compile,
+                (cfg.first_chunk_frames, cfg.chunk_frames),
             )
         return self._renderers[name]
 

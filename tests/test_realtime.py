@@ -15,10 +15,19 @@ import pytest
 import torch
 import yaml
 from t2p_double import FakeTextToPose
+from tiny import TINY_PGMM
 
+from pgmm.models.config import PGMMConfig
+from pgmm.models.pgmm import PGMM
 from pgmm.pose.sequence import PoseSequence
 from slp_pipeline.config import PipelineConfig, pipeline_config
-from slp_pipeline.stages import Text2PoseStage, chunk_schedule, resolve_precision
+from slp_pipeline.stages import (
+    PGMMRenderer,
+    PGMMState,
+    Text2PoseStage,
+    chunk_schedule,
+    resolve_precision,
+)
 from slp_pipeline.synthesize import Synthesizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +113,7 @@ def test_synthesizer_uses_the_configured_first_chunk(tmp_path: Path) -> None:
     [
         ({"first_chunk_frames": 0}, "first_chunk_frames"),
         ({"precision": "fastest"}, "precision must be one of"),
+        ({"compile": "on"}, "compile must be true or false"),
     ],
 )
 def test_config_rejects_bad_real_time_settings(change: dict, message: str) -> None:
@@ -116,6 +126,63 @@ def test_serve_configs_load_with_the_real_time_keys(name: str) -> None:
     config = pipeline_config(yaml.safe_load((REPO / "configs" / "serve" / name).read_text()))
     assert 1 <= config.first_chunk_frames <= config.chunk_frames
     resolve_precision(config.precision, torch.device("cpu"))  # a valid precision
+    assert config.compile is False  # opt-in: compiling costs minutes per replica
+
+
+def test_compiled_renderer_pads_chunks_to_its_compiled_lengths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # torch.compile itself is replaced by a recorder (compiling takes minutes; the frames of a
+    # really compiled renderer are compared with eager ones by bench/pipeline.py --compile):
+    # what is checked is that the compiled function only ever sees the lengths it was compiled
+    # for, that padding and cutting give the eager frames, and that adapted signers stay eager.
+    calls: list[int] = []
+
+    def fake_compile(fn, dynamic=None):  # type: ignore[no-untyped-def]
+        assert dynamic is False  # dynamic shapes rendered slower than eager on a CPU
+
+        def counted(state, maps):  # type: ignore[no-untyped-def]
+            calls.append(len(maps))
+            return fn(state, maps)
+
+        return counted
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = PGMM(PGMMConfig(variant="full", image_size=64, **TINY_PGMM)).eval()
+    stage = PGMMRenderer("r", model, compile=True, compile_sizes=(16, 4))
+    assert stage.warm_up() > 0 and calls == [4, 16]
+    eager = PGMMRenderer("r", model)
+    rng = np.random.default_rng(0)
+    grey = torch.full((1, 3, 64, 64), 0.5)
+    source = model.encode_source(grey, stage.heatmaps(np.zeros((1, 36, 3), np.float32)))
+
+    def poses(n: int) -> PoseSequence:
+        return PoseSequence(
+            (rng.random((n, 36, 3)) * 64).astype(np.float32), 25.0, "pgmm36", 64, 64
+        )
+
+    for n, expected in [(4, [4]), (1, [4]), (7, [16]), (20, [16, 4])]:
+        calls.clear()
+        chunk = poses(n)
+        got = stage.render([PGMMState(model, source)], [chunk])
+        want = eager.render([PGMMState(model, source)], [chunk])
+        assert calls == expected and got[0].shape[0] == n
+        np.testing.assert_allclose(got[0], want[0], atol=1)  # batch-size rounding only
+    # Two signers in one batch (the service's batching): their stacked state is cut and
+    # padded with the poses.
+    calls.clear()
+    other = model.encode_source(torch.full((1, 3, 64, 64), 0.2), source.heatmaps)
+    chunks = [poses(9), poses(12)]
+    states = [PGMMState(model, source), PGMMState(model, other)]
+    got, want = stage.render(states, chunks), eager.render(states, chunks)
+    assert calls == [16, 16]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=1)
+    # An adapted signer's own weights: eager.
+    calls.clear()
+    adapted = PGMM(PGMMConfig(variant="full", image_size=64, **TINY_PGMM)).eval()
+    stage.render([PGMMState(adapted, adapted.encode_source(grey, source.heatmaps))], [poses(5)])
+    assert calls == []
 
 
 @pytest.mark.parametrize(("has_bf16", "dtype"), [(True, torch.bfloat16), (False, torch.float32)])
