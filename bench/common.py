@@ -14,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -93,3 +94,47 @@ def tree_at(revision: str, changed: tuple[str, ...], into: Path) -> Path:
         else:
             (into / path).unlink(missing_ok=True)
     return into
+
+
+class TreeWorker:
+    """A benchmark's worker process: ``script --worker SPEC`` run with the source ``tree`` first
+    on ``PYTHONPATH`` (an old arm's copy, or the repository) and ``threads`` torch threads; it
+    answers each JSON command line with one JSON line. It runs in a scratch folder, not the
+    repository, so that ``tree`` is the code imported."""
+
+    def __init__(self, name: str, script: Path, tree: Path, spec: dict[str, Any], threads: int,
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.name = name
+        full_env = {**os.environ, **(env or {})}
+        full_env.update(PYTHONPATH=str(tree), OMP_NUM_THREADS=str(threads))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=full_env,
+            cwd=tempfile.gettempdir(),
+        )
+
+    def ask(self, **cmd: Any) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.name} died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def run_worker(spec: str | None, worker: Callable[[dict[str, Any]], None]) -> bool:
+    """Whether this process is a :class:`TreeWorker` (``--worker SPEC`` given); if so, serve
+    ``worker`` with the parsed spec first."""
+    if spec is None:
+        return False
+    worker(json.loads(spec))
+    return True

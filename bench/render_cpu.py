@@ -26,7 +26,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, ROOT, cpu_name, rss_mib, tree_at, write_report  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    TreeWorker,
+    cpu_name,
+    rss_mib,
+    run_worker,
+    tree_at,
+    write_report,
+)
 
 from pgmm.report import md_table  # noqa: E402
 
@@ -90,35 +98,6 @@ def _worker(spec: dict[str, Any]) -> None:
         print(json.dumps(answer), flush=True)
 
 
-class Worker:
-    def __init__(self, name: str, tree: Path, threads: int) -> None:
-        self.name, self.threads = name, threads
-        spec = {"model": str(MODEL), "threads": threads}
-        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=tempfile.gettempdir(),  # not ROOT: the tree on PYTHONPATH is the one imported
-        )
-
-    def ask(self, **cmd: Any) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker {self.name} died (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        self.proc.wait()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", default=BASELINE, help="git revision of the old arm")
@@ -127,13 +106,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "render_cpu.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        _worker(json.loads(args.worker))
+    if run_worker(args.worker, _worker):
         return 0
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="render-cpu-") as scratch:
         trees = {"old": tree_at(args.baseline, CHANGED, Path(scratch) / "old"), "new": ROOT}
-        workers = [Worker(f"{t} code, {n} thread{'s' * (n > 1)}", trees[t], n)
+        script = Path(__file__).resolve()
+        workers = [TreeWorker(f"{t} code, {n} thread{'s' * (n > 1)}", script, trees[t],
+                              {"model": str(MODEL), "threads": n}, n)
                    for n in args.threads for t in ("old", "new")]  # fmt: skip
         try:
             frames = [np.load(w.ask(cmd="frames", path=f"{scratch}/{i}.npy")["path"])
@@ -156,7 +136,7 @@ def main() -> int:
         diff = int(np.abs(frames[i].astype(np.int16) - frames[old].astype(np.int16)).max())
         arm = {
             "name": w.name,
-            "threads": w.threads,
+            "threads": args.threads[i // 2],
             "seconds_per_chunk": seconds,
             "frames_per_s": FRAMES / seconds,
             "speedup_vs_old": old_s / seconds,

@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, ROOT, tree_at, write_report  # noqa: E402
+from common import RESULTS, ROOT, TreeWorker, run_worker, tree_at, write_report  # noqa: E402
 
 from pgmm.report import md_table  # noqa: E402
 
@@ -230,7 +229,7 @@ def _profile(trainer: Any, batch: dict[str, Any]) -> dict[str, dict[str, float]]
 
 
 # ------------------------------------------------------------------------------- parent side
-class Worker:
+class Worker(TreeWorker):
     """A worker process holding one arm's trainer."""
 
     def __init__(self, arm: Arm, trees: dict[str, Path], videos: int) -> None:
@@ -249,30 +248,9 @@ class Worker:
         # Imported here, not at the top: a worker runs this file on the old tree's pgmm.
         from pgmm.data.corpus import default_data_dir
 
-        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(arm.threads)}
-        env.setdefault("SLP_SHARED_DATA", str(default_data_dir()))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=tempfile.gettempdir(),
-        )
-
-    def ask(self, **cmd: Any) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker {self.arm.name} died (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        self.proc.wait()
+        data = os.environ.get("SLP_SHARED_DATA", str(default_data_dir()))
+        script = Path(__file__).resolve()
+        super().__init__(arm.name, script, tree, spec, arm.threads, {"SLP_SHARED_DATA": data})
 
 
 #: Every file the training-step work changed: the old arms run this tree with these files as
@@ -385,8 +363,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "train_step.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        _worker(json.loads(args.worker))
+    if run_worker(args.worker, _worker):
         return 0
     batch, pairs = 4, 20
     with tempfile.TemporaryDirectory(prefix="train-step-old-") as old_tree:
