@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import math
+import sys
 import tempfile
 import time
 import zipfile
@@ -645,8 +646,11 @@ def load_renderer(
     dev = resolve_device(device)
     model = PGMM.from_pretrained(_require_folder(spec, f"renderer '{name}'"), map_location=dev)
     renderer = PGMMRenderer(name, model, dev, precision, compile, compile_sizes)
-    if compile:
-        renderer.warm_up()
+    if compile:  # minutes without a word would look like a hang
+        sizes = " and ".join(map(str, renderer.compile_sizes))
+        print(f"compiling renderer '{name}' for chunks of {sizes} frames (minutes on a CPU) ...",
+              file=sys.stderr, flush=True)  # fmt: skip
+        print(f"compiled renderer '{name}' in {renderer.warm_up():.0f} s", file=sys.stderr)
     return renderer
 
 

@@ -26,6 +26,7 @@ from slp_pipeline.stages import (
     PGMMState,
     Text2PoseStage,
     chunk_schedule,
+    load_renderer,
     resolve_precision,
 )
 from slp_pipeline.synthesize import Synthesizer
@@ -129,13 +130,11 @@ def test_serve_configs_load_with_the_real_time_keys(name: str) -> None:
     assert config.compile is False  # opt-in: compiling costs minutes per replica
 
 
-def test_compiled_renderer_pads_chunks_to_its_compiled_lengths(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # torch.compile itself is replaced by a recorder (compiling takes minutes; the frames of a
-    # really compiled renderer are compared with eager ones by bench/pipeline.py --compile):
-    # what is checked is that the compiled function only ever sees the lengths it was compiled
-    # for, that padding and cutting give the eager frames, and that adapted signers stay eager.
+@pytest.fixture
+def compile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """torch.compile replaced by a recorder of the frame counts its function is called with
+    (compiling takes minutes; the frames of a really compiled renderer are compared with eager
+    ones by bench/pipeline.py --compile)."""
     calls: list[int] = []
 
     def fake_compile(fn, dynamic=None):  # type: ignore[no-untyped-def]
@@ -148,6 +147,26 @@ def test_compiled_renderer_pads_chunks_to_its_compiled_lengths(
         return counted
 
     monkeypatch.setattr(torch, "compile", fake_compile)
+    return calls
+
+
+def test_load_renderer_compiles_before_it_returns(
+    compile_calls: list[int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = PGMM(PGMMConfig(variant="full", image_size=64, **TINY_PGMM)).save_pretrained(
+        tmp_path / "r"
+    )
+    stage = load_renderer("r", folder, "cpu", compile=True, compile_sizes=(3, 2))
+    assert isinstance(stage, PGMMRenderer) and compile_calls == [2, 3]
+    err = capsys.readouterr().err
+    assert "compiling renderer 'r' for chunks of 2 and 3 frames" in err
+    assert "compiled renderer 'r' in" in err
+
+
+def test_compiled_renderer_pads_chunks_to_its_compiled_lengths(compile_calls: list[int]) -> None:
+    # What is checked: the compiled function only ever sees the lengths it was compiled for,
+    # padding and cutting give the eager frames, and adapted signers stay eager.
+    calls = compile_calls
     model = PGMM(PGMMConfig(variant="full", image_size=64, **TINY_PGMM)).eval()
     stage = PGMMRenderer("r", model, compile=True, compile_sizes=(16, 4))
     assert stage.warm_up() > 0 and calls == [4, 16]
