@@ -1,14 +1,16 @@
 """Keep glibc from handing large tensor buffers back to the kernel after every use.
 
 A renderer or training step allocates and frees the same few dozen large activations (1-50 MiB
-each) on every call. With glibc's defaults a freed block of that size goes back to the kernel
+each) on every call. With glibc's defaults a freed block of that size can go back to the kernel
 (``munmap``, or a trim of the heap top), so the next call gets fresh pages and faults on every
-4 KiB of them: ~130,000 page faults and ~0.29 s of kernel time per 16-frame ``PGMM.animate`` at
-128^2 on one thread, 16 % of its wall time (``bench/allocator.py``). Raising the mmap threshold
-to its maximum (32 MiB on 64-bit glibc) and the trim threshold far above any working set makes
-those blocks come from, and return to, the process's own heap; the pages stay mapped and are
-reused by the next call. Peak memory is unchanged -- the same blocks are live at the peak --
-but the process does not shrink after it, which is what a long-lived renderer or trainer wants.
+4 KiB of them: 106,000-166,000 page faults and ~0.3 s of kernel time per 16-frame
+``PGMM.animate`` at 128^2 on one thread, ~16 % of its wall time, depending on what the process
+allocated before (docs/performance.md, "The float32 CPU path"; ``bench/render_cpu.py`` and
+``bench/pipeline.py`` measure old code against new). Raising the mmap threshold to its maximum
+(32 MiB on 64-bit glibc) and the trim threshold above any working set makes those blocks come
+from, and return to, the process's own heap; the pages stay mapped and are reused by the next
+call. The price: the process no longer shrinks after its peak (+110-140 MiB of peak RSS in the
+pipeline's 20 s streaming probe), which a long-lived renderer or trainer can afford.
 
 Only glibc has ``mallopt``; elsewhere (musl, macOS, Windows) this is a no-op that says so.
 """

@@ -486,29 +486,29 @@ class PGMMRenderer:
         self.name = name
         self.device = torch.device(device)
         if self.device.type == "cpu":
-            keep_freed_memory()  # ~20 % of a CPU animate() was page faults (pgmm.allocator)
+            keep_freed_memory()  # ~16 % of a CPU animate() was page faults (pgmm.allocator)
         self.model = model.to(self.device).eval()
         self.size = model.config.image_size
         self.dtype = resolve_precision(precision, self.device)  # autocast dtype of animate()
-        self._compiled: Callable[..., torch.Tensor] | None = None
         self.compile_sizes = tuple(sorted(set(compile_sizes)))
+        if not self.compile_sizes or min(self.compile_sizes) < 1:
+            raise ValueError(f"compile_sizes must be >= 1, got {compile_sizes}")
+        self._compiled: Callable[..., torch.Tensor] | None = None
         if compile:
-            if not self.compile_sizes or min(self.compile_sizes) < 1:
-                raise ValueError(f"compile_sizes must be >= 1, got {compile_sizes}")
             self._compiled = torch.compile(self.model.animate, dynamic=False)
 
     def warm_up(self) -> float:
-        """Render a grey signer in blank poses, a chunk of each compiled length (one of 4
-        frames without ``compile``); return the seconds taken.
+        """Render a grey signer in blank poses, a chunk of each of ``compile_sizes``; return
+        the seconds taken.
 
         With ``compile`` this is the compilation (minutes on a CPU: docs/performance.md), so a
         service pays it when its replica starts rather than on its first request."""
         start = time.perf_counter()
-        sizes = self.compile_sizes if self._compiled is not None else (4,)
         grey = torch.full((1, 3, self.size, self.size), 0.5, device=self.device)
-        maps = self.heatmaps(np.zeros((max(sizes) + 1, 36, 3), np.float32)).to(self.device)
+        maps = self.heatmaps(np.zeros((max(self.compile_sizes) + 1, 36, 3), np.float32))
+        maps = maps.to(self.device)
         state = self.model.encode_source(grey, maps[:1])
-        for size in sizes:
+        for size in self.compile_sizes:
             self._frames(self.model, state, maps[1 : size + 1])
         return time.perf_counter() - start
 
